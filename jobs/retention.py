@@ -1,0 +1,43 @@
+"""Retention deletes of runbook §8, in small batches so no delete holds long locks."""
+
+from __future__ import annotations
+
+import dramatiq
+import psycopg
+import structlog
+
+from nmc.queue.dramatiq import MAINTENANCE_QUEUE
+from nmc.settings import get_settings
+
+log = structlog.get_logger(module="retention")
+
+BATCH = 5_000
+# (table, condition); a table that does not exist yet is skipped.
+RULES: tuple[tuple[str, str], ...] = (
+    ("webhook_events", "received_at < now() - interval '90 days'"),
+    ("outbox_events", "dispatched_at < now() - interval '30 days'"),
+    ("conv_messages", "created_at < now() - interval '180 days'"),
+)
+
+
+def purge_table(connection: psycopg.Connection, table: str, condition: str) -> int:
+    """Delete every row of `table` matching `condition`, BATCH rows per transaction."""
+    if connection.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,):
+        return 0
+    total = 0
+    while True:
+        with connection.transaction():
+            deleted = connection.execute(
+                f"DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} WHERE {condition} LIMIT {BATCH})"
+            ).rowcount
+        total += deleted
+        if deleted < BATCH:
+            return total
+
+
+@dramatiq.actor(queue_name=MAINTENANCE_QUEUE, max_retries=5, time_limit=30 * 60 * 1000)
+def purge_expired_rows() -> dict[str, int]:
+    with psycopg.connect(get_settings().DATABASE_URL, autocommit=True) as connection:
+        counts = {table: purge_table(connection, table, condition) for table, condition in RULES}
+    log.info("retention.purged", **counts)
+    return counts

@@ -1,0 +1,73 @@
+# NeverMissCall recipes. Prerequisite on a new machine: `pip install uv rust-just`.
+set dotenv-load := false
+
+default:
+    @just --list
+
+# Sync the virtual environment from uv.lock (dev tools included).
+install:
+    uv sync --frozen
+
+# Database ready (created, or a private cluster), migrations applied, web + worker + jobs together.
+dev: install
+    uv run nmc dev
+
+# The web process: webhooks, REST under /api, /healthz, /metrics.
+web:
+    uv run nmc web
+
+# The worker process: outbox dispatcher, sweeper, schedules (PgQueuer).
+worker:
+    uv run nmc worker
+
+# The jobs process: Dramatiq actors (retention, later calendar sync).
+jobs:
+    uv run nmc jobs
+
+# The whole test suite (creates its own databases; starts its own fake providers).
+test *ARGS: install
+    uv run pytest {{ARGS}}
+
+# ruff check, ruff format --check, mypy.
+lint: install
+    uv run ruff check .
+    uv run ruff format --check .
+    uv run mypy
+
+# Apply migrations (creates the database first when it is missing).
+migrate: install
+    uv run nmc db ensure
+    uv run nmc db upgrade
+
+# Autogenerate a migration from the models: just make-migration "add calls"
+make-migration MESSAGE: install
+    uv run nmc db revision -m "{{MESSAGE}}"
+
+# Upgrade head on an empty database, autogenerate shows no drift, offline SQL renders.
+migration-check: install
+    #!/usr/bin/env bash
+    set -euo pipefail
+    base="${DATABASE_URL:-postgresql://127.0.0.1:5432/nmc}"
+    export DATABASE_URL="${base%/*}/nmc_migration_check"
+    psql "${base%/*}/postgres" -qc 'DROP DATABASE IF EXISTS nmc_migration_check'
+    uv run nmc db ensure
+    uv run nmc db upgrade
+    uv run nmc db check
+    uv run nmc db upgrade --sql > /dev/null
+    echo "migrations: upgrade head ok, no drift, offline SQL renders"
+
+# Benchmarks: just bench first-sms [--rate R --seconds S]
+bench NAME *ARGS: install
+    uv run python -m tests.bench.{{replace(NAME, "-", "_")}} {{ARGS}}
+
+# Run db/queries/NAME.sql (runbook §12 cheatsheet and playbook queries).
+sql NAME:
+    uv run nmc sql {{NAME}}
+
+# Export every event's JSON Schema (the Event Catalog).
+catalog:
+    uv run nmc catalog
+
+# Move parked events back: just replay-outbox --event-name call.missed [--dry-run]
+replay-outbox *ARGS:
+    uv run nmc replay-outbox {{ARGS}}

@@ -1,0 +1,3 @@
+from nmc.cli import main
+
+main()

@@ -1,0 +1,85 @@
+"""The Litestar application: webhooks, REST under `/api`, `/healthz`, `/metrics`."""
+
+from __future__ import annotations
+
+from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
+from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
+from litestar import Litestar, Router
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.plugins.prometheus import PrometheusConfig
+
+from nmc.db import get_alchemy_config
+from nmc.events import metrics as _outbox_metrics  # noqa: F401  (registers the outbox probe)
+from nmc.identity.auth import ClerkAuthenticationMiddleware
+from nmc.identity.controllers import TenantController
+from nmc.identity.service import InvalidTenantData
+from nmc.observability.controllers import healthz
+from nmc.observability.correlation import correlation_middleware
+from nmc.observability.logging import configure_logging
+from nmc.observability.metrics import MetricsController
+from nmc.settings import get_settings
+
+API_CONTROLLERS: list[type] = [TenantController]
+WEBHOOK_HANDLERS: list[object] = []
+
+
+def _unprocessable(exc: InvalidTenantData) -> ProblemDetailsException:
+    return ProblemDetailsException(
+        status_code=422, title="Invalid field", detail=str(exc), extra={"field": exc.field}
+    )
+
+
+def _not_found(exc: NotFoundError) -> ProblemDetailsException:
+    return ProblemDetailsException(status_code=404, title="Not found", detail="No such resource")
+
+
+def _conflict(exc: DuplicateKeyError) -> ProblemDetailsException:
+    return ProblemDetailsException(status_code=409, title="Conflict", detail="That resource already exists")
+
+
+def api_router() -> Router:
+    return Router(
+        path="/api",
+        route_handlers=API_CONTROLLERS,
+        middleware=[DefineMiddleware(ClerkAuthenticationMiddleware)],
+        security=[{"ClerkSession": []}],
+    )
+
+
+def create_app() -> Litestar:
+    settings = get_settings()
+    configure_logging(settings.LOG_LEVEL)
+    prometheus = PrometheusConfig(app_name="nmc", prefix="nmc", group_path=True, exclude=["/metrics"])
+    return Litestar(
+        route_handlers=[healthz, MetricsController, api_router(), *WEBHOOK_HANDLERS],
+        plugins=[
+            SQLAlchemyPlugin(config=get_alchemy_config()),
+            ProblemDetailsPlugin(
+                ProblemDetailsConfig(
+                    enable_for_all_http_exceptions=True,
+                    exception_to_problem_detail_map={
+                        InvalidTenantData: _unprocessable,
+                        NotFoundError: _not_found,
+                        DuplicateKeyError: _conflict,
+                    },
+                )
+            ),
+        ],
+        middleware=[correlation_middleware, prometheus.middleware],
+        openapi_config=OpenAPIConfig(
+            title="NeverMissCall API",
+            version="1.0.0",
+            path="/schema",
+            render_plugins=[ScalarRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "ClerkSession": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
+                }
+            ),
+        ),
+        debug=False,
+    )

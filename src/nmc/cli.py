@@ -1,0 +1,292 @@
+"""The `nmc` command: processes, database, tenants, outbox replay, ops SQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+from uuid import UUID
+
+import click
+import msgspec
+
+from nmc.settings import SettingsError, get_settings
+
+T = TypeVar("T")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def _check_settings() -> None:
+    """Fail fast, in one line naming the variable, before anything starts."""
+    get_settings.cache_clear()
+    get_settings()
+
+
+@click.group()
+def cli() -> None:
+    """NeverMissCall: text back every missed call, carry the conversation, book the job."""
+    _check_settings()
+
+
+# ---------------------------------------------------------------------------- processes
+@cli.command()
+@click.option("--port", type=int, default=None, help="Defaults to PORT.")
+@click.option("--host", default="0.0.0.0", show_default=True)
+def web(port: int | None, host: str) -> None:
+    """Run the web process (webhooks, REST, /healthz, /metrics)."""
+    import uvicorn
+
+    settings = get_settings()
+    uvicorn.run(
+        "nmc.app:create_app",
+        factory=True,
+        host=host,
+        port=port or settings.PORT,
+        access_log=False,
+        log_config=None,
+        loop="uvloop",
+        http="httptools",
+        proxy_headers=True,
+        forwarded_allow_ips="*",
+    )
+
+
+@cli.command()
+def worker() -> None:
+    """Run the worker process (outbox dispatcher, sweeper, schedules)."""
+    import uvloop
+
+    from nmc.queue.worker import run_worker
+
+    uvloop.run(run_worker())
+
+
+@cli.command(context_settings={"ignore_unknown_options": True})
+@click.argument("dramatiq_args", nargs=-1, type=click.UNPROCESSED)
+def jobs(dramatiq_args: tuple[str, ...]) -> None:
+    """Run the jobs process (`dramatiq jobs`)."""
+    os.execvp(sys.executable, [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1", *dramatiq_args])
+
+
+@cli.command()
+def dev() -> None:
+    """Database ready, migrations applied, then web + worker + jobs in this terminal (Ctrl-C stops all)."""
+    from nmc.devdb import resolve_dev_database_url
+
+    env = dict(os.environ)
+    env["DATABASE_URL"] = resolve_dev_database_url(env)
+    _prepare_database(env)
+    commands = {"web": ["web"], "worker": ["worker"], "jobs": ["jobs"]}
+    children = {name: subprocess.Popen([sys.executable, "-m", "nmc", *args], env=env) for name, args in commands.items()}
+    click.echo(f"nmc dev: web on :{get_settings().PORT}, worker and jobs running; Ctrl-C stops all three")
+    _supervise(children)
+
+
+def _prepare_database(env: dict[str, str]) -> None:
+    for args in (["db", "ensure"], ["db", "upgrade"]):
+        subprocess.run([sys.executable, "-m", "nmc", *args], env=env, check=True)
+
+
+def _supervise(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    def stop_all(*_: object) -> None:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, stop_all)
+    signal.signal(signal.SIGTERM, stop_all)
+    try:
+        while all(child.poll() is None for child in children.values()):
+            time.sleep(0.3)
+    finally:
+        stop_all()
+        deadline = time.monotonic() + 15
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+    exited = [f"{name} ({child.returncode})" for name, child in children.items()]
+    click.echo(f"nmc dev: stopped {', '.join(exited)}")
+
+
+# ---------------------------------------------------------------------------- database
+@cli.group()
+def db() -> None:
+    """Database: create, migrate, check."""
+
+
+def _alembic() -> Any:
+    from advanced_alchemy.alembic.commands import AlembicCommands
+
+    from nmc.db import get_alchemy_config
+
+    return AlembicCommands(sqlalchemy_config=get_alchemy_config())
+
+
+@db.command()
+def ensure() -> None:
+    """Create the database named by DATABASE_URL if it is missing."""
+    from nmc.devdb import DevDatabaseError, ensure_database
+
+    try:
+        created = run_async(ensure_database(get_settings().DATABASE_URL))
+    except DevDatabaseError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("database created" if created else "database exists")
+
+
+@db.command()
+@click.option("--sql", is_flag=True, help="Print the SQL instead of applying it (offline).")
+@click.option("--revision", default="head", show_default=True)
+def upgrade(sql: bool, revision: str) -> None:
+    """Apply migrations."""
+    _alembic().upgrade(revision=revision, sql=sql)
+
+
+@db.command()
+@click.option("--revision", default="-1", show_default=True)
+def downgrade(revision: str) -> None:
+    """Revert migrations (only for additive ones; runbook §7.7)."""
+    _alembic().downgrade(revision=revision)
+
+
+@db.command()
+def check() -> None:
+    """Fail if the models and the migrated database differ (autogenerate drift)."""
+    _alembic().check()
+
+
+@db.command()
+@click.option("-m", "--message", required=True)
+def revision(message: str) -> None:
+    """Autogenerate a migration from the models."""
+    _alembic().revision(message=message, autogenerate=True)
+
+
+@cli.command()
+@click.argument("name")
+def sql(name: str) -> None:
+    """Run db/queries/NAME.sql (the runbook's ops queries) and print the rows."""
+    from nmc.ops import run_named_query
+
+    try:
+        rows = run_async(run_named_query(name))
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(rows, default=str, indent=2))
+
+
+# ---------------------------------------------------------------------------- tenants
+@cli.group()
+def tenants() -> None:
+    """Tenants (businesses) and their numbers."""
+
+
+@tenants.command("create")
+@click.option("--name", required=True)
+@click.option("--number", required=True, help="The tenant's Twilio number, E.164.")
+@click.option("--forward-to", required=True, help="Where calls ring first, E.164.")
+@click.option("--timezone", default="America/New_York", show_default=True)
+@click.option("--clerk-org", default=None, help="Clerk organization id of the tenant's team.")
+def tenants_create(name: str, number: str, forward_to: str, timezone: str, clerk_org: str | None) -> None:
+    """Create a tenant and print it as JSON."""
+    from nmc.identity.schemas import TenantCreate
+    from nmc.ops import create_tenant
+
+    try:
+        data = msgspec.convert(
+            {
+                "name": name,
+                "twilio_number": number,
+                "forwarding_number": forward_to,
+                "timezone": timezone,
+                "clerk_org_id": clerk_org,
+            },
+            TenantCreate,
+        )
+        tenant = run_async(create_tenant(data))
+    except (msgspec.ValidationError, ValueError) as exc:
+        raise click.ClickException(_cli_message(exc)) from None
+    click.echo(msgspec.json.encode(tenant).decode())
+
+
+def _cli_message(exc: Exception) -> str:
+    text = str(exc)
+    for option, field in (("--number", "twilio_number"), ("--forward-to", "forwarding_number")):
+        text = text.replace(f"$.{field}", option)
+    return text
+
+
+@tenants.command("list")
+def tenants_list() -> None:
+    """Print every tenant as JSON lines."""
+    from nmc.ops import list_tenants
+
+    for tenant in run_async(list_tenants()):
+        click.echo(msgspec.json.encode(tenant).decode())
+
+
+# ---------------------------------------------------------------------------- events
+@cli.command()
+@click.option("--output", type=click.Path(dir_okay=False), default=None)
+def catalog(output: str | None) -> None:
+    """Export every event's JSON Schema."""
+    from nmc.events.catalog import json_schemas
+
+    text = json.dumps(json_schemas(), indent=2, sort_keys=True)
+    if output:
+        Path(output).write_text(text + "\n")
+    else:
+        click.echo(text)
+
+
+def _when(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@cli.command("replay-outbox")
+@click.option("--event-id", "event_ids", multiple=True, help="Repeatable.")
+@click.option("--event-name", default=None)
+@click.option("--since", default=None, help="ISO time: parked events created at or after.")
+@click.option("--until", default=None, help="ISO time: parked events created before.")
+@click.option("--dry-run", is_flag=True, help="List what would be replayed; change nothing.")
+def replay_outbox(
+    event_ids: tuple[str, ...], event_name: str | None, since: str | None, until: str | None, dry_run: bool
+) -> None:
+    """Move parked events from outbox_events_errors back to the outbox and dispatch them again."""
+    from nmc.events.replay import ReplayFilter, replay
+
+    if not (event_ids or event_name or since or until):
+        raise click.ClickException("say what to replay: --event-id, --event-name and/or --since/--until")
+    try:
+        selection = ReplayFilter(
+            event_ids=[UUID(e) for e in event_ids], event_name=event_name, since=_when(since), until=_when(until)
+        )
+    except ValueError as exc:
+        raise click.ClickException(f"bad filter: {exc}") from None
+    report = run_async(replay(selection, dry_run=dry_run))
+    for line in report.lines():
+        click.echo(line)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="nmc")
+    except SettingsError as exc:
+        click.echo(f"nmc: invalid setting {exc}", err=True)
+        sys.exit(2)
+
+

@@ -1,0 +1,172 @@
+"""At-least-once dispatch of outbox rows to their subscribers (runs in the worker).
+
+One PgQueuer job per row wakes a dispatcher; the row itself is the source of truth:
+- claim: `attempts + 1` and a lease on `available_at`, so a sweeper never re-sends a row in flight;
+- success: `dispatched_at`;
+- failure: `last_error` and `available_at` pushed out with exponential backoff and full jitter,
+  then a retry job; past `OUTBOX_MAX_ATTEMPTS` (or on a `PermanentFailure`) the row moves intact
+  to `outbox_events_errors`.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from typing import Any
+from uuid import UUID
+
+import msgspec
+import structlog
+from sqlalchemy import func, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nmc.db import session_scope
+from nmc.events.catalog import UnknownEvent, load_event
+from nmc.events.models import OutboxEvent, OutboxEventError
+from nmc.events.outbox import dispatch_key
+from nmc.events.subscribers import handlers_for
+from nmc.observability.logging import bind_event_context
+from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue_in_transaction
+from nmc.settings import get_settings
+
+log = structlog.get_logger(module="events")
+
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 600.0
+SWEEP_LIMIT = 500
+
+
+class PermanentFailure(Exception):
+    """A handler's verdict that retrying cannot help: park the event for a human."""
+
+
+def backoff(attempts: int) -> timedelta:
+    """Full-jitter exponential backoff (attempt 1 waits up to 1 s, 2 up to 2 s, ... capped)."""
+    ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
+
+
+async def dispatch(event_id: UUID) -> None:
+    row = await _claim(event_id)
+    if row is None:
+        return  # dispatched already, parked, or leased by another dispatcher
+    bind_event_context(
+        event_name=row["event_name"], correlation_id=row["correlation_id"], tenant_id=row["tenant_id"]
+    )
+    try:
+        event = load_event(row["event_name"], row["event_version"], row["payload"])
+    except (UnknownEvent, msgspec.ValidationError) as exc:
+        await _park(event_id, f"catalog: {exc}")
+        return
+    try:
+        for handler in handlers_for(row["event_name"]):
+            await handler(event)
+    except PermanentFailure as exc:
+        await _park(event_id, _describe(exc))
+    except Exception as exc:
+        log.warning("outbox.dispatch_failed", attempts=row["attempts"], error=_describe(exc))
+        await _fail(event_id, row["attempts"], _describe(exc))
+    else:
+        await _mark_dispatched(event_id)
+
+
+async def _claim(event_id: UUID) -> dict[str, Any] | None:
+    lease = timedelta(seconds=get_settings().OUTBOX_LEASE_SECONDS)
+    async with session_scope() as session:
+        result = await session.execute(
+            update(OutboxEvent)
+            .where(
+                OutboxEvent.id == event_id,
+                OutboxEvent.dispatched_at.is_(None),
+                OutboxEvent.available_at <= func.now(),
+            )
+            .values(attempts=OutboxEvent.attempts + 1, available_at=func.now() + lease)
+            .returning(
+                OutboxEvent.event_name,
+                OutboxEvent.event_version,
+                OutboxEvent.payload,
+                OutboxEvent.attempts,
+                OutboxEvent.correlation_id,
+                OutboxEvent.tenant_id,
+            )
+        )
+        found = result.mappings().first()
+        return dict(found) if found else None
+
+
+async def _mark_dispatched(event_id: UUID) -> None:
+    async with session_scope() as session:
+        await session.execute(
+            update(OutboxEvent).where(OutboxEvent.id == event_id).values(dispatched_at=func.now())
+        )
+
+
+async def _fail(event_id: UUID, attempts: int, error: str) -> None:
+    if attempts >= get_settings().OUTBOX_MAX_ATTEMPTS:
+        await _park(event_id, error)
+        return
+    delay = backoff(attempts)
+    async with session_scope() as session:
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id == event_id)
+            .values(last_error=error, available_at=func.now() + delay)
+        )
+        await enqueue_in_transaction(
+            session,
+            OUTBOX_DISPATCH,
+            event_id.bytes,
+            dedupe_key=f"{dispatch_key(event_id)}:retry{attempts}",
+            execute_after=delay,
+        )
+
+
+async def _park(event_id: UUID, error: str) -> None:
+    """Move the row intact (plus `last_error`) to `outbox_events_errors` (runbook §7.2)."""
+    log.error("outbox.parked", error=error)
+    async with session_scope() as session:
+        await move_rows(session, "outbox_events", "outbox_events_errors", [event_id])
+        await session.execute(
+            update(OutboxEventError).where(OutboxEventError.id == event_id).values(last_error=error)
+        )
+
+
+_OUTBOX_COLUMNS = ", ".join(column.name for column in OutboxEvent.__table__.columns)
+
+
+async def move_rows(session: AsyncSession, source: str, target: str, event_ids: list[UUID]) -> list[UUID]:
+    """Copy outbox rows between `outbox_events` and `outbox_events_errors` intact, then delete them
+    from the source. Returns the ids moved."""
+    assert {source, target} == {OutboxEvent.__tablename__, OutboxEventError.__tablename__}
+    moved = await session.execute(
+        text(
+            f"INSERT INTO {target} ({_OUTBOX_COLUMNS}) SELECT {_OUTBOX_COLUMNS} FROM {source} "
+            "WHERE id = ANY(:ids) RETURNING id"
+        ),
+        {"ids": event_ids},
+    )
+    ids = list(moved.scalars())
+    await session.execute(text(f"DELETE FROM {source} WHERE id = ANY(:ids)"), {"ids": ids})
+    return ids
+
+
+async def sweep() -> int:
+    """Re-enqueue rows whose job was lost (crash, lease expired, backoff due). Returns how many."""
+    async with session_scope() as session:
+        due = await session.execute(
+            text(
+                "SELECT id FROM outbox_events WHERE dispatched_at IS NULL AND available_at <= now() "
+                "ORDER BY available_at LIMIT :limit"
+            ),
+            {"limit": SWEEP_LIMIT},
+        )
+        ids = list(due.scalars())
+        for event_id in ids:
+            await enqueue_in_transaction(
+                session, OUTBOX_DISPATCH, event_id.bytes, dedupe_key=dispatch_key(event_id)
+            )
+    return len(ids)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:2000]

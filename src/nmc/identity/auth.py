@@ -1,0 +1,146 @@
+"""Clerk session JWTs for everything under `/api`.
+
+Litestar's JWT auth verifies tokens with one fixed secret or key; Clerk rotates RS256 keys published
+as a JWKS, so keys are fetched (async, cached, refreshed on an unknown `kid`) and PyJWT verifies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+import jwt
+import structlog
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from nmc.identity.service import TenantService
+from nmc.settings import Settings, get_settings
+
+log = structlog.get_logger(module="identity")
+
+LEEWAY_SECONDS = 5
+MIN_REFRESH_INTERVAL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a Clerk user acting for the tenant their organisation maps to."""
+
+    user_id: str
+    org_id: str
+    org_role: str | None
+    tenant_id: UUID
+
+
+class JwksCache:
+    """The issuer's signing keys by `kid`; an unknown `kid` triggers one (rate-limited) refresh."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str) -> Any:
+        if kid not in self._keys:
+            await self._refresh()
+        try:
+            return self._keys[kid]
+        except KeyError:
+            raise jwt.InvalidTokenError(f"unknown signing key {kid!r}") from None
+
+    async def _refresh(self) -> None:
+        async with self._lock:
+            if time.monotonic() - self._fetched_at < MIN_REFRESH_INTERVAL_SECONDS and self._keys:
+                return
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                response = await client.get(self.url)
+                response.raise_for_status()
+            keys = jwt.PyJWKSet.from_dict(response.json()).keys
+            self._keys = {key.key_id: key.key for key in keys if key.key_id}
+            self._fetched_at = time.monotonic()
+
+
+_jwks: JwksCache | None = None
+
+
+def jwks_cache(settings: Settings) -> JwksCache:
+    global _jwks
+    if _jwks is None or _jwks.url != settings.CLERK_JWKS_URL:
+        _jwks = JwksCache(settings.CLERK_JWKS_URL)
+    return _jwks
+
+
+async def verify_session_token(token: str, settings: Settings) -> dict[str, Any]:
+    """Signature, `exp`/`nbf` (small leeway), `iss`, and `azp`/`aud` when an audience is set."""
+    if not settings.CLERK_JWKS_URL:
+        raise jwt.InvalidTokenError("CLERK_JWKS_URL is not configured")
+    header = jwt.get_unverified_header(token)
+    if header.get("alg") != "RS256":
+        raise jwt.InvalidAlgorithmError("only RS256 session tokens are accepted")
+    key = await jwks_cache(settings).key_for(str(header.get("kid")))
+    claims: dict[str, Any] = jwt.decode(
+        token,
+        key,
+        algorithms=["RS256"],
+        issuer=settings.CLERK_JWT_ISSUER or None,
+        leeway=LEEWAY_SECONDS,
+        options={"require": ["exp", "sub"], "verify_aud": False},
+    )
+    audience = settings.CLERK_JWT_AUDIENCE
+    if audience:
+        allowed = {a.strip() for a in audience.split(",") if a.strip()}
+        presented = {claims.get("azp")} | set(_as_list(claims.get("aud")))
+        if not allowed & presented:
+            raise jwt.InvalidAudienceError("azp/aud is not an allowed audience")
+    return claims
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def org_claims(claims: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(org id, role) from a v2 token's `o` claim or a v1 token's top-level claims."""
+    if claims.get("v") == 2 or isinstance(claims.get("o"), dict):
+        org = claims.get("o") or {}
+        return org.get("id"), org.get("rol")
+    return claims.get("org_id"), claims.get("org_role")
+
+
+def _token_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return connection.cookies.get("__session") or None
+
+
+class ClerkAuthenticationMiddleware(AbstractAuthenticationMiddleware):
+    async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
+        settings = get_settings()
+        token = _token_from(connection)
+        if token is None:
+            raise NotAuthorizedException("A Clerk session token is required (Authorization: Bearer ...)")
+        try:
+            claims = await verify_session_token(token, settings)
+        except (jwt.PyJWTError, httpx.HTTPError) as exc:
+            log.info("auth.token_rejected", reason=type(exc).__name__)
+            raise NotAuthorizedException("The session token is invalid or expired") from None
+        org_id, role = org_claims(claims)
+        if not org_id:
+            raise PermissionDeniedException("The session has no active organization")
+        tenant_id = await TenantService.tenant_id_for_org(org_id)
+        if tenant_id is None:
+            raise PermissionDeniedException("The organization is not a NeverMissCall tenant")
+        structlog.contextvars.bind_contextvars(tenant_id=str(tenant_id))
+        principal = Principal(user_id=str(claims["sub"]), org_id=org_id, org_role=role, tenant_id=tenant_id)
+        return AuthenticationResult(user=principal, auth=claims)

@@ -1,0 +1,42 @@
+"""What the REST API and the CLI show of a tenant."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from uuid import UUID
+
+import msgspec
+
+from nmc.events.catalog import E164
+
+HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
+BusinessHours = dict[str, list[tuple[HHMM, HHMM]]]
+
+
+class PhoneNumberRead(msgspec.Struct):
+    twilio_number: str
+    forwarding_number: str
+
+
+class TenantRead(msgspec.Struct):
+    id: UUID
+    name: str
+    timezone: str
+    business_hours: dict[str, Any]
+    status: str
+    clerk_org_id: str | None
+    phone_numbers: list[PhoneNumberRead]
+
+
+class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
+    timezone: str | msgspec.UnsetType = msgspec.UNSET
+    business_hours: BusinessHours | msgspec.UnsetType = msgspec.UNSET
+
+
+class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    twilio_number: E164
+    forwarding_number: E164
+    timezone: str = "America/New_York"
+    clerk_org_id: str | None = None

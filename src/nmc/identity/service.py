@@ -1,0 +1,111 @@
+"""Tenants: creation (CLI), the caller's own tenant (REST), and org → tenant resolution (auth)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from advanced_alchemy.repository import SQLAlchemyAsyncRepository
+from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
+from sqlalchemy import select
+
+from nmc.db import session_scope
+from nmc.events.catalog import TenantCreated
+from nmc.events.outbox import publish
+from nmc.identity.models import Tenant, TenantPhoneNumber
+from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, TenantUpdate
+from nmc.observability.correlation import current_correlation_id
+
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class InvalidTenantData(ValueError):
+    """A field the caller sent cannot be stored; `field` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidTenantData("timezone", f"{name!r} is not an IANA time zone") from None
+    return name
+
+
+def check_business_hours(hours: dict[str, Any]) -> dict[str, list[list[str]]]:
+    unknown = set(hours) - set(WEEKDAYS)
+    if unknown:
+        raise InvalidTenantData("business_hours", f"unknown day(s) {sorted(unknown)}; use {list(WEEKDAYS)}")
+    checked: dict[str, list[list[str]]] = {}
+    for day in WEEKDAYS:
+        ranges = [list(r) for r in hours.get(day, [])]
+        for start, end in ranges:
+            if start >= end:
+                raise InvalidTenantData("business_hours", f"{day}: {start}-{end} ends before it starts")
+        checked[day] = sorted(ranges)
+    return checked
+
+
+class TenantRepository(SQLAlchemyAsyncRepository[Tenant]):
+    model_type = Tenant
+
+
+class TenantService(SQLAlchemyAsyncRepositoryService[Tenant, TenantRepository]):
+    repository_type = TenantRepository
+
+    async def create_tenant(self, data: TenantCreate) -> Tenant:
+        tenant = Tenant(
+            name=data.name,
+            timezone=check_timezone(data.timezone),
+            clerk_org_id=data.clerk_org_id,
+            phone_numbers=[
+                TenantPhoneNumber(twilio_number=data.twilio_number, forwarding_number=data.forwarding_number)
+            ],
+        )
+        tenant = await self.repository.add(tenant)
+        await publish(
+            self.repository.session,
+            TenantCreated(tenant_id=tenant.id, business_name=tenant.name, correlation_id=current_correlation_id()),
+        )
+        return tenant
+
+    async def update_tenant(self, tenant_id: UUID, data: TenantUpdate) -> Tenant:
+        changes: dict[str, Any] = {}
+        if data.name is not msgspec.UNSET:
+            changes["name"] = data.name
+        if data.timezone is not msgspec.UNSET:
+            changes["timezone"] = check_timezone(data.timezone)
+        if data.business_hours is not msgspec.UNSET:
+            changes["business_hours"] = check_business_hours(dict(data.business_hours))
+        tenant = await self.get(tenant_id)
+        for key, value in changes.items():
+            setattr(tenant, key, value)
+        return await self.repository.update(tenant)
+
+    @staticmethod
+    def to_read(tenant: Tenant) -> TenantRead:
+        return TenantRead(
+            id=tenant.id,
+            name=tenant.name,
+            timezone=tenant.timezone,
+            business_hours=tenant.business_hours,
+            status=tenant.status,
+            clerk_org_id=tenant.clerk_org_id,
+            phone_numbers=[
+                PhoneNumberRead(twilio_number=n.twilio_number, forwarding_number=n.forwarding_number)
+                for n in tenant.phone_numbers
+            ],
+        )
+
+    @staticmethod
+    async def tenant_id_for_org(org_id: str) -> UUID | None:
+        async with session_scope() as session:
+            result = await session.execute(
+                select(Tenant.id).where(Tenant.clerk_org_id == org_id, Tenant.status == "active")
+            )
+            return result.scalar_one_or_none()

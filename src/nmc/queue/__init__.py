@@ -1,0 +1,1 @@
+"""PgQueuer (worker) and Dramatiq (jobs) wiring."""

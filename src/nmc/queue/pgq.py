@@ -1,0 +1,50 @@
+"""PgQueuer: transactional enqueue on the caller's connection, entrypoint names, schema DDL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+from pgqueuer import AsyncpgDriver, Queries
+from pgqueuer.adapters.persistence import qb
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nmc.db import raw_connection
+
+OUTBOX_DISPATCH = "outbox.dispatch"
+
+# Built once: the default factories read PgQueuer's settings from the environment on every call.
+_ENVIRONMENT = qb.QueryBuilderEnvironment()
+_QUEUE = qb.QueryQueueBuilder()
+_SCHEDULER = qb.QuerySchedulerBuilder()
+
+
+def queries_on(connection: asyncpg.Connection) -> Queries:
+    return Queries(AsyncpgDriver(connection), qbe=_ENVIRONMENT, qbq=_QUEUE, qbs=_SCHEDULER)
+
+
+async def enqueue_in_transaction(
+    session: AsyncSession,
+    entrypoint: str,
+    payload: bytes,
+    *,
+    dedupe_key: str | None = None,
+    execute_after: timedelta | None = None,
+) -> None:
+    """Enqueue on the session's own connection: a rollback removes the job with the business rows.
+
+    A job with the same dedupe key already waiting is not an error: it will do the same work.
+    """
+    queries = queries_on(await raw_connection(session))
+    await queries.enqueue(
+        entrypoint, payload, execute_after=execute_after, dedupe_key=dedupe_key, on_conflict="skip"
+    )
+
+
+def install_sql() -> str:
+    """PgQueuer's own DDL, applied by our Alembic migration."""
+    return _ENVIRONMENT.build_install_query()
+
+
+def uninstall_sql() -> str:
+    return _ENVIRONMENT.build_uninstall_query()

@@ -1,0 +1,133 @@
+"""The worker process: PgQueuer consumers for the outbox dispatcher, the sweeper and cron schedules.
+
+`OUTBOX_CONCURRENCY` consumers each hold one LISTEN connection and run up to `2 * OUTBOX_BATCH_SIZE`
+dispatches at once (PgQueuer's own floor), so a burst of missed calls never queues behind one slow
+Twilio request. PgQueuer's asyncpg driver does not reconnect after a Postgres restart (upstream
+#224): each consumer watches its connection and is rebuilt when it drops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from datetime import timedelta
+from uuid import UUID
+
+import asyncpg
+import structlog
+from pgqueuer import AsyncpgDriver, PgQueuer
+from pgqueuer.models import Job, Schedule
+from pgqueuer.types import Channel
+
+from nmc.db import dispose_engine
+from nmc.events.dispatcher import dispatch, sweep
+from nmc.events.subscribers import load_handler_modules
+from nmc.observability.logging import clear_context, configure_logging
+from nmc.observability.correlation import use_correlation_id
+from nmc.queue.pgq import OUTBOX_DISPATCH
+from nmc.settings import Settings, get_settings
+
+log = structlog.get_logger(module="worker")
+
+SWEEP_EVERY_SECONDS = 5.0
+RECONNECT_BACKOFF_SECONDS = (0.5, 1, 2, 5)
+RETENTION_SCHEDULE = "15 3 * * *"
+
+
+async def on_outbox_dispatch(job: Job) -> None:
+    clear_context()
+    use_correlation_id(f"job-{job.id}")
+    assert job.payload is not None
+    await dispatch(UUID(bytes=job.payload))
+
+
+async def on_retention(schedule: Schedule) -> None:
+    """Hand the retention deletes to the jobs process (Dramatiq), away from the first-SMS path."""
+    from jobs import purge_expired_rows
+
+    await asyncio.to_thread(purge_expired_rows.send)
+    log.info("retention.scheduled")
+
+
+def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_schedules: bool) -> PgQueuer:
+    channel = None if settings.WORKER_LISTEN else Channel("nmc_wakeups_disabled")
+    driver = AsyncpgDriver(connection)
+    pgq = PgQueuer(driver, channel=channel) if channel else PgQueuer(driver)
+    pgq.entrypoint(OUTBOX_DISPATCH)(on_outbox_dispatch)
+    if with_schedules:
+        pgq.schedule("retention", RETENTION_SCHEDULE)(on_retention)
+    return pgq
+
+
+async def run_consumer(index: int, settings: Settings, stopping: asyncio.Event) -> None:
+    """One PgQueuer consumer, rebuilt on a fresh connection whenever the old one is lost."""
+    failures = 0
+    while not stopping.is_set():
+        try:
+            await _consume_until_lost(index, settings, stopping)
+            failures = 0
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
+            delay = RECONNECT_BACKOFF_SECONDS[min(failures, len(RECONNECT_BACKOFF_SECONDS) - 1)]
+            failures += 1
+            log.warning("worker.consumer_reconnecting", consumer=index, error=str(exc), retry_in=delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), delay)
+
+
+async def _consume_until_lost(index: int, settings: Settings, stopping: asyncio.Event) -> None:
+    connection = await asyncpg.connect(settings.DATABASE_URL)
+    lost = asyncio.Event()
+    connection.add_termination_listener(lambda _conn: lost.set())
+    pgq = build_consumer(connection, settings, with_schedules=index == 0)
+    run = asyncio.create_task(
+        pgq.run(
+            dequeue_timeout=timedelta(seconds=settings.WORKER_POLL_SECONDS),
+            batch_size=settings.OUTBOX_BATCH_SIZE,
+            max_concurrent_tasks=2 * settings.OUTBOX_BATCH_SIZE,
+            heartbeat_timeout=timedelta(seconds=settings.OUTBOX_LEASE_SECONDS),
+        )
+    )
+    watchers = [asyncio.create_task(lost.wait()), asyncio.create_task(stopping.wait())]
+    log.info("worker.consumer_started", consumer=index, listen=settings.WORKER_LISTEN)
+    try:
+        await asyncio.wait([run, *watchers], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        pgq.shutdown.set()
+        for watcher in watchers:
+            watcher.cancel()
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(run, 10)
+        if not connection.is_closed():
+            await connection.close()
+    if lost.is_set() and not stopping.is_set():
+        raise ConnectionError("PgQueuer connection lost")
+
+
+async def run_sweeper(stopping: asyncio.Event) -> None:
+    """Recover outbox rows whose job was lost or whose lease/backoff has run out."""
+    while not stopping.is_set():
+        try:
+            if requeued := await sweep():
+                log.info("outbox.swept", requeued=requeued)
+        except Exception as exc:
+            log.warning("outbox.sweep_failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), SWEEP_EVERY_SECONDS)
+
+
+async def run_worker() -> None:
+    settings = get_settings()
+    configure_logging(settings.LOG_LEVEL)
+    load_handler_modules()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    tasks = [run_consumer(i, settings, stopping) for i in range(settings.OUTBOX_CONCURRENCY)]
+    log.info("worker.started", consumers=settings.OUTBOX_CONCURRENCY, batch=settings.OUTBOX_BATCH_SIZE)
+    try:
+        await asyncio.gather(*tasks, run_sweeper(stopping))
+    finally:
+        await dispose_engine()
+        log.info("worker.stopped")

@@ -1,0 +1,219 @@
+"""Every setting of runbook §3 plus the ones DESIGN.md adds, typed and validated once at start.
+
+A bad value stops the process with one line naming the variable (`SettingsError`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+Environment = Literal["development", "test", "production"]
+
+DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/nmc"
+SECRET_NAMES = frozenset(
+    {
+        "DATABASE_URL",
+        "SECRET_KEY",
+        "TWILIO_AUTH_TOKEN",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+        "GOOGLE_CLIENT_SECRET",
+        "JOBBER_API_TOKEN",
+    }
+)
+# Secrets a production process refuses to start without (billing and calendars are per-tenant
+# integrations and may be configured later; the core path and auth may not).
+REQUIRED_IN_PRODUCTION = (
+    "DATABASE_URL",
+    "SECRET_KEY",
+    "PUBLIC_BASE_URL",
+    "TWILIO_ACCOUNT_SID",
+    "TWILIO_AUTH_TOKEN",
+    "TWILIO_MESSAGING_SERVICE_SID",
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "CLERK_JWT_ISSUER",
+    "CLERK_JWKS_URL",
+)
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the service cannot run with."""
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {raw!r}")
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"expected a number above 0, got {value}")
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"expected a number above 0, got {value}")
+    return value
+
+
+def _port(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > 65535:
+        raise ValueError(f"expected a port number up to 65535, got {value}")
+    return value
+
+
+def _http_url(raw: str) -> str:
+    value = raw.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise ValueError(f"expected an http(s) URL, got {raw!r}")
+    return value
+
+
+def _optional_http_url(raw: str) -> str:
+    return _http_url(raw) if raw.strip() else ""
+
+
+def _database_url(raw: str) -> str:
+    """Accept Render's `postgres://` and plain `postgresql://` (with or without a driver)."""
+    value = raw.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.split("+")[0] not in {"postgres", "postgresql"}:
+        raise ValueError("expected a postgres:// or postgresql:// URL")
+    return f"postgresql://{rest}"
+
+
+def _environment(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in {"development", "test", "production"}:
+        raise ValueError(f"expected development, test or production, got {raw!r}")
+    return value
+
+
+def _log_level(raw: str) -> str:
+    value = raw.strip().upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError(f"expected DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return value
+
+
+def _text(raw: str) -> str:
+    return raw.strip()
+
+
+def _setting(default: str, parse: Callable[[str], Any] = _text) -> Any:
+    return field(default=parse(default) if default else default, metadata={"parse": parse})
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Core
+    ENVIRONMENT: str = _setting("development", _environment)
+    DATABASE_URL: str = _setting(DEFAULT_DATABASE_URL, _database_url)
+    SECRET_KEY: str = _setting("")
+    PUBLIC_BASE_URL: str = _setting("http://127.0.0.1:8000", _http_url)
+    PORT: int = _setting("8000", _port)
+    LOG_LEVEL: str = _setting("INFO", _log_level)
+    # Twilio
+    TWILIO_ACCOUNT_SID: str = _setting("")
+    TWILIO_AUTH_TOKEN: str = _setting("")
+    TWILIO_MESSAGING_SERVICE_SID: str = _setting("")
+    TWILIO_API_BASE_URL: str = _setting("https://api.twilio.com", _http_url)
+    # Stripe
+    STRIPE_SECRET_KEY: str = _setting("")
+    STRIPE_WEBHOOK_SECRET: str = _setting("")
+    STRIPE_API_BASE_URL: str = _setting("https://api.stripe.com", _http_url)
+    # Google
+    GOOGLE_CLIENT_ID: str = _setting("")
+    GOOGLE_CLIENT_SECRET: str = _setting("")
+    GOOGLE_API_BASE_URL: str = _setting("https://www.googleapis.com", _http_url)
+    # Clerk
+    CLERK_JWT_ISSUER: str = _setting("")
+    CLERK_JWT_AUDIENCE: str = _setting("")
+    CLERK_JWKS_URL: str = _setting("", _optional_http_url)
+    # Jobber
+    JOBBER_API_TOKEN: str = _setting("")
+    JOBBER_API_URL: str = _setting("https://api.getjobber.com/api/graphql", _http_url)
+    # Tuning / feature flags
+    HOLD_TTL_MINUTES: int = _setting("15", _positive_int)
+    SEARCH_GRANULARITY_MINUTES: int = _setting("15", _positive_int)
+    POLL_INTERVAL_GOOGLE_SECONDS: int = _setting("60", _positive_int)
+    POLL_INTERVAL_JOBBER_SECONDS: int = _setting("120", _positive_int)
+    OUTBOX_BATCH_SIZE: int = _setting("100", _positive_int)
+    OUTBOX_CONCURRENCY: int = _setting("2", _positive_int)
+    # Added by DESIGN.md/issues: how long a claimed outbox row is invisible to other dispatchers
+    # (also PgQueuer's heartbeat timeout), and how many attempts before a row is parked.
+    OUTBOX_LEASE_SECONDS: int = _setting("30", _positive_int)
+    OUTBOX_MAX_ATTEMPTS: int = _setting("10", _positive_int)
+    # The worker wakes on NOTIFY; polling every WORKER_POLL_SECONDS is the fallback.
+    # WORKER_LISTEN=false turns the wake-up off (benchmarks show the fallback alone).
+    WORKER_POLL_SECONDS: float = _setting("2", _positive_float)
+    WORKER_LISTEN: bool = _setting("true", _parse_bool)
+    TREAT_SHORT_COMPLETED_AS_MISSED: bool = _setting("false", _parse_bool)
+    SHORT_COMPLETED_MAX_SECONDS: int = _setting("10", _positive_int)
+    PAUSE_OUTBOUND_SMS: bool = _setting("false", _parse_bool)
+
+    @property
+    def is_production(self) -> bool:
+        return self.ENVIRONMENT == "production"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.DATABASE_URL.replace("postgresql://", "postgresql+asyncpg://", 1)
+
+    @property
+    def twilio_configured(self) -> bool:
+        return bool(self.TWILIO_ACCOUNT_SID and self.TWILIO_AUTH_TOKEN)
+
+    def public_url(self, path: str) -> str:
+        return f"{self.PUBLIC_BASE_URL}{path}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise `SettingsError` naming the first bad variable."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for spec in fields(Settings):
+        raw = env.get(spec.name)
+        if raw is None:
+            continue
+        try:
+            values[spec.name] = spec.metadata["parse"](raw)
+        except ValueError as exc:
+            raise SettingsError(f"{spec.name}: {exc}") from None
+    settings = Settings(**values)
+    if settings.is_production:
+        missing = [name for name in REQUIRED_IN_PRODUCTION if not env.get(name, "").strip()]
+        if missing:
+            raise SettingsError(f"{missing[0]}: required when ENVIRONMENT=production")
+    return settings
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()
+
+
+def redact(name: str, value: object) -> object:
+    """What a setting may look like in a log line."""
+    return "***" if name in SECRET_NAMES and value else value
