@@ -15,6 +15,7 @@ from advanced_alchemy.extensions.litestar import (
     SQLAlchemyAsyncConfig,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.pool import NullPool
 
 from nmc.settings import Settings, get_settings
 
@@ -24,9 +25,16 @@ metadata = orm_registry.metadata
 
 def alchemy_config(settings: Settings | None = None) -> SQLAlchemyAsyncConfig:
     settings = settings or get_settings()
+    # Under ENVIRONMENT=test the app and the test code run on different event loops (Litestar's
+    # test client has its own), and a pooled asyncpg connection cannot cross loops.
+    engine = (
+        EngineConfig(poolclass=NullPool)
+        if settings.ENVIRONMENT == "test"
+        else EngineConfig(pool_size=20, max_overflow=20, pool_pre_ping=True)
+    )
     return SQLAlchemyAsyncConfig(
         connection_string=settings.sqlalchemy_url,
-        engine_config=EngineConfig(pool_size=10, max_overflow=10, pool_pre_ping=True),
+        engine_config=engine,
         session_config=AsyncSessionConfig(expire_on_commit=False),
         before_send_handler="autocommit",
         metadata=metadata,

@@ -1,0 +1,72 @@
+"""The web app in-process (real Litestar, real Postgres), plus tenants and their Clerk tokens."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from tests.fakes.clerk import FakeClerk
+
+_numbers = itertools.count(1000)
+
+
+@dataclass(frozen=True)
+class TenantFixture:
+    id: str
+    org_id: str
+    number: str
+    forward_to: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+@pytest.fixture
+async def app(db: asyncpg.Connection) -> Litestar:
+    from nmc.app import create_app
+
+    return create_app()
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
+    async with AsyncTestClient(app=app) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def make_tenant(clerk: FakeClerk) -> Any:
+    """Create a tenant the way an operator does (the service, as `nmc tenants create` uses it)."""
+    from nmc.identity.schemas import TenantCreate
+    from nmc.ops import create_tenant
+
+    async def make(name: str = "Joe's Plumbing", timezone: str = "America/New_York") -> TenantFixture:
+        n = next(_numbers)
+        org_id = f"org_{n}"
+        tenant = await create_tenant(
+            TenantCreate(
+                name=name,
+                twilio_number=f"+1555000{n:04d}",
+                forwarding_number=f"+1555999{n:04d}",
+                timezone=timezone,
+                clerk_org_id=org_id,
+            )
+        )
+        return TenantFixture(
+            id=str(tenant.id),
+            org_id=org_id,
+            number=f"+1555000{n:04d}",
+            forward_to=f"+1555999{n:04d}",
+            token=clerk.mint(org_id=org_id, exp_in=3600),
+        )
+
+    return make
