@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
-from litestar import Litestar, Router
+from litestar import Controller, Litestar, Router
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsException, ProblemDetailsPlugin
+from litestar.plugins.problem_details import (
+    ProblemDetailsConfig,
+    ProblemDetailsException,
+    ProblemDetailsPlugin,
+)
 from litestar.plugins.prometheus import PrometheusConfig
 
+from nmc.conversations import metrics as _sms_metrics  # noqa: F401  (registers the first-SMS probe)
 from nmc.db import get_alchemy_config
 from nmc.events import metrics as _outbox_metrics  # noqa: F401  (registers the outbox probe)
 from nmc.identity.auth import ClerkAuthenticationMiddleware
@@ -22,15 +27,14 @@ from nmc.observability.correlation import correlation_middleware
 from nmc.observability.logging import configure_logging
 from nmc.observability.metrics import MetricsController
 from nmc.settings import get_settings
+from nmc.telephony.controllers import TwilioVoiceWebhooks
 
-API_CONTROLLERS: list[type] = [TenantController]
-WEBHOOK_HANDLERS: list[object] = []
+API_CONTROLLERS: list[type[Controller]] = [TenantController]
+WEBHOOK_HANDLERS: list[type[Controller]] = [TwilioVoiceWebhooks]
 
 
 def _unprocessable(exc: InvalidTenantData) -> ProblemDetailsException:
-    return ProblemDetailsException(
-        status_code=422, title="Invalid field", detail=str(exc), extra={"field": exc.field}
-    )
+    return ProblemDetailsException(status_code=422, title="Invalid field", detail=str(exc), extra={"field": exc.field})
 
 
 def _not_found(exc: NotFoundError) -> ProblemDetailsException:
@@ -76,9 +80,7 @@ def create_app() -> Litestar:
             path="/schema",
             render_plugins=[ScalarRenderPlugin()],
             components=Components(
-                security_schemes={
-                    "ClerkSession": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")
-                }
+                security_schemes={"ClerkSession": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
         ),
         debug=False,

@@ -89,7 +89,9 @@ def dev() -> None:
     env["DATABASE_URL"] = resolve_dev_database_url(env)
     _prepare_database(env)
     commands = {"web": ["web"], "worker": ["worker"], "jobs": ["jobs"]}
-    children = {name: subprocess.Popen([sys.executable, "-m", "nmc", *args], env=env) for name, args in commands.items()}
+    children = {
+        name: subprocess.Popen([sys.executable, "-m", "nmc", *args], env=env) for name, args in commands.items()
+    }
     click.echo(f"nmc dev: web on :{get_settings().PORT}, worker and jobs running; Ctrl-C stops all three")
     _supervise(children)
 
@@ -288,5 +290,3 @@ def main() -> None:
     except SettingsError as exc:
         click.echo(f"nmc: invalid setting {exc}", err=True)
         sys.exit(2)
-
-

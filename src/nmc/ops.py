@@ -22,9 +22,7 @@ async def create_tenant(data: TenantCreate) -> TenantRead:
             tenant = await service.create_tenant(data)
             return service.to_read(tenant)
     except IntegrityError as exc:
-        raise ValueError(
-            f"a tenant already uses number {data.twilio_number} or Clerk org {data.clerk_org_id}"
-        ) from exc
+        raise ValueError(f"a tenant already uses number {data.twilio_number} or Clerk org {data.clerk_org_id}") from exc
 
 
 async def list_tenants() -> list[TenantRead]:

@@ -77,8 +77,7 @@ class MessageStatusChanged(DomainEvent, kw_only=True, frozen=True):
 
 
 CATALOG: dict[tuple[str, int], type[DomainEvent]] = {
-    (event.name, event.version): event
-    for event in (TenantCreated, CallMissed, FirstSmsSent, MessageStatusChanged)
+    (event.name, event.version): event for event in (TenantCreated, CallMissed, FirstSmsSent, MessageStatusChanged)
 }
 
 

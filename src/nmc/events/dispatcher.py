@@ -11,7 +11,7 @@ One PgQueuer job per row wakes a dispatcher; the row itself is the source of tru
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -25,7 +25,7 @@ from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
 from nmc.events.outbox import dispatch_key
 from nmc.events.subscribers import handlers_for
-from nmc.observability.logging import bind_event_context
+from nmc.observability.logging import bind_event_context, mask_text
 from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue_in_transaction
 from nmc.settings import get_settings
 
@@ -40,6 +40,15 @@ class PermanentFailure(Exception):
     """A handler's verdict that retrying cannot help: park the event for a human."""
 
 
+class Deferred(Exception):
+    """A handler's verdict that the work must wait (quiet hours, paused sending) — not a failure."""
+
+    def __init__(self, until: datetime, reason: str) -> None:
+        super().__init__(f"deferred until {until.isoformat()}: {reason}")
+        self.until = until
+        self.reason = reason
+
+
 def backoff(attempts: int) -> timedelta:
     """Full-jitter exponential backoff (attempt 1 waits up to 1 s, 2 up to 2 s, ... capped)."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
@@ -50,9 +59,7 @@ async def dispatch(event_id: UUID) -> None:
     row = await _claim(event_id)
     if row is None:
         return  # dispatched already, parked, or leased by another dispatcher
-    bind_event_context(
-        event_name=row["event_name"], correlation_id=row["correlation_id"], tenant_id=row["tenant_id"]
-    )
+    bind_event_context(event_name=row["event_name"], correlation_id=row["correlation_id"], tenant_id=row["tenant_id"])
     try:
         event = load_event(row["event_name"], row["event_version"], row["payload"])
     except (UnknownEvent, msgspec.ValidationError) as exc:
@@ -61,6 +68,8 @@ async def dispatch(event_id: UUID) -> None:
     try:
         for handler in handlers_for(row["event_name"]):
             await handler(event)
+    except Deferred as verdict:
+        await _defer(event_id, verdict)
     except PermanentFailure as exc:
         await _park(event_id, _describe(exc))
     except Exception as exc:
@@ -96,9 +105,7 @@ async def _claim(event_id: UUID) -> dict[str, Any] | None:
 
 async def _mark_dispatched(event_id: UUID) -> None:
     async with session_scope() as session:
-        await session.execute(
-            update(OutboxEvent).where(OutboxEvent.id == event_id).values(dispatched_at=func.now())
-        )
+        await session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(dispatched_at=func.now()))
 
 
 async def _fail(event_id: UUID, attempts: int, error: str) -> None:
@@ -121,14 +128,50 @@ async def _fail(event_id: UUID, attempts: int, error: str) -> None:
         )
 
 
+def deferral_note(reason: str) -> str:
+    return f"deferred: {reason}"
+
+
+async def _defer(event_id: UUID, verdict: Deferred) -> None:
+    """Wait without spending an attempt; the retry job (or the sweeper) picks it up when due."""
+    delay = max(verdict.until - datetime.now(UTC), timedelta(0))
+    async with session_scope() as session:
+        await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.id == event_id)
+            .values(
+                attempts=OutboxEvent.attempts - 1,
+                last_error=deferral_note(verdict.reason),
+                available_at=func.now() + delay,
+            )
+        )
+        await enqueue_in_transaction(
+            session,
+            OUTBOX_DISPATCH,
+            event_id.bytes,
+            dedupe_key=f"{dispatch_key(event_id)}:deferred:{int(verdict.until.timestamp())}",
+            execute_after=delay,
+        )
+
+
+async def release_deferred(reason: str) -> int:
+    """Make events deferred for `reason` due now (e.g. PAUSE_OUTBOUND_SMS turned off at start)."""
+    async with session_scope() as session:
+        result = await session.execute(
+            update(OutboxEvent)
+            .where(OutboxEvent.dispatched_at.is_(None), OutboxEvent.last_error == deferral_note(reason))
+            .values(available_at=func.now())
+            .returning(OutboxEvent.id)
+        )
+        return len(result.all())
+
+
 async def _park(event_id: UUID, error: str) -> None:
     """Move the row intact (plus `last_error`) to `outbox_events_errors` (runbook §7.2)."""
     log.error("outbox.parked", error=error)
     async with session_scope() as session:
         await move_rows(session, "outbox_events", "outbox_events_errors", [event_id])
-        await session.execute(
-            update(OutboxEventError).where(OutboxEventError.id == event_id).values(last_error=error)
-        )
+        await session.execute(update(OutboxEventError).where(OutboxEventError.id == event_id).values(last_error=error))
 
 
 _OUTBOX_COLUMNS = ", ".join(column.name for column in OutboxEvent.__table__.columns)
@@ -162,11 +205,10 @@ async def sweep() -> int:
         )
         ids = list(due.scalars())
         for event_id in ids:
-            await enqueue_in_transaction(
-                session, OUTBOX_DISPATCH, event_id.bytes, dedupe_key=dispatch_key(event_id)
-            )
+            await enqueue_in_transaction(session, OUTBOX_DISPATCH, event_id.bytes, dedupe_key=dispatch_key(event_id))
     return len(ids)
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:2000]
+    """An error for `last_error` and logs: phone numbers masked, bounded length."""
+    return mask_text(f"{type(exc).__name__}: {exc}")[:2000]

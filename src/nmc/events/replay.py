@@ -27,7 +27,7 @@ class ReplayFilter:
     since: datetime | None = None
     until: datetime | None = None
 
-    def query(self) -> Select[tuple[OutboxEventError]]:
+    def query(self) -> Select[OutboxEventError]:
         query = select(OutboxEventError).order_by(OutboxEventError.created_at)
         if self.event_ids:
             query = query.where(OutboxEventError.id.in_(self.event_ids))
@@ -48,7 +48,10 @@ class ReplayReport:
 
     def lines(self) -> list[str]:
         verb = "would replay" if self.dry_run else "replayed"
-        out = [f"{verb} {row.id} {row.event_name}@v{row.event_version} (last error: {row.last_error})" for row in self.replayed]
+        out = [
+            f"{verb} {row.id} {row.event_name}@v{row.event_version} (last error: {row.last_error})"
+            for row in self.replayed
+        ]
         out += [f"kept {row.id} {row.event_name}@v{row.event_version}: {reason}" for row, reason in self.invalid]
         out.append(f"{verb} {len(self.replayed)}, kept {len(self.invalid)} that no longer fit the catalog")
         return out

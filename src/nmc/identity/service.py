@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -10,6 +11,7 @@ import msgspec
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import session_scope
 from nmc.events.catalog import TenantCreated
@@ -19,6 +21,26 @@ from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, Tena
 from nmc.observability.correlation import current_correlation_id
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class NumberOwner:
+    """The tenant a Twilio number belongs to, as the webhooks need it."""
+
+    tenant_id: UUID
+    business_name: str
+    forwarding_number: str
+
+
+async def owner_of(session: AsyncSession, number: str) -> NumberOwner | None:
+    row = (
+        await session.execute(
+            select(TenantPhoneNumber.tenant_id, Tenant.name, TenantPhoneNumber.forwarding_number)
+            .join(Tenant, Tenant.id == TenantPhoneNumber.tenant_id)
+            .where(TenantPhoneNumber.twilio_number == number)
+        )
+    ).first()
+    return NumberOwner(row.tenant_id, row.name, row.forwarding_number) if row else None
 
 
 class InvalidTenantData(ValueError):
@@ -69,7 +91,7 @@ class TenantService(SQLAlchemyAsyncRepositoryService[Tenant, TenantRepository]):
         )
         tenant = await self.repository.add(tenant)
         await publish(
-            self.repository.session,
+            cast("AsyncSession", self.repository.session),
             TenantCreated(tenant_id=tenant.id, business_name=tenant.name, correlation_id=current_correlation_id()),
         )
         return tenant

@@ -13,21 +13,24 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 import structlog
 from litestar import Controller, get
 from litestar.response import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncSession
 
 log = structlog.get_logger(module="observability")
 
-WEBHOOK_DEDUPE_HITS = Counter(
-    "webhook_dedupe_hits_total", "Webhook deliveries recognised as retries", ["provider"]
-)
+WEBHOOK_DEDUPE_HITS = Counter("webhook_dedupe_hits_total", "Webhook deliveries recognised as retries", ["provider"])
 WEBHOOK_SIGNATURE_FAILURES = Counter(
     "webhook_signature_failures_total", "Webhook requests refused for a bad signature", ["provider"]
 )
 SCHEDULING_BOOK_CONFLICTS = Counter(
     "scheduling_book_conflict_total", "Booking or hold attempts refused because the slot was taken"
+)
+
+CALENDAR_SYNC_ERRORS = Counter("calendar_sync_errors_total", "Calendar sync runs that failed", ["provider"])
+BOOKING_POST_P95_MS = Gauge(
+    "booking_post_p95_ms", "P95 of POST /api/bookings handling time over the last 10 minutes, in ms"
 )
 
 Probe = Callable[[AsyncSession], Awaitable[Iterable[Metric]]]

@@ -36,9 +36,7 @@ async def enqueue_in_transaction(
     A job with the same dedupe key already waiting is not an error: it will do the same work.
     """
     queries = queries_on(await raw_connection(session))
-    await queries.enqueue(
-        entrypoint, payload, execute_after=execute_after, dedupe_key=dedupe_key, on_conflict="skip"
-    )
+    await queries.enqueue(entrypoint, payload, execute_after=execute_after, dedupe_key=dedupe_key, on_conflict="skip")
 
 
 def install_sql() -> str:

@@ -20,11 +20,12 @@ from pgqueuer import AsyncpgDriver, PgQueuer
 from pgqueuer.models import Job, Schedule
 from pgqueuer.types import Channel
 
+from nmc.conversations.service import PAUSED_REASON
 from nmc.db import dispose_engine
-from nmc.events.dispatcher import dispatch, sweep
+from nmc.events.dispatcher import dispatch, release_deferred, sweep
 from nmc.events.subscribers import load_handler_modules
-from nmc.observability.logging import clear_context, configure_logging
 from nmc.observability.correlation import use_correlation_id
+from nmc.observability.logging import clear_context, configure_logging
 from nmc.queue.pgq import OUTBOX_DISPATCH
 from nmc.settings import Settings, get_settings
 
@@ -124,6 +125,8 @@ async def run_worker() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    if not settings.PAUSE_OUTBOUND_SMS and (released := await release_deferred(PAUSED_REASON)):
+        log.info("worker.released_paused_texts", count=released)
     tasks = [run_consumer(i, settings, stopping) for i in range(settings.OUTBOX_CONCURRENCY)]
     log.info("worker.started", consumers=settings.OUTBOX_CONCURRENCY, batch=settings.OUTBOX_BATCH_SIZE)
     try:

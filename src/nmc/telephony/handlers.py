@@ -1,0 +1,1 @@
+"""Telephony's reactions to domain events: none yet (it publishes `call.missed`)."""

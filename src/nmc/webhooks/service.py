@@ -1,0 +1,81 @@
+"""The dedupe ledger: a delivery is recorded once; a retried one gets the first answer back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from sqlalchemy import or_, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nmc.observability.metrics import WEBHOOK_DEDUPE_HITS
+from nmc.webhooks.models import WebhookEvent
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One provider request, as the ledger keys it."""
+
+    provider: str
+    kind: str
+    external_id: str
+    payload: dict[str, Any]
+    idempotency_token: str | None = None
+    tenant_id: UUID | None = None
+
+
+@dataclass(frozen=True)
+class StoredAnswer:
+    status: int
+    body: str
+    media_type: str
+
+
+async def record_first_delivery(session: AsyncSession, delivery: Delivery, answer: StoredAnswer) -> bool:
+    """Insert the delivery with the answer we are about to give. False if it was seen before
+    (same external id, or same provider idempotency token): the caller must not act again."""
+    inserted = await session.execute(
+        insert(WebhookEvent)
+        .values(
+            provider=delivery.provider,
+            kind=delivery.kind,
+            external_id=delivery.external_id,
+            payload=delivery.payload,
+            idempotency_token=delivery.idempotency_token,
+            tenant_id=delivery.tenant_id,
+            response_status=answer.status,
+            response_body=answer.body,
+            response_media_type=answer.media_type,
+        )
+        .on_conflict_do_nothing()
+        .returning(WebhookEvent.id)
+    )
+    if inserted.scalar_one_or_none() is None:
+        WEBHOOK_DEDUPE_HITS.labels(provider=delivery.provider).inc()
+        return False
+    return True
+
+
+async def earlier_answer(session: AsyncSession, delivery: Delivery) -> StoredAnswer | None:
+    """The answer given to the first delivery of this request, if any."""
+    matches = [WebhookEvent.external_id == delivery.external_id]
+    if delivery.idempotency_token:
+        matches.append(WebhookEvent.idempotency_token == delivery.idempotency_token)
+    row = (
+        await session.execute(
+            select(WebhookEvent.response_status, WebhookEvent.response_body, WebhookEvent.response_media_type)
+            .where(WebhookEvent.provider == delivery.provider, or_(*matches))
+            .limit(1)
+        )
+    ).first()
+    if row is None or row.response_status is None:
+        return None
+    return StoredAnswer(
+        status=row.response_status, body=row.response_body or "", media_type=row.response_media_type or ""
+    )
+
+
+async def get_delivery(session: AsyncSession, webhook_event_id: UUID) -> WebhookEvent | None:
+    return await session.get(WebhookEvent, webhook_event_id)
