@@ -124,3 +124,24 @@ def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 
     yield apply
     _reload_settings()
+
+
+@pytest.fixture(scope="session")
+def fake_twilio_server() -> Iterator[Any]:
+    from tests.fakes.twilio_api import FakeTwilio
+
+    with FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_twilio(fake_twilio_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The fake Twilio API, emptied, with this process's SMS sender pointed at it."""
+    import nmc.telephony.sms as sms
+
+    fake_twilio_server.reset()
+    monkeypatch.setenv("TWILIO_API_BASE_URL", fake_twilio_server.base_url)
+    _reload_settings()
+    sms._sender = None
+    yield fake_twilio_server
+    sms._sender = None

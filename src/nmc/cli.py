@@ -284,6 +284,45 @@ def replay_outbox(
         click.echo(line)
 
 
+# ---------------------------------------------------------------------------- telephony
+@cli.group()
+def simulate() -> None:
+    """Synthetic traffic against PUBLIC_BASE_URL (runbook §4.6)."""
+
+
+@simulate.command("missed-call")
+@click.option("--to", "to", required=True, help="A tenant's Twilio number, E.164.")
+@click.option("--from", "caller", required=True, help="The caller, E.164.")
+@click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for the first SMS.")
+def simulate_missed_call(to: str, caller: str, timeout: float) -> None:
+    """Post signed voice webhooks for a missed call and wait for its first SMS."""
+    from nmc.telephony.simulate import simulate_missed_call as simulate_call
+
+    settings = get_settings()
+    result = run_async(
+        simulate_call(
+            to, caller, base_url=settings.PUBLIC_BASE_URL, auth_token=settings.TWILIO_AUTH_TOKEN, timeout=timeout
+        )
+    )
+    click.echo(json.dumps(result.__dict__))
+    if result.webhook_status != 200 or result.latency_ms is None:
+        raise click.ClickException(f"no first SMS recorded for {result.call_sid} (status: {result.message_status})")
+    click.echo(f"first SMS {result.message_status} in {result.latency_ms:.1f} ms (seen after {result.wall_ms:.0f} ms)")
+
+
+@cli.command("replay-webhook")
+@click.argument("webhook_event_id")
+def replay_webhook(webhook_event_id: str) -> None:
+    """Re-run a stored webhook_events payload through its handler (dedupe and exactly-once still hold)."""
+    from nmc.telephony.replay import WebhookReplayError, replay_stored_webhook
+
+    try:
+        outcome = run_async(replay_stored_webhook(UUID(webhook_event_id)))
+    except (ValueError, WebhookReplayError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(outcome)
+
+
 def main() -> None:
     try:
         cli(prog_name="nmc")

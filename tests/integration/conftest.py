@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -15,6 +16,12 @@ from litestar.testing import AsyncTestClient
 from tests.fakes.clerk import FakeClerk
 
 _numbers = itertools.count(1000)
+
+
+def zone_at_local_hour(hour: int) -> str:
+    """A fixed-offset IANA zone where the local time is now about `hour`:00 (tests run at any hour)."""
+    offset = (hour - datetime.now(UTC).hour + 12) % 24 - 12  # -12..+11
+    return "Etc/GMT" if offset == 0 else f"Etc/GMT{-offset:+d}"
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,7 @@ def make_tenant(clerk: FakeClerk) -> Any:
     from nmc.identity.schemas import TenantCreate
     from nmc.ops import create_tenant
 
-    async def make(name: str = "Joe's Plumbing", timezone: str = "America/New_York") -> TenantFixture:
+    async def make(name: str = "Joe's Plumbing", timezone: str | None = None) -> TenantFixture:
         n = next(_numbers)
         org_id = f"org_{n}"
         tenant = await create_tenant(
@@ -57,7 +64,7 @@ def make_tenant(clerk: FakeClerk) -> Any:
                 name=name,
                 twilio_number=f"+1555000{n:04d}",
                 forwarding_number=f"+1555999{n:04d}",
-                timezone=timezone,
+                timezone=timezone or zone_at_local_hour(12),
                 clerk_org_id=org_id,
             )
         )

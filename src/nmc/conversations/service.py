@@ -116,7 +116,11 @@ async def load_context(session: AsyncSession, event: CallMissed) -> FirstSmsCont
 def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -> str:
     """Business-hours or after-hours template; a template we cannot fill falls back to the default."""
     custom = context.settings
-    in_hours = within_business_hours(context.business_hours, context.timezone, now)
+    try:
+        in_hours = within_business_hours(context.business_hours, context.timezone, now)
+    except (ValueError, KeyError, TypeError) as exc:  # a broken setting never blocks the text
+        log.warning("first_sms.business_hours_broken", error=str(exc))
+        in_hours = True
     default = DEFAULT_BUSINESS_HOURS if in_hours else DEFAULT_AFTER_HOURS
     chosen = (custom.first_sms_business_hours if in_hours else custom.first_sms_after_hours) if custom else None
     values = MergeValues(
@@ -181,7 +185,7 @@ async def _upsert_first_sms(
             **{k: getattr(statement.excluded, k) for k in extra},
         },
     ).returning(Message)
-    return (await session.execute(upsert)).scalar_one()
+    return (await session.execute(upsert, execution_options={"populate_existing": True})).scalar_one()
 
 
 def first_sms_key(call_id: UUID) -> str:

@@ -25,6 +25,7 @@ from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
 from nmc.events.outbox import dispatch_key
 from nmc.events.subscribers import handlers_for
+from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import bind_event_context, mask_text
 from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue_in_transaction
 from nmc.settings import get_settings
@@ -59,7 +60,9 @@ async def dispatch(event_id: UUID) -> None:
     row = await _claim(event_id)
     if row is None:
         return  # dispatched already, parked, or leased by another dispatcher
-    bind_event_context(event_name=row["event_name"], correlation_id=row["correlation_id"], tenant_id=row["tenant_id"])
+    # The handler continues the event's correlation chain: what it publishes carries the same id.
+    use_correlation_id(row["correlation_id"])
+    bind_event_context(event_name=row["event_name"], tenant_id=row["tenant_id"])
     try:
         event = load_event(row["event_name"], row["event_version"], row["payload"])
     except (UnknownEvent, msgspec.ValidationError) as exc:
@@ -142,7 +145,7 @@ async def _defer(event_id: UUID, verdict: Deferred) -> None:
             .values(
                 attempts=OutboxEvent.attempts - 1,
                 last_error=deferral_note(verdict.reason),
-                available_at=func.now() + delay,
+                available_at=max(verdict.until, datetime.now(UTC)),
             )
         )
         await enqueue_in_transaction(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -33,11 +34,10 @@ def subscriber(event_type: type[DomainEvent]) -> Callable[[H], H]:
 
 
 def handlers_for(event_name: str) -> list[Handler]:
+    load_handler_modules()  # never dispatch (and mark dispatched) before every subscriber is known
     return list(_REGISTRY.get(event_name, ()))
 
 
 def load_handler_modules() -> None:
-    import importlib
-
     for module in HANDLER_MODULES:
         importlib.import_module(module)

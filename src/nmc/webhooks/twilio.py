@@ -75,9 +75,14 @@ class TwilioWebhook(Generic[F]):
 XML = "application/xml"
 
 
+def parse_form_or_raise(spec: TwilioWebhook[F], params: dict[str, Any]) -> F:
+    """The typed form; `ValueError` (msgspec's) naming the bad field otherwise."""
+    return msgspec.convert(params, spec.form, strict=False)
+
+
 def parse_form(spec: TwilioWebhook[F], params: dict[str, str]) -> F:
     try:
-        return msgspec.convert(params, spec.form, strict=False)
+        return parse_form_or_raise(spec, params)
     except msgspec.ValidationError as exc:
         log.info("webhook.malformed", provider="twilio", kind=spec.kind, error=str(exc), http_status=400)
         raise ValidationException(f"Malformed {spec.kind} webhook: {exc}") from None
