@@ -242,8 +242,8 @@ async def test_quiet_hours_suppress_policy_records_the_reason(
 ) -> None:
     tenant = await make_tenant(timezone=zone_at_local_hour(2))
     await db.execute(
-        "INSERT INTO conv_settings (tenant_id, quiet_hours_start, quiet_hours_end, quiet_hours_policy, cooldown_minutes)"
-        " VALUES ($1, '21:00', '08:00', 'suppress', 60)",
+        "INSERT INTO conv_settings (tenant_id, quiet_hours_start, quiet_hours_end, quiet_hours_policy,"
+        " cooldown_minutes) VALUES ($1, '21:00', '08:00', 'suppress', 60)",
         UUID(tenant.id),
     )
     await missed_call(client, tenant.number, CALLER)
