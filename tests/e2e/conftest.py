@@ -4,9 +4,6 @@ with the fake Twilio API. Tests talk to them over HTTP and read Postgres to asse
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,56 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL
+from tests.conftest import TEST_DATABASE_URL
+from tests.processes import Process, free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class Process:
-    """One `just <recipe>` process in its own process group, its output in a log file."""
-
-    def __init__(self, recipe: str, env: dict[str, str], log_dir: Path) -> None:
-        self.recipe = recipe
-        self.log_path = log_dir / f"{recipe}-{time.monotonic_ns()}.log"
-        self._log = self.log_path.open("w")
-        self.popen = subprocess.Popen(
-            ["just", recipe],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def output(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_for_output(self, needle: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if needle in self.output():
-                return
-            if self.popen.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError(f"{self.recipe} never printed {needle!r}:\n{self.output()[-3000:]}")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, sig)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        self._log.close()
-        return self.popen.returncode
 
 
 class Stack:

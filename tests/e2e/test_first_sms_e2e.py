@@ -28,8 +28,8 @@ async def make_tenant(db: asyncpg.Connection, stack: Stack, n: int) -> str:
         TenantCreate(name=f"Shop {n}", twilio_number=number, forwarding_number="+15559990000", timezone="Etc/GMT")
     )
     await db.execute(
-        "INSERT INTO conv_settings (tenant_id, quiet_hours_start, quiet_hours_end, quiet_hours_policy, cooldown_minutes)"
-        " SELECT tenant_id, NULL, NULL, 'delay', 60 FROM tenant_phone_numbers WHERE twilio_number = $1",
+        "INSERT INTO conv_settings (tenant_id, quiet_hours_start, quiet_hours_end, quiet_hours_policy,"
+        " cooldown_minutes) SELECT tenant_id, NULL, NULL, 'delay', 60 FROM tenant_phone_numbers WHERE twilio_number = $1",
         number,
     )  # no quiet hours: these tests run at any hour
     return number

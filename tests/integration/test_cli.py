@@ -51,7 +51,12 @@ async def test_tenants_create_prints_the_tenant_and_list_shows_it(db: asyncpg.Co
     assert tenant["phone_numbers"] == [{"twilio_number": "+15550101234", "forwarding_number": "+15550109999"}]
 
     row = await db.fetchrow("SELECT id::text, name, timezone, clerk_org_id FROM tenants")
-    assert dict(row) == {"id": tenant["id"], "name": "Ace HVAC", "timezone": "America/Chicago", "clerk_org_id": "org_ace"}
+    assert dict(row) == {
+        "id": tenant["id"],
+        "name": "Ace HVAC",
+        "timezone": "America/Chicago",
+        "clerk_org_id": "org_ace",
+    }
     event = await db.fetchrow("SELECT event_name, tenant_id::text, correlation_id FROM outbox_events")
     assert event["event_name"] == "tenant.created"
     assert event["tenant_id"] == tenant["id"]
@@ -93,9 +98,7 @@ async def test_sql_runs_named_ops_queries_and_refuses_unknown_ones(db: asyncpg.C
             "VALUES (gen_random_uuid(), 'tenant.created', 1, '{}'::jsonb, 'c', now() - $1 * interval '1 minute')",
             minutes,
         )
-    lag, unknown, escape = await asyncio.gather(
-        nmc("sql", "outbox_lag"), nmc("sql", "nope"), nmc("sql", "../alembic")
-    )
+    lag, unknown, escape = await asyncio.gather(nmc("sql", "outbox_lag"), nmc("sql", "nope"), nmc("sql", "../alembic"))
 
     assert lag.returncode == 0, lag.stderr
     [row] = json.loads(lag.stdout)

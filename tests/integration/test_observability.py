@@ -6,6 +6,7 @@ import re
 import secrets
 import socket
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -115,9 +116,9 @@ async def test_outbox_dispatch_lag_reflects_the_oldest_undispatched_row(
     assert sample_value(response.text, "outbox_dispatch_lag_seconds") == 0.0  # nothing waits
 
     # An older row that was dispatched does not count; the oldest waiting one does.
-    await db.execute(insert, "1 hour", await db.fetchval("SELECT now()"))
-    await db.execute(insert, "120 seconds", None)
-    await db.execute(insert, "5 seconds", None)
+    await db.execute(insert, timedelta(hours=1), await db.fetchval("SELECT now()"))
+    await db.execute(insert, timedelta(seconds=120), None)
+    await db.execute(insert, timedelta(seconds=5), None)
     response = await client.get("/metrics")
     lag = sample_value(response.text, "outbox_dispatch_lag_seconds")
     assert lag is not None
@@ -184,7 +185,9 @@ async def test_an_event_published_during_a_request_carries_its_correlation_id(
     )
     assert response.status_code == 200, response.text
     assert response.headers["x-request-id"] == "req-missed-1"
-    row = await db.fetchrow("SELECT correlation_id, tenant_id::text FROM outbox_events WHERE event_name = 'call.missed'")
+    row = await db.fetchrow(
+        "SELECT correlation_id, tenant_id::text FROM outbox_events WHERE event_name = 'call.missed'"
+    )
     assert row is not None, "the dial-status webhook published no call.missed"
     assert row["correlation_id"] == "req-missed-1"
     assert row["tenant_id"] == tenant.id

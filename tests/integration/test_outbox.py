@@ -225,7 +225,15 @@ async def test_after_max_attempts_the_row_is_parked_intact(
     parked = await db.fetchrow("SELECT * FROM outbox_events_errors WHERE id = $1", event.event_id)
     assert parked is not None
     assert original is not None
-    for column in ("event_name", "event_version", "tenant_id", "payload", "correlation_id", "causation_id", "created_at"):
+    for column in (
+        "event_name",
+        "event_version",
+        "tenant_id",
+        "payload",
+        "correlation_id",
+        "causation_id",
+        "created_at",
+    ):
         assert parked[column] == original[column], column
     assert parked["attempts"] == 2
     assert parked["last_error"] == "Boom: still down"
@@ -258,9 +266,7 @@ async def test_a_row_that_no_longer_fits_the_catalog_is_parked_without_calling_h
         calls.append(event)
 
     event = await published(status_changed())
-    await db.execute(
-        "UPDATE outbox_events SET payload = payload - 'message_id' WHERE id = $1", event.event_id
-    )
+    await db.execute("UPDATE outbox_events SET payload = payload - 'message_id' WHERE id = $1", event.event_id)
     await dispatch(event.event_id)
 
     assert calls == []
@@ -340,4 +346,3 @@ async def test_backoff_is_what_the_row_waits(db: asyncpg.Connection, handlers: N
         "SELECT extract(epoch FROM available_at - now()) FROM outbox_events WHERE id = $1", event.event_id
     )
     assert 0 < float(wait) <= 1.0  # first retry: up to 1 s
-

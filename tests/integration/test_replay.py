@@ -218,9 +218,7 @@ async def test_replaying_a_handled_event_does_not_repeat_its_effect(
     await dispatch(event.event_id)
     assert calls == {"effect": 2, "audit": 2}  # at-least-once: the handler did run again ...
     assert await db.fetchval(f"SELECT count(*) FROM {effects_table}") == 1  # ... and changed nothing
-    assert await db.fetchval(
-        "SELECT dispatched_at IS NOT NULL FROM outbox_events WHERE id = $1", event.event_id
-    )
+    assert await db.fetchval("SELECT dispatched_at IS NOT NULL FROM outbox_events WHERE id = $1", event.event_id)
     assert await parked_ids(db) == set()
 
 
@@ -247,9 +245,7 @@ async def test_cli_replay_by_name_and_time_range_reports_kept_rows(db: asyncpg.C
     now = datetime.now(UTC)
     good = await park(db, status_event(), created_at=now - timedelta(hours=2))
     bad_event = status_event()
-    bad = await park(
-        db, bad_event, created_at=now - timedelta(hours=2), payload={**validated(bad_event), "status": 7}
-    )
+    bad = await park(db, bad_event, created_at=now - timedelta(hours=2), payload={**validated(bad_event), "status": 7})
     outside = await park(db, status_event(), created_at=now - timedelta(days=5))
 
     result = run_nmc(

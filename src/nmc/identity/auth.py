@@ -15,9 +15,11 @@ from uuid import UUID
 import httpx
 import jwt
 import structlog
+from litestar._asgi.utils import wrap_in_exception_handler
 from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import Receive, Scope, Send
 
 from nmc.identity.service import TenantService
 from nmc.settings import Settings, get_settings
@@ -125,6 +127,12 @@ def _token_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
 
 
 class ClerkAuthenticationMiddleware(AbstractAuthenticationMiddleware):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A 401/403 raised here would leave the middleware stack as an exception and be rendered by the
+        # app's outermost handler, past the send wrappers of the app-level middleware: no X-Request-ID,
+        # logged as 500, counted as 200 by Prometheus (litestar#4747). Render it here, inside them.
+        await wrap_in_exception_handler(super().__call__)(scope, receive, send)
+
     async def authenticate_request(self, connection: ASGIConnection[Any, Any, Any, Any]) -> AuthenticationResult:
         settings = get_settings()
         token = _token_from(connection)

@@ -77,4 +77,6 @@ class MetricsController(Controller):
     @get()
     async def metrics(self, db_session: AsyncSession) -> Response[bytes]:
         await SCRAPE_TIME_FIGURES.refresh(db_session)
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        # As a header, not `media_type`: Litestar would append a second `charset` to a text/* media type,
+        # and a repeated parameter makes the Content-Type invalid for Prometheus 3's scraper.
+        return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
