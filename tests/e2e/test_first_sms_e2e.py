@@ -29,7 +29,8 @@ async def make_tenant(db: asyncpg.Connection, stack: Stack, n: int) -> str:
     )
     await db.execute(
         "INSERT INTO conv_settings (tenant_id, quiet_hours_start, quiet_hours_end, quiet_hours_policy,"
-        " cooldown_minutes) SELECT tenant_id, NULL, NULL, 'delay', 60 FROM tenant_phone_numbers WHERE twilio_number = $1",
+        " cooldown_minutes) SELECT tenant_id, NULL, NULL, 'delay', 60"
+        " FROM tenant_phone_numbers WHERE twilio_number = $1",
         number,
     )  # no quiet hours: these tests run at any hour
     return number
