@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Controller, Litestar, Router
+from litestar.exceptions import HTTPException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -15,6 +17,7 @@ from litestar.plugins.problem_details import (
     ProblemDetailsPlugin,
 )
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.types import Scope
 
 from nmc.conversations import metrics as _sms_metrics  # noqa: F401  (registers the first-SMS probe)
 from nmc.db import get_alchemy_config
@@ -43,6 +46,15 @@ def _not_found(exc: NotFoundError) -> ProblemDetailsException:
 
 def _conflict(exc: DuplicateKeyError) -> ProblemDetailsException:
     return ProblemDetailsException(status_code=409, title="Conflict", detail="That resource already exists")
+
+
+async def log_unexpected_error(exc: Exception, scope: Scope) -> None:
+    """Every unhandled error is logged with its traceback; expected HTTP errors are not noise."""
+    if isinstance(exc, HTTPException) and exc.status_code < 500:
+        return
+    structlog.get_logger(module="http").error(
+        "http.unhandled_error", path=scope.get("path"), http_status=500, exc_info=exc
+    )
 
 
 def api_router() -> Router:
@@ -83,5 +95,6 @@ def create_app() -> Litestar:
                 security_schemes={"ClerkSession": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
             ),
         ),
+        after_exception=[log_unexpected_error],
         debug=False,
     )

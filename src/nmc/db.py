@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -81,9 +82,46 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver_connection
 
 
+# The worker's first-SMS path runs on a plain asyncpg pool: there the cost of building SQLAlchemy
+# statements was larger than the database round trips (benchmarked; see README). JSON columns are
+# exchanged as JSON text, as on SQLAlchemy's own asyncpg connections, so SQL helpers work on both.
+_hot_pool: asyncpg.Pool | None = None
+
+
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    for name, prefix in (("json", b""), ("jsonb", b"\x01")):
+        await connection.set_type_codec(
+            name,
+            encoder=lambda text, prefix=prefix: prefix + text.encode(),
+            decoder=lambda data, prefix=prefix: json.loads(data[len(prefix) :]),
+            schema="pg_catalog",
+            format="binary",
+        )
+
+
+async def hot_pool() -> asyncpg.Pool:
+    global _hot_pool
+    if _hot_pool is None:
+        _hot_pool = await asyncpg.create_pool(
+            get_settings().DATABASE_URL, min_size=2, max_size=20, init=_json_codecs, max_inactive_connection_lifetime=60
+        )
+    return _hot_pool
+
+
+@asynccontextmanager
+async def hot_transaction() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection in a transaction: committed on success, rolled back on error."""
+    async with (await hot_pool()).acquire() as connection, connection.transaction():
+        yield connection
+
+
 async def dispose_engine() -> None:
+    global _hot_pool
     if _config is not None and _config.engine_instance is not None:
         await _config.engine_instance.dispose()
+    if _hot_pool is not None:
+        await _hot_pool.close()
+        _hot_pool = None
 
 
 def execute_script(sql: str) -> None:

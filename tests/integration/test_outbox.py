@@ -15,7 +15,7 @@ from nmc.db import session_scope
 from nmc.events.catalog import DomainEvent, MessageStatusChanged, TenantCreated
 from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, sweep
 from nmc.events.outbox import publish
-from nmc.events.subscribers import _REGISTRY, handlers_for, subscriber
+from nmc.events.subscribers import _REGISTRY, handlers_for, load_handler_modules, subscriber
 from nmc.observability.correlation import current_correlation_id
 
 
@@ -26,6 +26,7 @@ class Boom(Exception):
 @pytest.fixture
 def handlers() -> Iterator[None]:
     """Isolate the module-level subscriber registry: tests register their own handlers only."""
+    load_handler_modules()  # the modules' own subscribers are in what is restored afterwards
     saved = {name: list(registered) for name, registered in _REGISTRY.items()}
     _REGISTRY.clear()
     yield

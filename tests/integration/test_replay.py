@@ -17,7 +17,7 @@ from nmc.events.catalog import DomainEvent, MessageStatusChanged, TenantCreated,
 from nmc.events.dispatcher import PermanentFailure, dispatch
 from nmc.events.outbox import publish
 from nmc.events.replay import ReplayFilter, replay
-from nmc.events.subscribers import _REGISTRY, subscriber
+from nmc.events.subscribers import _REGISTRY, load_handler_modules, subscriber
 from tests.conftest import run_nmc
 
 EFFECTS_TABLE = "test_replay_effects"
@@ -25,6 +25,7 @@ EFFECTS_TABLE = "test_replay_effects"
 
 @pytest.fixture
 def handlers() -> Iterator[None]:
+    load_handler_modules()  # the modules' own subscribers are in what is restored afterwards
     saved = {name: list(registered) for name, registered in _REGISTRY.items()}
     _REGISTRY.clear()
     yield

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nmc.conversations.service import send_first_sms
+from nmc.conversations.first_sms import send_first_sms
 from nmc.events.catalog import CallMissed
 from nmc.events.subscribers import subscriber
 

@@ -20,7 +20,7 @@ import structlog
 from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import session_scope
+from nmc.db import hot_pool, session_scope
 from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
 from nmc.events.outbox import dispatch_key
@@ -82,33 +82,24 @@ async def dispatch(event_id: UUID) -> None:
         await _mark_dispatched(event_id)
 
 
+# Claim and completion run once per event on the first-SMS path: single statements on the hot pool.
+_CLAIM = """
+    UPDATE outbox_events
+    SET attempts = attempts + 1, available_at = now() + make_interval(secs => $2)
+    WHERE id = $1 AND dispatched_at IS NULL AND available_at <= now()
+    RETURNING event_name, event_version, payload, attempts, correlation_id, tenant_id
+"""
+_MARK_DISPATCHED = "UPDATE outbox_events SET dispatched_at = now() WHERE id = $1"
+
+
 async def _claim(event_id: UUID) -> dict[str, Any] | None:
-    lease = timedelta(seconds=get_settings().OUTBOX_LEASE_SECONDS)
-    async with session_scope() as session:
-        result = await session.execute(
-            update(OutboxEvent)
-            .where(
-                OutboxEvent.id == event_id,
-                OutboxEvent.dispatched_at.is_(None),
-                OutboxEvent.available_at <= func.now(),
-            )
-            .values(attempts=OutboxEvent.attempts + 1, available_at=func.now() + lease)
-            .returning(
-                OutboxEvent.event_name,
-                OutboxEvent.event_version,
-                OutboxEvent.payload,
-                OutboxEvent.attempts,
-                OutboxEvent.correlation_id,
-                OutboxEvent.tenant_id,
-            )
-        )
-        found = result.mappings().first()
-        return dict(found) if found else None
+    pool = await hot_pool()
+    found = await pool.fetchrow(_CLAIM, event_id, float(get_settings().OUTBOX_LEASE_SECONDS))
+    return dict(found) if found else None
 
 
 async def _mark_dispatched(event_id: UUID) -> None:
-    async with session_scope() as session:
-        await session.execute(update(OutboxEvent).where(OutboxEvent.id == event_id).values(dispatched_at=func.now()))
+    await (await hot_pool()).execute(_MARK_DISPATCHED, event_id)
 
 
 async def _fail(event_id: UUID, attempts: int, error: str) -> None:

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-from sqlalchemy import insert
+import asyncpg
+import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.db import raw_connection
 from nmc.events.catalog import DomainEvent, validated
-from nmc.events.models import OutboxEvent
-from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue_in_transaction
+from nmc.queue.pgq import OUTBOX_DISPATCH, queries_on
 
 
 def dispatch_key(event_id: object) -> str:
     """PgQueuer dedupe key: at most one waiting dispatch job per outbox row."""
     return f"outbox:{event_id}"
+
+
+# Plain SQL on the session's own connection: this runs inside the webhook that starts the
+# first-SMS clock, where SQLAlchemy's statement building cost more than the database round trip.
+_INSERT_OUTBOX = """
+    INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+"""
 
 
 async def publish(session: AsyncSession, event: DomainEvent) -> None:
@@ -21,18 +30,22 @@ async def publish(session: AsyncSession, event: DomainEvent) -> None:
     Both writes ride the session's transaction: a rollback leaves neither, a commit wakes the
     worker through PgQueuer's NOTIFY trigger.
     """
+    await publish_on(await raw_connection(session), event)
+
+
+async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None:
+    """`publish` on a plain asyncpg connection already in a transaction (the worker's hot path)."""
     payload = validated(event)
-    await session.execute(
-        insert(OutboxEvent).values(
-            id=event.event_id,
-            event_name=event.name,
-            event_version=event.version,
-            tenant_id=event.tenant_id,
-            payload=payload,
-            correlation_id=event.correlation_id,
-            causation_id=event.causation_id,
-        )
+    await connection.execute(
+        _INSERT_OUTBOX,
+        event.event_id,
+        event.name,
+        event.version,
+        event.tenant_id,
+        msgspec.json.encode(payload).decode(),
+        event.correlation_id,
+        event.causation_id,
     )
-    await enqueue_in_transaction(
-        session, OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key=dispatch_key(event.event_id)
+    await queries_on(connection).enqueue(
+        OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key=dispatch_key(event.event_id), on_conflict="skip"
     )

@@ -13,7 +13,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import session_scope
+from nmc.db import raw_connection, session_scope
 from nmc.events.catalog import TenantCreated
 from nmc.events.outbox import publish
 from nmc.identity.models import Tenant, TenantPhoneNumber
@@ -32,15 +32,17 @@ class NumberOwner:
     forwarding_number: str
 
 
+_OWNER_OF = """
+    SELECT n.tenant_id, t.name, n.forwarding_number
+    FROM tenant_phone_numbers n JOIN tenants t ON t.id = n.tenant_id
+    WHERE n.twilio_number = $1
+"""
+
+
 async def owner_of(session: AsyncSession, number: str) -> NumberOwner | None:
-    row = (
-        await session.execute(
-            select(TenantPhoneNumber.tenant_id, Tenant.name, TenantPhoneNumber.forwarding_number)
-            .join(Tenant, Tenant.id == TenantPhoneNumber.tenant_id)
-            .where(TenantPhoneNumber.twilio_number == number)
-        )
-    ).first()
-    return NumberOwner(row.tenant_id, row.name, row.forwarding_number) if row else None
+    """On the first-SMS path: plain SQL on the session's connection (see `nmc.db.raw_connection`)."""
+    row = await (await raw_connection(session)).fetchrow(_OWNER_OF, number)
+    return NumberOwner(row["tenant_id"], row["name"], row["forwarding_number"]) if row else None
 
 
 class InvalidTenantData(ValueError):

@@ -10,18 +10,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from uuid import uuid4
 
 import structlog
-from sqlalchemy import func
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.db import raw_connection
 from nmc.events.catalog import CallMissed
 from nmc.events.outbox import publish
 from nmc.identity.service import NumberOwner
 from nmc.observability.correlation import current_correlation_id
 from nmc.settings import Settings
-from nmc.telephony.models import Call
 
 log = structlog.get_logger(module="telephony")
 
@@ -41,12 +40,15 @@ def is_missed(status: str, duration_seconds: int | None, settings: Settings) -> 
     )
 
 
+_INSERT_RINGING = """
+    INSERT INTO conv_calls (id, tenant_id, call_sid, caller, tenant_number, status)
+    VALUES ($1, $2, $3, $4, $5, 'ringing')
+    ON CONFLICT (call_sid) DO NOTHING
+"""
+
+
 async def record_ringing(session: AsyncSession, owner: NumberOwner, call_sid: str, caller: str, to: str) -> None:
-    await session.execute(
-        insert(Call)
-        .values(tenant_id=owner.tenant_id, call_sid=call_sid, caller=caller, tenant_number=to, status="ringing")
-        .on_conflict_do_nothing(index_elements=[Call.call_sid])
-    )
+    await (await raw_connection(session)).execute(_INSERT_RINGING, uuid4(), owner.tenant_id, call_sid, caller, to)
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,32 @@ class CallOutcome:
     from_dial: bool  # the <Dial> action (authoritative) or the parent call's status callback
 
 
+def _outcome_upsert(guard: str) -> str:
+    """Insert the call, or move an existing one only when `guard` allows; RETURNING only on a change."""
+    return f"""
+        INSERT INTO conv_calls AS c (id, tenant_id, call_sid, caller, tenant_number, status, dial_status,
+                                     duration_seconds, missed_at)
+        VALUES ($1, $2, $3, $4, $5, $6::varchar, $7, $8, CASE WHEN $6::varchar = 'missed' THEN now() END)
+        ON CONFLICT (call_sid) DO UPDATE SET
+            status = EXCLUDED.status,
+            dial_status = coalesce(EXCLUDED.dial_status, c.dial_status),
+            duration_seconds = EXCLUDED.duration_seconds,
+            missed_at = EXCLUDED.missed_at
+        WHERE {guard}
+        RETURNING id, status
+    """
+
+
+# A call becomes missed once; it becomes answered only from ringing. The dial outcome is
+# authoritative; the parent call's status counts only while no dial outcome is known.
+_UPSERT = {
+    (True, True): _outcome_upsert("c.status <> 'missed'"),
+    (False, True): _outcome_upsert("c.status = 'ringing'"),
+    (True, False): _outcome_upsert("c.status <> 'missed' AND c.dial_status IS NULL"),
+    (False, False): _outcome_upsert("c.status = 'ringing' AND c.dial_status IS NULL"),
+}
+
+
 async def apply_outcome(
     session: AsyncSession,
     owner: NumberOwner,
@@ -66,34 +94,23 @@ async def apply_outcome(
     received_at: datetime,
     settings: Settings,
 ) -> bool:
-    """Record what became of the call; publish `call.missed` when it just became missed."""
+    """Record what became of the call; publish `call.missed` when it just became missed.
+
+    On the first-SMS path: plain SQL on the session's connection (see `nmc.db.raw_connection`).
+    """
     missed = is_missed(outcome.status, outcome.duration_seconds, settings)
-    statement = insert(Call).values(
-        tenant_id=owner.tenant_id,
-        call_sid=outcome.call_sid,
-        caller=outcome.caller,
-        tenant_number=outcome.tenant_number,
-        status="missed" if missed else "answered",
-        dial_status=outcome.status if outcome.from_dial else None,
-        duration_seconds=outcome.duration_seconds,
-        missed_at=func.now() if missed else None,
+    changed = await (await raw_connection(session)).fetchrow(
+        _UPSERT[(missed, outcome.from_dial)],
+        uuid4(),
+        owner.tenant_id,
+        outcome.call_sid,
+        outcome.caller,
+        outcome.tenant_number,
+        "missed" if missed else "answered",
+        outcome.status if outcome.from_dial else None,
+        outcome.duration_seconds,
     )
-    # The dial outcome is authoritative; the parent's status only counts while no dial outcome is known.
-    guard = Call.status != "missed" if missed else Call.status == "ringing"
-    if not outcome.from_dial:
-        guard = guard & Call.dial_status.is_(None)
-    upsert = statement.on_conflict_do_update(
-        index_elements=[Call.call_sid],
-        set_={
-            "status": statement.excluded.status,
-            "dial_status": func.coalesce(statement.excluded.dial_status, Call.dial_status),
-            "duration_seconds": statement.excluded.duration_seconds,
-            "missed_at": statement.excluded.missed_at,
-        },
-        where=guard,
-    ).returning(Call.id, Call.status)
-    changed = (await session.execute(upsert)).first()
-    if changed is None or changed.status != "missed":
+    if changed is None or changed["status"] != "missed":
         return False
     if not _E164.match(outcome.caller):
         log.info("call.missed_not_textable", call_sid=outcome.call_sid, reason="caller id withheld")
@@ -102,7 +119,7 @@ async def apply_outcome(
         session,
         CallMissed(
             tenant_id=owner.tenant_id,
-            call_id=changed.id,
+            call_id=changed["id"],
             call_sid=outcome.call_sid,
             caller=outcome.caller,
             tenant_number=outcome.tenant_number,

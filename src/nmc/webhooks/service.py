@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
+import msgspec
 from sqlalchemy import or_, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.db import raw_connection
 from nmc.observability.metrics import WEBHOOK_DEDUPE_HITS
 from nmc.webhooks.models import WebhookEvent
 
@@ -33,26 +34,34 @@ class StoredAnswer:
     media_type: str
 
 
+_RECORD_DELIVERY = """
+    INSERT INTO webhook_events (id, provider, kind, external_id, payload, idempotency_token, tenant_id,
+                                response_status, response_body, response_media_type)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+    ON CONFLICT DO NOTHING
+    RETURNING id
+"""
+
+
 async def record_first_delivery(session: AsyncSession, delivery: Delivery, answer: StoredAnswer) -> bool:
     """Insert the delivery with the answer we are about to give. False if it was seen before
-    (same external id, or same provider idempotency token): the caller must not act again."""
-    inserted = await session.execute(
-        insert(WebhookEvent)
-        .values(
-            provider=delivery.provider,
-            kind=delivery.kind,
-            external_id=delivery.external_id,
-            payload=delivery.payload,
-            idempotency_token=delivery.idempotency_token,
-            tenant_id=delivery.tenant_id,
-            response_status=answer.status,
-            response_body=answer.body,
-            response_media_type=answer.media_type,
-        )
-        .on_conflict_do_nothing()
-        .returning(WebhookEvent.id)
+    (same external id, or same provider idempotency token): the caller must not act again.
+
+    On the first-SMS path: plain SQL on the session's connection (see `nmc.db.raw_connection`)."""
+    inserted = await (await raw_connection(session)).fetchval(
+        _RECORD_DELIVERY,
+        uuid4(),
+        delivery.provider,
+        delivery.kind,
+        delivery.external_id,
+        msgspec.json.encode(delivery.payload).decode(),
+        delivery.idempotency_token,
+        delivery.tenant_id,
+        answer.status,
+        answer.body,
+        answer.media_type,
     )
-    if inserted.scalar_one_or_none() is None:
+    if inserted is None:
         WEBHOOK_DEDUPE_HITS.labels(provider=delivery.provider).inc()
         return False
     return True

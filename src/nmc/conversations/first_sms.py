@@ -1,0 +1,314 @@
+"""The first SMS after a missed call: guards, templates, exactly-once sending.
+
+Exactly once lives in Postgres: the message row's `idempotency_key` (`first_sms:<call id>`) is
+unique, and the row is committed as `sending` before the Messages API request. A later attempt that
+finds `sending` does not know whether Twilio created the text, so it looks in Twilio's Messages list
+first and only sends if the text is not there.
+
+This is the worker's first-SMS path, measured against a 15 ms P95 budget: it runs plain SQL on the
+hot asyncpg pool (`nmc.db.hot_transaction`), two short transactions around the Twilio request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import structlog
+
+from nmc.conversations.hours import quiet_until, within_business_hours
+from nmc.conversations.models import DEFAULT_QUIET_END, DEFAULT_QUIET_START
+from nmc.conversations.templates import (
+    DEFAULT_AFTER_HOURS,
+    DEFAULT_BOOKING_PROMPT,
+    DEFAULT_BUSINESS_HOURS,
+    MergeValues,
+    UnknownMergeField,
+    check_template,
+    render,
+)
+from nmc.db import hot_transaction
+from nmc.events.catalog import CallMissed, FirstSmsSent
+from nmc.events.dispatcher import Deferred, PermanentFailure
+from nmc.events.outbox import publish_on
+from nmc.observability.logging import mask_phone
+from nmc.settings import Settings, get_settings
+from nmc.telephony.sms import UNSUBSCRIBED, Accepted, SmsRejected, get_sender
+
+log = structlog.get_logger(module="conversations")
+
+PAUSE_RECHECK = timedelta(seconds=15)
+PAUSED_REASON = "PAUSE_OUTBOUND_SMS"
+DONE_STATUSES = frozenset({"accepted", "queued", "sent", "delivered", "undelivered", "failed", "read", "suppressed"})
+
+
+@dataclass(frozen=True)
+class FirstSmsContext:
+    """What the guards and the template need, read in one query."""
+
+    business_name: str
+    timezone: str
+    business_hours: dict[str, Any]
+    tenant_status: str
+    opted_out: bool
+    texted_recently: bool
+    template_business_hours: str | None
+    template_after_hours: str | None
+    booking_prompt: str | None
+    quiet_start: time | None
+    quiet_end: time | None
+    quiet_policy: str
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    message_id: UUID
+    to: str
+    from_: str
+    body: str
+    send_started_at: datetime
+    unknown_outcome: bool
+
+
+_EXISTING = """
+    SELECT id, status, thread_id, to_number, from_number, body, send_started_at
+    FROM conv_messages WHERE idempotency_key = $1 FOR UPDATE
+"""
+_CONTEXT = """
+    SELECT t.name, t.timezone, t.business_hours, t.status,
+           s.tenant_id IS NOT NULL AS has_settings, s.first_sms_business_hours, s.first_sms_after_hours,
+           s.booking_prompt, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
+           EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = t.id AND o.phone = $2) AS opted_out,
+           EXISTS (
+               SELECT 1 FROM conv_messages m
+               WHERE m.tenant_id = t.id AND m.to_number = $2 AND m.kind = 'first_sms'
+                 AND m.status <> 'suppressed' AND m.call_id <> $3
+                 AND m.created_at > now() - make_interval(mins => coalesce(s.cooldown_minutes, 60))
+           ) AS texted_recently
+    FROM tenants t LEFT JOIN conv_settings s ON s.tenant_id = t.id
+    WHERE t.id = $1
+"""
+# The open thread for (tenant, caller), created if there is none (unique partial index).
+_OPEN_THREAD = """
+    WITH created AS (
+        INSERT INTO conv_threads (id, tenant_id, caller, tenant_number, status)
+        VALUES ($1, $2, $3, $4, 'open')
+        ON CONFLICT (tenant_id, caller) WHERE status = 'open' DO NOTHING
+        RETURNING id
+    )
+    SELECT id FROM created
+    UNION ALL
+    SELECT id FROM conv_threads WHERE tenant_id = $2 AND caller = $3 AND status = 'open'
+    LIMIT 1
+"""
+_UPSERT_MESSAGE = """
+    INSERT INTO conv_messages (id, tenant_id, thread_id, call_id, idempotency_key, direction, kind,
+                               to_number, from_number, body, status, suppressed_reason, scheduled_for,
+                               send_started_at)
+    VALUES ($1, $2, $3, $4, $5, 'outbound', 'first_sms', $6, $7, $8, $9, $10, $11, $12)
+    ON CONFLICT (idempotency_key) DO UPDATE SET
+        status = EXCLUDED.status, body = EXCLUDED.body, suppressed_reason = EXCLUDED.suppressed_reason,
+        scheduled_for = EXCLUDED.scheduled_for, send_started_at = EXCLUDED.send_started_at
+    RETURNING id, send_started_at
+"""
+_ACCEPTED = """
+    UPDATE conv_messages SET status = $2, twilio_sid = $3, sent_at = now(), latency_ms = $4 WHERE id = $1
+"""
+_TOUCH_THREAD = (
+    "UPDATE conv_threads SET last_activity_at = now() WHERE id = (SELECT thread_id FROM conv_messages WHERE id = $1)"
+)
+_REJECTED = "UPDATE conv_messages SET status = 'failed', error_code = $2 WHERE id = $1"
+_OPT_OUT = """
+    INSERT INTO conv_opt_outs (id, tenant_id, phone, source) VALUES ($1, $2, $3, $4)
+    ON CONFLICT ON CONSTRAINT uq_conv_opt_outs_tenant_phone DO NOTHING
+"""
+
+
+def first_sms_key(call_id: UUID) -> str:
+    return f"first_sms:{call_id}"
+
+
+async def load_context(connection: asyncpg.Connection, event: CallMissed) -> FirstSmsContext:
+    row = await connection.fetchrow(_CONTEXT, event.tenant_id, event.caller, event.call_id)
+    return FirstSmsContext(
+        business_name=row["name"],
+        timezone=row["timezone"],
+        business_hours=row["business_hours"],
+        tenant_status=row["status"],
+        opted_out=row["opted_out"],
+        texted_recently=row["texted_recently"],
+        template_business_hours=row["first_sms_business_hours"],
+        template_after_hours=row["first_sms_after_hours"],
+        booking_prompt=row["booking_prompt"],
+        quiet_start=row["quiet_hours_start"] if row["has_settings"] else DEFAULT_QUIET_START,
+        quiet_end=row["quiet_hours_end"] if row["has_settings"] else DEFAULT_QUIET_END,
+        quiet_policy=row["quiet_hours_policy"] or "delay",
+    )
+
+
+def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -> str:
+    """Business-hours or after-hours template; a template we cannot fill falls back to the default."""
+    try:
+        in_hours = within_business_hours(context.business_hours, context.timezone, now)
+    except (ValueError, KeyError, TypeError) as exc:  # a broken setting never blocks the text
+        log.warning("first_sms.business_hours_broken", error=str(exc))
+        in_hours = True
+    default = DEFAULT_BUSINESS_HOURS if in_hours else DEFAULT_AFTER_HOURS
+    chosen = context.template_business_hours if in_hours else context.template_after_hours
+    values = MergeValues(
+        business_name=context.business_name,
+        caller_number=event.caller,
+        booking_prompt=context.booking_prompt or DEFAULT_BOOKING_PROMPT,
+    )
+    try:
+        return render(check_template(chosen or default), values)
+    except UnknownMergeField as exc:
+        log.warning("first_sms.template_broken", error=str(exc))
+        return render(default, values)
+
+
+def quiet_hours_end(context: FirstSmsContext, now: datetime) -> datetime | None:
+    """A broken quiet-hours setting fails open: a paying tenant is never silently muted."""
+    try:
+        return quiet_until(context.quiet_start, context.quiet_end, context.timezone, now)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("first_sms.quiet_hours_broken", error=str(exc))
+        return None
+
+
+def suppression(context: FirstSmsContext) -> str | None:
+    if context.tenant_status != "active":
+        return "tenant_inactive"
+    if context.opted_out:
+        return "opted_out"
+    if context.texted_recently:
+        return "cooldown"
+    return None
+
+
+async def _record(
+    connection: asyncpg.Connection,
+    event: CallMissed,
+    thread_id: UUID,
+    body: str,
+    status: str,
+    *,
+    reason: str | None = None,
+    scheduled_for: datetime | None = None,
+    send_started_at: datetime | None = None,
+) -> asyncpg.Record:
+    return await connection.fetchrow(
+        _UPSERT_MESSAGE,
+        uuid4(),
+        event.tenant_id,
+        thread_id,
+        event.call_id,
+        first_sms_key(event.call_id),
+        event.caller,
+        event.tenant_number,
+        body,
+        status,
+        reason,
+        scheduled_for,
+        send_started_at,
+    )
+
+
+async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | None:
+    """Decide in one short transaction; return what to send, or None when nothing is to be sent.
+
+    Raises `Deferred` (after committing the message as `paused` or `scheduled`) when it must wait.
+    """
+    now = datetime.now(UTC)
+    verdict: Deferred | None = None
+    async with hot_transaction() as connection:
+        existing = await connection.fetchrow(_EXISTING, first_sms_key(event.call_id))
+        if existing is not None and existing["status"] in DONE_STATUSES:
+            return None
+        if existing is not None and existing["status"] == "sending":
+            return _outgoing(existing, unknown_outcome=True)
+        context = await load_context(connection, event)
+        thread_id = existing["thread_id"] if existing else await connection.fetchval(
+            _OPEN_THREAD, uuid4(), event.tenant_id, event.caller, event.tenant_number
+        )  # fmt: skip
+        body = first_sms_body(context, event, now)
+        if reason := suppression(context):
+            await _record(connection, event, thread_id, body, "suppressed", reason=reason)
+            log.info("first_sms.suppressed", reason=reason, caller=mask_phone(event.caller))
+            return None
+        if settings.PAUSE_OUTBOUND_SMS:
+            await _record(connection, event, thread_id, body, "paused")
+            verdict = Deferred(now + PAUSE_RECHECK, PAUSED_REASON)
+        elif until := quiet_hours_end(context, now):
+            if context.quiet_policy == "suppress":
+                await _record(connection, event, thread_id, body, "suppressed", reason="quiet_hours")
+                return None
+            await _record(connection, event, thread_id, body, "scheduled", scheduled_for=until)
+            verdict = Deferred(until, "quiet hours")
+        else:
+            message = await _record(connection, event, thread_id, body, "sending", send_started_at=now)
+            return Outgoing(message["id"], event.caller, event.tenant_number, body, now, unknown_outcome=False)
+    raise verdict
+
+
+def _outgoing(row: asyncpg.Record, *, unknown_outcome: bool) -> Outgoing:
+    return Outgoing(
+        message_id=row["id"],
+        to=row["to_number"],
+        from_=row["from_number"],
+        body=row["body"],
+        send_started_at=row["send_started_at"],
+        unknown_outcome=unknown_outcome,
+    )
+
+
+async def send_first_sms(event: CallMissed) -> None:
+    """The `call.missed` subscriber: at most one first SMS per missed call, whatever is retried."""
+    outgoing = await plan_first_sms(event, get_settings())
+    if outgoing is None:
+        return
+    sender = get_sender()
+    accepted: Accepted | None = None
+    if outgoing.unknown_outcome:
+        accepted = await sender.find_sent(outgoing.to, outgoing.from_, outgoing.body, outgoing.send_started_at)
+        if accepted:
+            log.info("first_sms.found_after_unknown_outcome", sid=accepted.sid)
+    if accepted is None:
+        try:
+            accepted = await sender.send(outgoing.to, outgoing.from_, outgoing.body)
+        except SmsRejected as exc:
+            await _record_rejection(event, outgoing, exc)
+            if exc.code == UNSUBSCRIBED:
+                return
+            raise PermanentFailure(f"Twilio rejected the first SMS ({exc.http_status}, code {exc.code})") from exc
+    await _record_accepted(event, outgoing, accepted)
+
+
+async def _record_accepted(event: CallMissed, outgoing: Outgoing, accepted: Accepted) -> None:
+    latency_ms = (datetime.now(UTC) - event.webhook_received_at).total_seconds() * 1000
+    async with hot_transaction() as connection:
+        await connection.execute(_ACCEPTED, outgoing.message_id, accepted.status, accepted.sid, latency_ms)
+        await connection.execute(_TOUCH_THREAD, outgoing.message_id)
+        await publish_on(
+            connection,
+            FirstSmsSent(
+                tenant_id=event.tenant_id,
+                call_id=event.call_id,
+                message_id=outgoing.message_id,
+                latency_ms=latency_ms,
+                correlation_id=event.correlation_id,
+                causation_id=str(event.event_id),
+            ),
+        )
+    log.info("first_sms.sent", latency_ms=round(latency_ms, 1), sid=accepted.sid)
+
+
+async def _record_rejection(event: CallMissed, outgoing: Outgoing, exc: SmsRejected) -> None:
+    async with hot_transaction() as connection:
+        await connection.execute(_REJECTED, outgoing.message_id, exc.code)
+        if exc.code == UNSUBSCRIBED:
+            await connection.execute(_OPT_OUT, uuid4(), event.tenant_id, outgoing.to, "twilio_21610")
+    log.warning("first_sms.rejected", code=exc.code, http_status=exc.http_status)

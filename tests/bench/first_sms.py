@@ -1,0 +1,178 @@
+"""`just bench first-sms [--rate R --seconds S]`: missed call → first SMS under load.
+
+Starts the fake Twilio API, the web and the worker as real processes, drives missed calls with
+signed dial-status webhooks at a fixed (open-loop) rate, and measures from the moment each webhook
+is sent to the moment the fake Twilio receives its Messages request. Every call has its own caller
+number, so lost and duplicate texts are counted exactly. Without --rate it runs the issue's three
+scenarios: 50/s for 60 s, 200/s for 30 s, and 50/s with the NOTIFY wake-up off (polling fallback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from nmc.telephony.simulate import dial_outcome_params, new_call_sid, signed_headers
+from tests.bench.common import BenchStack, fresh_database, summary, table
+from tests.conftest import MESSAGING_SERVICE_SID, TWILIO_SID, TWILIO_TOKEN, run_nmc
+from tests.fakes.twilio_api import FakeTwilio
+
+TENANT_NUMBER = "+15552220000"
+PATH = "/webhooks/twilio/voice/dial-status"
+
+
+@dataclass
+class Scenario:
+    name: str
+    rate: float
+    seconds: float
+    listen: bool = True
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    latencies_ms: list[float]
+    sent: int
+    achieved_rate: float
+    lost: int
+    duplicates: int
+    webhook_errors: int
+
+    def row(self) -> dict[str, object]:
+        stats = summary(self.latencies_ms)
+        return {
+            "scenario": self.scenario.name,
+            "target rate/s": f"{self.scenario.rate:g}",
+            "achieved rate/s": self.achieved_rate,
+            "calls": self.sent,
+            "P50 ms": stats["p50"],
+            "P95 ms": stats["p95"],
+            "P99 ms": stats["p99"],
+            "max ms": stats["max"],
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "webhook errors": self.webhook_errors,
+        }
+
+
+def caller_number(run: int, index: int) -> str:
+    return f"+1{run + 2:03d}{index:07d}"
+
+
+async def drive(stack: BenchStack, scenario: Scenario, run: int) -> tuple[dict[str, float], int, float, int]:
+    """Send one signed dial-status webhook per call at the scenario's rate; return send times."""
+    url = f"{stack.base_url}{PATH}"
+    total = int(scenario.rate * scenario.seconds)
+    sent_at: dict[str, float] = {}
+    errors = 0
+    limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+    async with httpx.AsyncClient(timeout=10, limits=limits) as client:
+
+        async def one(index: int) -> None:
+            nonlocal errors
+            caller = caller_number(run, index)
+            params = dial_outcome_params(new_call_sid(), caller, TENANT_NUMBER)
+            headers = signed_headers(url, params, TWILIO_TOKEN)
+            sent_at[caller] = time.time()
+            response = await client.post(url, data=params, headers=headers)
+            if response.status_code != 200:
+                errors += 1
+
+        started = time.perf_counter()
+        tasks = []
+        for index in range(total):
+            delay = started + index / scenario.rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(index)))
+        await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - started
+    return sent_at, total, total / elapsed, errors
+
+
+def collect(fake: FakeTwilio, sent_at: dict[str, float], wait_seconds: float) -> tuple[list[float], int, int]:
+    deadline = time.monotonic() + wait_seconds
+    created: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        created = [m for m in fake.messages() if m["sid"] and m["form"]["To"] in sent_at]
+        if len({m["form"]["To"] for m in created}) >= len(sent_at):
+            break
+        time.sleep(0.25)
+    per_caller = Counter(m["form"]["To"] for m in created)
+    first_seen: dict[str, float] = {}
+    for message in created:
+        to = message["form"]["To"]
+        first_seen[to] = min(first_seen.get(to, message["received_at"]), message["received_at"])
+    latencies = [(first_seen[c] - sent_at[c]) * 1000 for c in first_seen]
+    lost = len(sent_at) - len(per_caller)
+    duplicates = sum(n - 1 for n in per_caller.values())
+    return latencies, lost, duplicates
+
+
+def run_scenario(stack: BenchStack, fake: FakeTwilio, scenario: Scenario, run: int) -> Result:
+    if scenario.listen != (stack.worker_listen):
+        stack.restart_worker(WORKER_LISTEN=str(scenario.listen).lower())
+        stack.worker_listen = scenario.listen
+    fake.reset()
+    warmup = Scenario("warmup", scenario.rate, 2, scenario.listen)
+    asyncio.run(drive(stack, warmup, run + 100))
+    time.sleep(2)
+    fake.reset()
+    sent_at, total, achieved, errors = asyncio.run(drive(stack, scenario, run))
+    latencies, lost, duplicates = collect(fake, sent_at, wait_seconds=30)
+    return Result(scenario, latencies, total, achieved, lost, duplicates, errors)
+
+
+def setup(database_url: str, fake: FakeTwilio) -> BenchStack:
+    env = {
+        "DATABASE_URL": database_url,
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_MESSAGING_SERVICE_SID": MESSAGING_SERVICE_SID,
+        "TWILIO_API_BASE_URL": fake.base_url,
+    }
+    run_nmc(
+        "tenants", "create", "--name", "Bench Plumbing", "--number", TENANT_NUMBER,
+        "--forward-to", "+15552229999", "--timezone", "Etc/GMT", env=env,
+    )  # fmt: skip
+    # Quiet hours off and no cooldown: the bench measures the path, not the guards' verdicts.
+    run_nmc("sql", "bench_no_quiet_hours", env=env, check=False)
+    stack = BenchStack(env)
+    stack.worker_listen = True
+    return stack
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, help="missed calls per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--polling", action="store_true", help="with the NOTIFY wake-up off")
+    args = parser.parse_args()
+    if args.rate:
+        scenarios = [Scenario(f"{args.rate:g}/s", args.rate, args.seconds, listen=not args.polling)]
+    else:
+        scenarios = [
+            Scenario("50/s for 60 s", 50, 60),
+            Scenario("200/s for 30 s", 200, 30),
+            Scenario("50/s for 20 s, NOTIFY off (polling)", 50, 20, listen=False),
+        ]
+    database_url = fresh_database()
+    with FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN) as fake:
+        stack = setup(database_url, fake)
+        try:
+            results = [run_scenario(stack, fake, scenario, run) for run, scenario in enumerate(scenarios)]
+        finally:
+            stack.stop()
+    print("\nfirst SMS: webhook sent → Twilio Messages request received (fake Twilio on loopback)\n")
+    print(table([r.row() for r in results], list(results[0].row())))
+
+
+if __name__ == "__main__":
+    main()
