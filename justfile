@@ -71,3 +71,11 @@ catalog:
 # Move parked events back: just replay-outbox --event-name call.missed [--dry-run]
 replay-outbox *ARGS:
     uv run nmc replay-outbox {{ARGS}}
+
+# Re-run a stored webhook_events payload through its handler: just replay-webhook <uuid>
+replay-webhook ID:
+    uv run nmc replay-webhook {{ID}}
+
+# Runbook §4.6 synthetic test against PUBLIC_BASE_URL: just smoke +1TENANTNUMBER +1CALLER
+smoke TO FROM:
+    uv run nmc simulate missed-call --to {{TO}} --from {{FROM}}
