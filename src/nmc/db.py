@@ -15,6 +15,7 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.pool import NullPool
 
@@ -74,11 +75,24 @@ async def session_scope() -> AsyncIterator[AsyncSession]:
 
 
 async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session's transaction (for transactional PgQueuer enqueue)."""
+    """The asyncpg connection under the session, inside the session's transaction.
+
+    For the few hot statements written as plain SQL, and for PgQueuer's transactional enqueue. The
+    SQLAlchemy asyncpg adapter sends BEGIN lazily with its first statement; a raw write before that
+    would autocommit and survive a rollback, so the adapter's transaction is started here first.
+    """
     connection = await session.connection()
     raw = await connection.get_raw_connection()
+    adapted = raw.dbapi_connection
     driver_connection = raw.driver_connection
     assert isinstance(driver_connection, asyncpg.Connection)
+    if not driver_connection.is_in_transaction():
+        start = getattr(adapted, "_start_transaction", None)
+        if start is not None and getattr(adapted, "_transaction", None) is None:
+            await start()  # the adapter's own BEGIN (private API, pinned by a test)
+        else:
+            await session.execute(text("SELECT 1"))
+    assert driver_connection.is_in_transaction()
     return driver_connection
 
 
