@@ -152,7 +152,7 @@ def ensure() -> None:
 
 @db.command()
 @click.option("--sql", is_flag=True, help="Print the SQL instead of applying it (offline).")
-@click.option("--revision", default="head", show_default=True)
+@click.option("--revision", default="heads", show_default=True)
 def upgrade(sql: bool, revision: str) -> None:
     """Apply migrations."""
     _alembic().upgrade(revision=revision, sql=sql)
@@ -173,9 +173,10 @@ def check() -> None:
 
 @db.command()
 @click.option("-m", "--message", required=True)
-def revision(message: str) -> None:
+@click.option("--head", default="head", show_default=True, help="The revision to build on (with several heads).")
+def revision(message: str, head: str) -> None:
     """Autogenerate a migration from the models."""
-    _alembic().revision(message=message, autogenerate=True)
+    _alembic().revision(message=message, autogenerate=True, head=head)
 
 
 @cli.command()

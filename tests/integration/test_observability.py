@@ -191,3 +191,19 @@ async def test_an_event_published_during_a_request_carries_its_correlation_id(
     assert row is not None, "the dial-status webhook published no call.missed"
     assert row["correlation_id"] == "req-missed-1"
     assert row["tenant_id"] == tenant.id
+
+
+async def test_request_metrics_group_parametrised_paths_under_their_template(
+    client: AsyncTestClient[Litestar],
+) -> None:
+    """Label cardinality stays bounded: ids in paths never become label values."""
+    template = "/schema/{path}"  # the OpenAPI router's own parametrised route
+    labels = {"method": "GET", "path": template, "app_name": "nmc"}
+    text = (await client.get("/metrics")).text
+    before = sum(sample_value(text, "nmc_requests_total", **labels, status_code=c) or 0.0 for c in ("200", "404"))
+    for concrete in ("/schema/nope-1", "/schema/nope-2"):
+        await client.get(concrete)
+    text = (await client.get("/metrics")).text
+    after = sum(sample_value(text, "nmc_requests_total", **labels, status_code=code) or 0.0 for code in ("200", "404"))
+    assert after == before + 2
+    assert "nope-1" not in text and "nope-2" not in text

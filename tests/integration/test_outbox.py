@@ -97,10 +97,14 @@ async def test_publish_writes_the_row_and_the_dispatch_job_on_commit(db: asyncpg
 
 async def test_rollback_leaves_neither_row_nor_job(db: asyncpg.Connection) -> None:
     event = status_changed()
-    with pytest.raises(Boom):
+
+    async def publish_then_fail() -> None:
         async with session_scope() as session:
             await publish(session, event)
             raise Boom
+
+    with pytest.raises(Boom):
+        await publish_then_fail()
     assert await outbox_row(db, event.event_id) is None
     assert await jobs_for(db, event.event_id) == []
     assert await db.fetchval("SELECT count(*) FROM pgqueuer") == 0

@@ -167,7 +167,7 @@ async def test_a_parked_row_that_no_longer_fits_the_catalog_is_kept_and_reported
 
     assert [row.id for row in report.replayed] == [good]
     assert {row.id for row, _ in report.invalid} == {broken, retired_event.event_id}
-    reasons = dict((row.id, reason) for row, reason in report.invalid)
+    reasons = {row.id: reason for row, reason in report.invalid}
     assert "message_id" in reasons[broken]
     assert "v99" in reasons[retired_event.event_id]
     await assert_replayed(db, good)

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,11 @@ from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL
 
 
 @pytest.fixture(scope="module")
-def retention() -> Iterator[Any]:
+def retention() -> Any:
     """The jobs package as the jobs process imports it (installs the Postgres broker)."""
     import jobs
 
-    yield jobs
+    return jobs
 
 
 async def webhook_event(db: asyncpg.Connection, age: timedelta) -> UUID:
@@ -121,7 +120,11 @@ async def test_purge_reports_what_each_rule_deleted(db: asyncpg.Connection, rete
     await webhook_event(db, day)
     await outbox_event(db, 40 * day, 31 * day)
     await outbox_event(db, 40 * day, None)
-    assert await asyncio.to_thread(retention.retention.purge_expired) == {"webhook_events": 2, "outbox_events": 1, "conv_messages": 0}
+    assert await asyncio.to_thread(retention.retention.purge_expired) == {
+        "webhook_events": 2,
+        "outbox_events": 1,
+        "conv_messages": 0,
+    }
 
 
 async def test_purge_works_in_batches(db: asyncpg.Connection, retention: Any, monkeypatch: pytest.MonkeyPatch) -> None:

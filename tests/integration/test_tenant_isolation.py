@@ -110,7 +110,11 @@ async def tables_with_tenant_id(db: asyncpg.Connection) -> list[str]:
 
 async def snapshot(db: asyncpg.Connection, tenant_id: str, tables: list[str]) -> dict[str, list[str]]:
     """Every row of the tenant, as text, table by table (plus the tenant row itself)."""
-    state = {"tenants": [r["row"] for r in await db.fetch("SELECT t::text AS row FROM tenants t WHERE id = $1::uuid", tenant_id)]}
+    state = {
+        "tenants": [
+            r["row"] for r in await db.fetch("SELECT t::text AS row FROM tenants t WHERE id = $1::uuid", tenant_id)
+        ]
+    }
     for table in tables:
         rows = await db.fetch(f'SELECT x::text AS row FROM "{table}" x WHERE tenant_id = $1::uuid', tenant_id)
         state[table] = sorted(r["row"] for r in rows)
@@ -146,12 +150,16 @@ async def seed_tenant_b(
     )
     # A missed call to B (webhook ledger, call, call.missed) and its first SMS (thread, message).
     await signed_missed_call(client, b.number, B_CALLER)
-    for row in await db.fetch("SELECT id FROM outbox_events WHERE dispatched_at IS NULL AND tenant_id = $1::uuid", b.id):
+    for row in await db.fetch(
+        "SELECT id FROM outbox_events WHERE dispatched_at IS NULL AND tenant_id = $1::uuid", b.id
+    ):
         await dispatch(row["id"])
     for table in tables:
-        rows = await db.fetch(f'SELECT id::text AS id FROM "{table}" WHERE tenant_id = $1::uuid', b.id) if await _has_id(
-            db, table
-        ) else []
+        rows = (
+            await db.fetch(f'SELECT id::text AS id FROM "{table}" WHERE tenant_id = $1::uuid', b.id)
+            if await _has_id(db, table)
+            else []
+        )
         b.ids[table] = [r["id"] for r in rows]
     return b
 

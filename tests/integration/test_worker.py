@@ -118,9 +118,7 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, messa
     raise AssertionError(message)
 
 
-async def test_worker_dispatches_on_notify_reconnects_and_stops_cleanly(
-    db: asyncpg.Connection, worker: Worker
-) -> None:
+async def test_worker_dispatches_on_notify_reconnects_and_stops_cleanly(db: asyncpg.Connection, worker: Worker) -> None:
     # Consumer 0 also runs the cron schedules: nightly retention is registered in Postgres.
     await wait_until(
         lambda: db.fetchval(

@@ -71,7 +71,7 @@ def test_every_entry_is_a_versioned_struct_with_correlation_and_causation(
 def test_catalog_names_are_unique_per_version_and_resolvable() -> None:
     for (name, version), event_type in CATALOG.items():
         assert catalog_entry(name, version) is event_type
-    assert len({e for e in CATALOG.values()}) == len(CATALOG)
+    assert len(set(CATALOG.values())) == len(CATALOG)
 
 
 def test_validated_returns_the_stored_json_and_load_event_rebuilds_it() -> None:

@@ -194,7 +194,8 @@ def test_development_starts_with_nothing_configured() -> None:
 )
 def test_postgres_urls_are_accepted_and_normalised(raw: str, expected: str) -> None:
     settings = load_settings({"DATABASE_URL": raw})
-    assert settings.DATABASE_URL == expected
+    url = settings.DATABASE_URL
+    assert url == expected
     assert settings.sqlalchemy_url == expected.replace("postgresql://", "postgresql+asyncpg://")
 
 
