@@ -52,7 +52,8 @@ class Stack:
         self.web.stop()
 
 
-@pytest.fixture(scope="session")
+# Module scope: the real worker must not outlive the e2e module and dispatch other tests' rows.
+@pytest.fixture(scope="module")
 def stack(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     port = free_port()
     env = {
