@@ -32,7 +32,10 @@ def alchemy_config(settings: Settings | None = None) -> SQLAlchemyAsyncConfig:
     engine = (
         EngineConfig(poolclass=NullPool)
         if settings.ENVIRONMENT == "test"
-        else EngineConfig(pool_size=20, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it cost three round trips per checkout on the webhook path. A connection
+        # broken by a Postgres restart fails one request (providers retry webhooks), SQLAlchemy
+        # then invalidates the pool; recycling bounds how long an idle connection is trusted.
+        else EngineConfig(pool_size=10, max_overflow=10, pool_recycle=600)
     )
     return SQLAlchemyAsyncConfig(
         connection_string=settings.sqlalchemy_url,
@@ -117,7 +120,7 @@ async def hot_pool() -> asyncpg.Pool:
     global _hot_pool
     if _hot_pool is None:
         _hot_pool = await asyncpg.create_pool(
-            get_settings().DATABASE_URL, min_size=2, max_size=20, init=_json_codecs, max_inactive_connection_lifetime=60
+            get_settings().DATABASE_URL, min_size=2, max_size=10, init=_json_codecs, max_inactive_connection_lifetime=60
         )
     return _hot_pool
 

@@ -46,6 +46,15 @@ def status_changed(**overrides: Any) -> MessageStatusChanged:
     return MessageStatusChanged(**values)
 
 
+@pytest.fixture
+def subscribed(handlers: None) -> None:
+    """message.status_changed gets a (no-op) subscriber, so publishing it needs a dispatch."""
+
+    @subscriber(MessageStatusChanged)
+    async def noted(event: MessageStatusChanged) -> None:
+        return None
+
+
 async def published(event: DomainEvent) -> DomainEvent:
     async with session_scope() as session:
         await publish(session, event)
@@ -67,7 +76,7 @@ async def jobs_for(db: asyncpg.Connection, event_id: UUID) -> list[asyncpg.Recor
 # ------------------------------------------------------------------------------------ publish
 
 
-async def test_publish_writes_the_row_and_the_dispatch_job_on_commit(db: asyncpg.Connection) -> None:
+async def test_publish_writes_the_row_and_the_dispatch_job_on_commit(db: asyncpg.Connection, subscribed: None) -> None:
     event = status_changed()
     async with session_scope() as session:
         await publish(session, event)
@@ -318,7 +327,18 @@ async def test_sweep_re_enqueues_only_due_undispatched_rows(db: asyncpg.Connecti
     assert await db.fetchval("SELECT count(*) FROM pgqueuer") == 1
 
 
-async def test_sweep_does_not_duplicate_the_job_publish_already_enqueued(db: asyncpg.Connection) -> None:
+async def test_an_event_nobody_subscribes_to_is_recorded_as_dispatched_without_a_job(
+    db: asyncpg.Connection, handlers: None
+) -> None:
+    event = await published(status_changed())
+    row = await outbox_row(db, event.event_id)
+    assert row is not None and row["dispatched_at"] is not None
+    assert await jobs_for(db, event.event_id) == []
+
+
+async def test_sweep_does_not_duplicate_the_job_publish_already_enqueued(
+    db: asyncpg.Connection, subscribed: None
+) -> None:
     event = await published(status_changed())
     assert await sweep() == 1
     assert len(await jobs_for(db, event.event_id)) == 1

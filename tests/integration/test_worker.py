@@ -19,11 +19,13 @@ from pathlib import Path
 from uuid import UUID, uuid4
 
 import asyncpg
+import msgspec
 import pytest
 
-from nmc.db import session_scope
-from nmc.events.catalog import TenantCreated
-from nmc.events.outbox import publish
+from nmc.db import raw_connection, session_scope
+from nmc.events.catalog import TenantCreated, validated
+from nmc.events.outbox import dispatch_key
+from nmc.queue.pgq import OUTBOX_DISPATCH, queries_on
 from nmc.queue.worker import RETENTION_SCHEDULE
 from tests.conftest import PROJECT_ROOT
 
@@ -85,9 +87,20 @@ async def worker(db: asyncpg.Connection, tmp_path: Path) -> AsyncIterator[Worker
 
 
 async def publish_tenant_created() -> UUID:
+    """The outbox row and dispatch job `publish` writes for a subscribed event (`tenant.created` has no
+    subscriber, so `publish` itself would record it as dispatched at once)."""
     event = TenantCreated(tenant_id=uuid4(), business_name="Worker Test Co", correlation_id=f"w-{uuid4().hex[:8]}")
     async with session_scope() as session:
-        await publish(session, event)
+        connection = await raw_connection(session)
+        await connection.execute(
+            "INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6)",
+            event.event_id, event.name, event.version, event.tenant_id,
+            msgspec.json.encode(validated(event)).decode(), event.correlation_id,
+        )  # fmt: skip
+        await queries_on(connection).enqueue(
+            OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key=dispatch_key(event.event_id)
+        )
     return event.event_id
 
 

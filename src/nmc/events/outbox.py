@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import raw_connection
 from nmc.events.catalog import DomainEvent, validated
+from nmc.events.subscribers import handlers_for
 from nmc.queue.pgq import OUTBOX_DISPATCH, queries_on
 
 
@@ -19,8 +20,9 @@ def dispatch_key(event_id: object) -> str:
 # Plain SQL on the session's own connection: this runs inside the webhook that starts the
 # first-SMS clock, where SQLAlchemy's statement building cost more than the database round trip.
 _INSERT_OUTBOX = """
-    INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id,
+                               dispatched_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN NULL ELSE now() END)
 """
 
 
@@ -34,8 +36,13 @@ async def publish(session: AsyncSession, event: DomainEvent) -> None:
 
 
 async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None:
-    """`publish` on a plain asyncpg connection already in a transaction (the worker's hot path)."""
+    """`publish` on a plain asyncpg connection already in a transaction (the worker's hot path).
+
+    An event nobody subscribes to is still recorded (the outbox is the history projections are
+    rebuilt from) but needs no dispatch: it is written as dispatched, with no job to run.
+    """
     payload = validated(event)
+    needs_dispatch = bool(handlers_for(event.name))
     await connection.execute(
         _INSERT_OUTBOX,
         event.event_id,
@@ -45,7 +52,9 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None
         msgspec.json.encode(payload).decode(),
         event.correlation_id,
         event.causation_id,
+        needs_dispatch,
     )
-    await queries_on(connection).enqueue(
-        OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key=dispatch_key(event.event_id), on_conflict="skip"
-    )
+    if needs_dispatch:
+        await queries_on(connection).enqueue(
+            OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key=dispatch_key(event.event_id), on_conflict="skip"
+        )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 DIAL_TIMEOUT_SECONDS = 20
@@ -15,6 +17,7 @@ def forward_call(forwarding_number: str, action_url: str, timeout: int = DIAL_TI
     return str(response)
 
 
+@lru_cache(maxsize=4096)
 def after_missed_call(business_name: str) -> str:
     response = VoiceResponse()
     response.say(f"Sorry, {business_name} could not take your call. We are texting you right now.")
@@ -22,6 +25,7 @@ def after_missed_call(business_name: str) -> str:
     return str(response)
 
 
+@lru_cache(maxsize=1)
 def end_call() -> str:
     response = VoiceResponse()
     response.hangup()
