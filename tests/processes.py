@@ -9,6 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,3 +59,40 @@ class Process:
                 self.popen.wait()
         self._log.close()
         return self.popen.returncode
+
+
+class Stack:
+    """web + worker, as `just web` / `just worker` start them; `worker_env` adds to the worker's env."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path, worker_env: dict[str, str] | None = None) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.base_url = env["PUBLIC_BASE_URL"]
+        self.worker_env = worker_env or {}
+        self.web = Process("web", env, log_dir)
+        self.worker = self.start_worker()
+        self.wait_healthy()
+
+    def start_worker(self, **overrides: str) -> Process:
+        worker = Process("worker", {**self.env, **self.worker_env, **overrides}, self.log_dir)
+        worker.wait_for_output("worker.consumer_started")
+        return worker
+
+    def restart_worker(self, **overrides: str) -> None:
+        self.worker.stop()
+        self.worker = self.start_worker(**overrides)
+
+    def wait_healthy(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"web never became healthy:\n{self.web.output()[-3000:]}")
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.web.stop()

@@ -5,16 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import statistics
-import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
 from tests.conftest import SERVER_URL, recreate_database, run_nmc
-from tests.processes import Process, free_port
+from tests.processes import Stack, free_port
 
 BENCH_DATABASE = "nmc_bench"
 
@@ -44,48 +40,20 @@ def fresh_database() -> str:
     return url
 
 
-class BenchStack:
-    """web + worker as `just web` / `just worker` start them, on a free port."""
+class BenchStack(Stack):
+    """web + worker as `just web` / `just worker` start them, on a free port, quiet logs on the web."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.port = free_port()
-        self.log_dir = Path(tempfile.mkdtemp(prefix="nmc-bench-"))
-        self.env = {
+        port = free_port()
+        full_env = {
             **os.environ,
             "ENVIRONMENT": "development",
-            "PORT": str(self.port),
-            "PUBLIC_BASE_URL": f"http://127.0.0.1:{self.port}",
+            "PORT": str(port),
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
             "LOG_LEVEL": "WARNING",
             **env,
         }
-        self.base_url = self.env["PUBLIC_BASE_URL"]
-        self.web = Process("web", self.env, self.log_dir)
-        self.worker = self.start_worker()
-        self._wait_healthy()
-
-    def start_worker(self, **overrides: str) -> Process:
-        worker = Process("worker", {**self.env, "LOG_LEVEL": "INFO", **overrides}, self.log_dir)
-        worker.wait_for_output("worker.consumer_started")
-        return worker
-
-    def restart_worker(self, **overrides: str) -> None:
-        self.worker.stop()
-        self.worker = self.start_worker(**overrides)
-
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        sys.exit(f"web did not start:\n{self.web.output()[-2000:]}")
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.web.stop()
+        super().__init__(full_env, Path(tempfile.mkdtemp(prefix="nmc-bench-")), worker_env={"LOG_LEVEL": "INFO"})
 
 
 def table(rows: list[dict[str, object]], columns: list[str]) -> str:

@@ -4,52 +4,15 @@ with the fake Twilio API. Tests talk to them over HTTP and read Postgres to asse
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import TEST_DATABASE_URL
-from tests.processes import Process, free_port
+from tests.processes import Stack, free_port
 
 pytestmark = pytest.mark.e2e
-
-
-class Stack:
-    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
-        self.env = env
-        self.log_dir = log_dir
-        self.base_url = env["PUBLIC_BASE_URL"]
-        self.web = Process("web", env, log_dir)
-        self.worker = self.start_worker()
-        self.wait_healthy()
-
-    def start_worker(self, **overrides: str) -> Process:
-        worker = Process("worker", {**self.env, **overrides}, self.log_dir)
-        worker.wait_for_output("worker.consumer_started")
-        return worker
-
-    def restart_worker(self, **overrides: str) -> None:
-        self.worker.stop()
-        self.worker = self.start_worker(**overrides)
-
-    def wait_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"web never became healthy:\n{self.web.output()[-3000:]}")
-
-    def stop(self) -> None:
-        self.worker.stop()
-        self.web.stop()
 
 
 # Module scope: the real worker must not outlive the e2e module and dispatch other tests' rows.
