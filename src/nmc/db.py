@@ -116,11 +116,21 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
         )
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Release without asyncpg's default reset (RESET ALL, UNLISTEN, unlock: two round trips per
+    release). Hot-pool users set no session state and always end their transaction."""
+
+
 async def hot_pool() -> asyncpg.Pool:
     global _hot_pool
     if _hot_pool is None:
         _hot_pool = await asyncpg.create_pool(
-            get_settings().DATABASE_URL, min_size=2, max_size=10, init=_json_codecs, max_inactive_connection_lifetime=60
+            get_settings().DATABASE_URL,
+            min_size=2,
+            max_size=10,
+            init=_json_codecs,
+            reset=_keep_session,
+            max_inactive_connection_lifetime=60,
         )
     return _hot_pool
 
