@@ -72,6 +72,10 @@ catalog:
 replay-outbox *ARGS:
     uv run nmc replay-outbox {{ARGS}}
 
+# Replay the lead-KPI projection from the outbox history: just kpis-rebuild [--all]
+kpis-rebuild *ARGS:
+    uv run nmc kpis rebuild {{ARGS}}
+
 # Re-run a stored webhook_events payload through its handler: just replay-webhook <uuid>
 replay-webhook ID:
     uv run nmc replay-webhook {{ID}}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
@@ -20,6 +23,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import Scope
 
 from nmc.conversations import metrics as _sms_metrics  # noqa: F401  (registers the first-SMS probe)
+from nmc.conversations.controllers import KpiController, MessagingSettingsController, ThreadController
 from nmc.db import get_alchemy_config
 from nmc.events import metrics as _outbox_metrics  # noqa: F401  (registers the outbox probe)
 from nmc.identity.auth import ClerkAuthenticationMiddleware
@@ -29,10 +33,18 @@ from nmc.observability.controllers import healthz
 from nmc.observability.correlation import correlation_middleware
 from nmc.observability.logging import configure_logging
 from nmc.observability.metrics import MetricsController
+from nmc.scheduling.controllers import SCHEDULING_CONTROLLERS, scheduling_problem
+from nmc.scheduling.service import SchedulingError
 from nmc.settings import get_settings
 from nmc.telephony.controllers import TwilioVoiceWebhooks
 
-API_CONTROLLERS: list[type[Controller]] = [TenantController]
+API_CONTROLLERS: list[type[Controller]] = [
+    TenantController,
+    *SCHEDULING_CONTROLLERS,
+    ThreadController,
+    MessagingSettingsController,
+    KpiController,
+]
 WEBHOOK_HANDLERS: list[type[Controller]] = [TwilioVoiceWebhooks]
 
 
@@ -49,12 +61,23 @@ def _conflict(exc: DuplicateKeyError) -> ProblemDetailsException:
 
 
 async def log_unexpected_error(exc: Exception, scope: Scope) -> None:
-    """Every unhandled error is logged with its traceback; expected HTTP errors are not noise."""
+    """Every unhandled error is logged with its traceback; expected (4xx) errors are not noise."""
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         return
+    if isinstance(exc, tuple(PROBLEM_DETAILS)):
+        return  # rendered as a 4xx problem by the plugin
     structlog.get_logger(module="http").error(
         "http.unhandled_error", path=scope.get("path"), http_status=500, exc_info=exc
     )
+
+
+# Domain errors and the 4xx problem each becomes.
+PROBLEM_DETAILS: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
+    InvalidTenantData: _unprocessable,
+    NotFoundError: _not_found,
+    SchedulingError: scheduling_problem,
+    DuplicateKeyError: _conflict,
+}
 
 
 def api_router() -> Router:
@@ -77,11 +100,7 @@ def create_app() -> Litestar:
             ProblemDetailsPlugin(
                 ProblemDetailsConfig(
                     enable_for_all_http_exceptions=True,
-                    exception_to_problem_detail_map={
-                        InvalidTenantData: _unprocessable,
-                        NotFoundError: _not_found,
-                        DuplicateKeyError: _conflict,
-                    },
+                    exception_to_problem_detail_map=PROBLEM_DETAILS,
                 )
             ),
         ],

@@ -311,6 +311,34 @@ def simulate_missed_call(to: str, caller: str, timeout: float) -> None:
     click.echo(f"first SMS {result.message_status} in {result.latency_ms:.1f} ms (seen after {result.wall_ms:.0f} ms)")
 
 
+@cli.group()
+def kpis() -> None:
+    """The lead-KPI projection (conv_kpi_facts)."""
+
+
+@kpis.command("rebuild")
+@click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="Truncate every fact first. Without it, only facts from the oldest event the outbox still holds "
+    "(it keeps 30 days) onwards are replaced.",
+)
+def kpis_rebuild(everything: bool) -> None:
+    """Replay the projection from the outbox_events history (idempotent; one transaction)."""
+    from nmc.conversations.kpis import rebuild
+    from nmc.db import dispose_engine
+
+    async def run() -> list[str]:
+        try:
+            return (await rebuild(everything=everything)).lines()
+        finally:
+            await dispose_engine()
+
+    for line in run_async(run()):
+        click.echo(line)
+
+
 @cli.command("replay-webhook")
 @click.argument("webhook_event_id")
 def replay_webhook(webhook_event_id: str) -> None:

@@ -139,6 +139,7 @@ class Settings:
     TWILIO_AUTH_TOKEN: str = _setting("")
     TWILIO_MESSAGING_SERVICE_SID: str = _setting("")
     TWILIO_API_BASE_URL: str = _setting("https://api.twilio.com", _http_url)
+    TWILIO_LOOKUP_BASE_URL: str = _setting("https://lookups.twilio.com", _http_url)
     # Stripe
     STRIPE_SECRET_KEY: str = _setting("")
     STRIPE_WEBHOOK_SECRET: str = _setting("")
@@ -172,6 +173,9 @@ class Settings:
     TREAT_SHORT_COMPLETED_AS_MISSED: bool = _setting("false", _parse_bool)
     SHORT_COMPLETED_MAX_SECONDS: int = _setting("10", _positive_int)
     PAUSE_OUTBOUND_SMS: bool = _setting("false", _parse_bool)
+    # A Twilio Lookup (line type) before a caller's first text, cached 180 days: skips landlines up
+    # front but adds a round trip to the first-SMS path the first time a number is seen.
+    LOOKUP_LINE_TYPE_BEFORE_FIRST_SMS: bool = _setting("false", _parse_bool)
 
     @property
     def is_production(self) -> bool:

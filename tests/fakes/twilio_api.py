@@ -1,4 +1,4 @@
-"""Fake Twilio REST API (Messages resource) speaking Twilio's real wire format.
+"""Fake Twilio REST API (Messages resource, Lookup v2 line type) speaking Twilio's real wire format.
 
 Run standalone::
 
@@ -271,12 +271,16 @@ class TwilioState:
     messages: dict[str, StoredMessage] = field(default_factory=dict)
     scripts: deque[Script] = field(default_factory=deque)
     scripts_by_to: dict[str, deque[Script]] = field(default_factory=dict)
+    line_types: dict[str, str] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
 
     def reset(self) -> None:
         self.records.clear()
         self.messages.clear()
         self.scripts.clear()
         self.scripts_by_to.clear()
+        self.line_types.clear()
+        self.lookups.clear()
 
     def add_scripts(self, responses: list[Script], to: str | None) -> None:
         target = self.scripts if to is None else self.scripts_by_to.setdefault(to, deque())
@@ -319,6 +323,37 @@ class TwilioState:
 # --------------------------------------------------------------------------- ASGI app
 
 MESSAGES_PREFIX = f"/{API_VERSION}/Accounts/"
+LOOKUP_PREFIX = "/v2/PhoneNumbers/"
+DEFAULT_LINE_TYPE = "mobile"
+
+
+def lookup_resource(number: str, line_type: str) -> dict[str, Any]:
+    """Lookup v2 with ``Fields=line_type_intelligence`` (the other data packages stay null)."""
+    return {
+        "calling_country_code": "1",
+        "country_code": "US",
+        "phone_number": number,
+        "national_format": number,
+        "valid": True,
+        "validation_errors": [],
+        "caller_name": None,
+        "sim_swap": None,
+        "call_forwarding": None,
+        "line_status": None,
+        "line_type_intelligence": {
+            "error_code": None,
+            "mobile_country_code": "310" if line_type == "mobile" else None,
+            "mobile_network_code": "456" if line_type == "mobile" else None,
+            "carrier_name": "Fake Carrier",
+            "type": line_type,
+        },
+        "identity_match": None,
+        "reassigned_number": None,
+        "sms_pumping_risk": None,
+        "phone_number_quality_score": None,
+        "pre_fill": None,
+        "url": f"https://lookups.twilio.com{LOOKUP_PREFIX}{number}",
+    }
 
 
 def parse_messages_path(path: str) -> tuple[str, str | None] | None:
@@ -352,6 +387,8 @@ class FakeTwilioApp:
     async def dispatch(self, request: Request) -> Response:
         if request.path.startswith("/_fake/"):
             return self.control(request)
+        if request.path.startswith(LOOKUP_PREFIX):
+            return self.lookup(request)
         target = parse_messages_path(request.path)
         if target is None:
             return not_found(request.path)
@@ -417,10 +454,28 @@ class FakeTwilioApp:
             return not_found(request.path)
         return Response(200, stored.resource)
 
+    def lookup(self, request: Request) -> Response:
+        if basic_credentials(request.headers) != (self.state.account_sid, self.state.auth_token):
+            return unauthorized()
+        if request.method != "GET":
+            return twilio_error(405, 20004)
+        number = request.path[len(LOOKUP_PREFIX) :]
+        self.state.lookups.append(number)
+        params = dict(parse_qsl(request.query_string.decode(), keep_blank_values=True))
+        resource = lookup_resource(number, self.state.line_types.get(number, DEFAULT_LINE_TYPE))
+        if "line_type_intelligence" not in params.get("Fields", "").split(","):
+            resource["line_type_intelligence"] = None
+        return Response(200, resource)
+
     def control(self, request: Request) -> Response:
         route = (request.method, request.path)
         if route == ("GET", "/_fake/messages"):
             return Response(200, self.state.records)
+        if route == ("GET", "/_fake/lookups"):
+            return Response(200, self.state.lookups)
+        if route == ("POST", "/_fake/line_types"):
+            self.state.line_types.update(json.loads(request.body or b"{}"))
+            return Response(200, {"ok": True})
         if route == ("POST", "/_fake/reset"):
             self.state.reset()
             return Response(200, {"ok": True})
@@ -552,6 +607,16 @@ class FakeTwilio:
 
     def reset(self) -> None:
         self._control().post("/_fake/reset").raise_for_status()
+
+    def set_line_type(self, number: str, line_type: str) -> None:
+        """What Lookup v2 answers for ``number`` (default ``mobile``)."""
+        self._control().post("/_fake/line_types", json={number: line_type}).raise_for_status()
+
+    def lookups(self) -> list[str]:
+        """Every number looked up so far, in arrival order."""
+        response = self._control().get("/_fake/lookups")
+        response.raise_for_status()
+        return list(response.json())
 
     def __enter__(self) -> Self:
         return self.start()

@@ -110,7 +110,8 @@ async def test_outbox_dispatch_lag_reflects_the_oldest_undispatched_row(
 ) -> None:
     insert = (
         "INSERT INTO outbox_events (id, event_name, event_version, payload, correlation_id, created_at, "
-        "dispatched_at) VALUES (gen_random_uuid(), 'tenant.created', 1, '{}'::jsonb, 'c', now() - $1::interval, $2)"
+        "available_at, dispatched_at) VALUES (gen_random_uuid(), 'tenant.created', 1, '{}'::jsonb, 'c', "
+        "now() - $1::interval, now() - $1::interval, $2)"
     )
     response = await client.get("/metrics")
     assert sample_value(response.text, "outbox_dispatch_lag_seconds") == 0.0  # nothing waits
@@ -124,6 +125,12 @@ async def test_outbox_dispatch_lag_reflects_the_oldest_undispatched_row(
     assert lag is not None
     assert 120 <= lag < 3600
     assert sample_value(response.text, "outbox_events_pending") == 2
+
+    # A row deferred on purpose (quiet hours) is not lag until it falls due.
+    await db.execute("DELETE FROM outbox_events")
+    await db.execute(insert.replace("now() - $1::interval, $2)", "now() + $1::interval, $2)"), timedelta(hours=8), None)
+    response = await client.get("/metrics")
+    assert sample_value(response.text, "outbox_dispatch_lag_seconds") == 0.0
 
 
 async def test_request_metrics_count_requests_by_route_template(

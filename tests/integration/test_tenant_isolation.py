@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -76,6 +77,11 @@ PATH_PARAMETER_FACTORIES: dict[str, Factory] = {
     "opt_out_id": owned("conv_opt_outs"),
     "event_id": owned("outbox_events"),
     "webhook_event_id": owned("webhook_events"),
+    "resource_id": owned("sched_resources"),
+    "job_type_id": owned("sched_job_types"),
+    "busy_block_id": owned("sched_busy_blocks"),
+    "hold_id": owned("sched_holds"),
+    "booking_id": owned("sched_bookings"),
 }
 
 
@@ -154,6 +160,7 @@ async def seed_tenant_b(
         "SELECT id FROM outbox_events WHERE dispatched_at IS NULL AND tenant_id = $1::uuid", b.id
     ):
         await dispatch(row["id"])
+    await seed_scheduling(client, {"Authorization": f"Bearer {made.token}"})
     for table in tables:
         rows = (
             await db.fetch(f'SELECT id::text AS id FROM "{table}" WHERE tenant_id = $1::uuid', b.id)
@@ -162,6 +169,34 @@ async def seed_tenant_b(
         )
         b.ids[table] = [r["id"] for r in rows]
     return b
+
+
+async def seed_scheduling(client: AsyncTestClient[Litestar], headers: dict[str, str]) -> None:
+    """B's technician (with a date exception), job type, busy block, a live hold and a booking, via B's API."""
+    day = (datetime.now(UTC) + timedelta(days=8)).date()
+    day += timedelta(days=-day.weekday() + 7)  # a Monday, more than a week ahead
+    hours = {d: [["00:00", "24:00"]] for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+    exceptions = [{"date": (day + timedelta(days=1)).isoformat(), "hours": []}]
+    made: dict[str, Any] = {}
+    for name, path, body in [
+        ("resource", "/api/resources", {"name": "Bravo Tech", "weekly_hours": hours, "exceptions": exceptions}),
+        ("job_type", "/api/job-types", {"name": "Bravo Job", "duration_minutes": 60, "min_notice_minutes": 0}),
+    ]:
+        response = await client.post(path, json=body, headers=headers)
+        assert response.status_code == 201, f"seeding B's {name} failed: {response.text}"
+        made[name] = response.json()["id"]
+    at = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    slot = {"resource_id": made["resource"], "job_type_id": made["job_type"]}
+    for path, body in [
+        (
+            "/api/busy-blocks",
+            {"resource_id": made["resource"], "start": at.isoformat(), "end": (at + timedelta(hours=1)).isoformat()},
+        ),
+        ("/api/holds", {**slot, "start": (at + timedelta(hours=2)).isoformat()}),
+        ("/api/bookings", {**slot, "start": (at + timedelta(hours=4)).isoformat(), "customer_name": B_NAME}),
+    ]:
+        response = await client.post(path, json=body, headers=headers)
+        assert response.status_code == 201, f"seeding {path} for B failed: {response.text}"
 
 
 async def _has_id(db: asyncpg.Connection, table: str) -> bool:
@@ -215,6 +250,7 @@ async def test_tenant_a_never_sees_or_changes_tenant_b(
     b = await seed_tenant_b(client, db, make_tenant, tables)
     a = await make_tenant(name="Alpha Heating")
     assert b.ids["tenant_phone_numbers"] and b.ids["outbox_events"], "B's seed data is missing"
+    assert b.ids["sched_holds"] and b.ids["sched_bookings"], "B's scheduling seed data is missing"
     before = await snapshot(db, b.id, tables)
     secrets_of_b = b_identifiers(b)
 

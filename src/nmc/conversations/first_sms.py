@@ -3,24 +3,41 @@
 Exactly once lives in Postgres: the message row's `idempotency_key` (`first_sms:<call id>`) is
 unique, and the row is committed as `sending` before the Messages API request. A later attempt that
 finds `sending` does not know whether Twilio created the text, so it looks in Twilio's Messages list
-first and only sends if the text is not there.
+first and only sends if the text is not there (`outbound.transmit`, shared with every other text).
 
 This is the worker's first-SMS path, measured against a 15 ms P95 budget: it runs plain SQL on the
-hot asyncpg pool (`nmc.db.hot_transaction`), two short transactions around the Twilio request.
+hot asyncpg pool (`nmc.db.hot_transaction`), two short transactions around the Twilio request. What
+else the first SMS feeds rides statements it already runs: the KPI projection's missed-call fact is
+written by the context query, its texted-back fact by the acceptance update, and the follow-up is
+scheduled by the thread update after acceptance (no extra round trip, no extra dispatch).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time
 from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
 import structlog
 
-from nmc.conversations.hours import quiet_until, within_business_hours
-from nmc.conversations.models import DEFAULT_QUIET_END, DEFAULT_QUIET_START
+from nmc.conversations.hours import within_business_hours
+from nmc.conversations.kpis import MISSED_CALL, TEXTED_BACK
+from nmc.conversations.lines import LANDLINE_SQL, ensure_line_type
+from nmc.conversations.models import DEFAULT_QUIET_END, DEFAULT_QUIET_START, PREVIEW_LENGTH
+from nmc.conversations.outbound import (
+    DONE_STATUSES,
+    PAUSE_RECHECK,
+    PAUSED_REASON,
+    QUIET_HOURS_REASON,
+    Outgoing,
+    outgoing_from,
+    quiet_hours_end,
+    record_rejection,
+    settle_rejection,
+    transmit,
+)
 from nmc.conversations.templates import (
     DEFAULT_AFTER_HOURS,
     DEFAULT_BOOKING_PROMPT,
@@ -30,19 +47,18 @@ from nmc.conversations.templates import (
     check_template,
     render,
 )
+from nmc.conversations.threads import current_thread
 from nmc.db import hot_transaction
 from nmc.events.catalog import CallMissed, FirstSmsSent
-from nmc.events.dispatcher import Deferred, PermanentFailure
+from nmc.events.dispatcher import Deferred
 from nmc.events.outbox import publish_on
 from nmc.observability.logging import mask_phone
 from nmc.settings import Settings, get_settings
-from nmc.telephony.sms import UNSUBSCRIBED, Accepted, SmsRejected, get_sender
+from nmc.telephony.sms import Accepted, SmsRejected
+
+__all__ = ["DONE_STATUSES", "PAUSED_REASON", "PAUSE_RECHECK", "Outgoing", "plan_first_sms", "send_first_sms"]
 
 log = structlog.get_logger(module="conversations")
-
-PAUSE_RECHECK = timedelta(seconds=15)
-PAUSED_REASON = "PAUSE_OUTBOUND_SMS"
-DONE_STATUSES = frozenset({"accepted", "queued", "sent", "delivered", "undelivered", "failed", "read", "suppressed"})
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,7 @@ class FirstSmsContext:
     business_hours: dict[str, Any]
     tenant_status: str
     opted_out: bool
+    landline: bool
     texted_recently: bool
     template_business_hours: str | None
     template_after_hours: str | None
@@ -63,25 +80,22 @@ class FirstSmsContext:
     quiet_policy: str
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    message_id: UUID
-    to: str
-    from_: str
-    body: str
-    send_started_at: datetime
-    unknown_outcome: bool
-
-
 _EXISTING = """
     SELECT id, status, thread_id, to_number, from_number, body, send_started_at
     FROM conv_messages WHERE idempotency_key = $1 FOR UPDATE
 """
-_CONTEXT = """
+# The KPI projection's missed-call fact (see `kpis.py`) rides this query: no extra round trip, and
+# it is recorded whatever becomes of the text (deferred, suppressed, parked).
+_CONTEXT = f"""
+    WITH missed_call_fact AS (
+        INSERT INTO conv_kpi_facts (event_id, metric, tenant_id, occurred_at) VALUES ($4, '{MISSED_CALL}', $1, $5)
+        ON CONFLICT DO NOTHING
+    )
     SELECT t.name, t.timezone, t.business_hours, t.status,
            s.tenant_id IS NOT NULL AS has_settings, s.first_sms_business_hours, s.first_sms_after_hours,
            s.booking_prompt, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
            EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = t.id AND o.phone = $2) AS opted_out,
+           {LANDLINE_SQL.format(phone="$2")} AS landline,
            EXISTS (
                SELECT 1 FROM conv_messages m
                WHERE m.tenant_id = t.id AND m.to_number = $2 AND m.kind = 'first_sms'
@@ -90,19 +104,6 @@ _CONTEXT = """
            ) AS texted_recently
     FROM tenants t LEFT JOIN conv_settings s ON s.tenant_id = t.id
     WHERE t.id = $1
-"""
-# The open thread for (tenant, caller), created if there is none (unique partial index).
-_OPEN_THREAD = """
-    WITH created AS (
-        INSERT INTO conv_threads (id, tenant_id, caller, tenant_number, status)
-        VALUES ($1, $2, $3, $4, 'open')
-        ON CONFLICT (tenant_id, caller) WHERE status = 'open' DO NOTHING
-        RETURNING id
-    )
-    SELECT id FROM created
-    UNION ALL
-    SELECT id FROM conv_threads WHERE tenant_id = $2 AND caller = $3 AND status = 'open'
-    LIMIT 1
 """
 _UPSERT_MESSAGE = """
     INSERT INTO conv_messages (id, tenant_id, thread_id, call_id, idempotency_key, direction, kind,
@@ -114,16 +115,29 @@ _UPSERT_MESSAGE = """
         scheduled_for = EXCLUDED.scheduled_for, send_started_at = EXCLUDED.send_started_at
     RETURNING id, send_started_at
 """
-_ACCEPTED = """
+# With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it).
+_ACCEPTED = f"""
+    WITH texted_back_fact AS (
+        INSERT INTO conv_kpi_facts (event_id, metric, tenant_id, occurred_at, value)
+        VALUES ($5, '{TEXTED_BACK}', $6, $7, $4)
+        ON CONFLICT DO NOTHING
+    )
     UPDATE conv_messages SET status = $2, twilio_sid = $3, sent_at = now(), latency_ms = $4 WHERE id = $1
 """
-_TOUCH_THREAD = (
-    "UPDATE conv_threads SET last_activity_at = now() WHERE id = (SELECT thread_id FROM conv_messages WHERE id = $1)"
-)
-_REJECTED = "UPDATE conv_messages SET status = 'failed', error_code = $2 WHERE id = $1"
-_OPT_OUT = """
-    INSERT INTO conv_opt_outs (id, tenant_id, phone, source) VALUES ($1, $2, $3, $4)
-    ON CONFLICT ON CONSTRAINT uq_conv_opt_outs_tenant_phone DO NOTHING
+# The thread shows the text; with follow-ups on (`follow_up_delay_minutes`), the thread's one
+# follow-up is scheduled here (the worker's follow-up sweep re-checks it when due).
+_TOUCH_THREAD = f"""
+    UPDATE conv_threads t SET
+        last_activity_at = now(),
+        last_message_preview = left($2, {PREVIEW_LENGTH}),
+        follow_up_due_at = CASE
+            WHEN t.status = 'open' AND t.follow_up_due_at IS NULL
+                 AND NOT EXISTS (SELECT 1 FROM conv_messages f WHERE f.thread_id = t.id AND f.kind = 'follow_up')
+            THEN now() + (SELECT make_interval(mins => s.follow_up_delay_minutes)
+                          FROM conv_settings s WHERE s.tenant_id = t.tenant_id)
+            ELSE t.follow_up_due_at
+        END
+    WHERE t.id = (SELECT thread_id FROM conv_messages WHERE id = $1)
 """
 
 
@@ -132,13 +146,16 @@ def first_sms_key(call_id: UUID) -> str:
 
 
 async def load_context(connection: asyncpg.Connection, event: CallMissed) -> FirstSmsContext:
-    row = await connection.fetchrow(_CONTEXT, event.tenant_id, event.caller, event.call_id)
+    row = await connection.fetchrow(
+        _CONTEXT, event.tenant_id, event.caller, event.call_id, event.event_id, event.occurred_at
+    )
     return FirstSmsContext(
         business_name=row["name"],
         timezone=row["timezone"],
         business_hours=row["business_hours"],
         tenant_status=row["status"],
         opted_out=row["opted_out"],
+        landline=row["landline"],
         texted_recently=row["texted_recently"],
         template_business_hours=row["first_sms_business_hours"],
         template_after_hours=row["first_sms_after_hours"],
@@ -170,20 +187,13 @@ def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -
         return render(default, values)
 
 
-def quiet_hours_end(context: FirstSmsContext, now: datetime) -> datetime | None:
-    """A broken quiet-hours setting fails open: a paying tenant is never silently muted."""
-    try:
-        return quiet_until(context.quiet_start, context.quiet_end, context.timezone, now)
-    except (ValueError, KeyError, TypeError) as exc:
-        log.warning("first_sms.quiet_hours_broken", error=str(exc))
-        return None
-
-
 def suppression(context: FirstSmsContext) -> str | None:
     if context.tenant_status != "active":
         return "tenant_inactive"
     if context.opted_out:
         return "opted_out"
+    if context.landline:
+        return "landline"
     if context.texted_recently:
         return "cooldown"
     return None
@@ -229,10 +239,10 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
         if existing is not None and existing["status"] in DONE_STATUSES:
             return None
         if existing is not None and existing["status"] == "sending":
-            return _outgoing(existing, unknown_outcome=True)
+            return outgoing_from(existing, unknown_outcome=True)
         context = await load_context(connection, event)
-        thread_id = existing["thread_id"] if existing else await connection.fetchval(
-            _OPEN_THREAD, uuid4(), event.tenant_id, event.caller, event.tenant_number
+        thread_id = existing["thread_id"] if existing else await current_thread(
+            connection, event.tenant_id, event.caller, event.tenant_number, opted_out=context.opted_out
         )  # fmt: skip
         body = first_sms_body(context, event, now)
         if reason := suppression(context):
@@ -242,73 +252,56 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
         if settings.PAUSE_OUTBOUND_SMS:
             await _record(connection, event, thread_id, body, "paused")
             verdict = Deferred(now + PAUSE_RECHECK, PAUSED_REASON)
-        elif until := quiet_hours_end(context, now):
+        elif until := quiet_hours_end(context.quiet_start, context.quiet_end, context.timezone, now):
             if context.quiet_policy == "suppress":
                 await _record(connection, event, thread_id, body, "suppressed", reason="quiet_hours")
                 return None
             await _record(connection, event, thread_id, body, "scheduled", scheduled_for=until)
-            verdict = Deferred(until, "quiet hours")
+            verdict = Deferred(until, QUIET_HOURS_REASON)
         else:
             message = await _record(connection, event, thread_id, body, "sending", send_started_at=now)
             return Outgoing(message["id"], event.caller, event.tenant_number, body, now, unknown_outcome=False)
     raise verdict
 
 
-def _outgoing(row: asyncpg.Record, *, unknown_outcome: bool) -> Outgoing:
-    return Outgoing(
-        message_id=row["id"],
-        to=row["to_number"],
-        from_=row["from_number"],
-        body=row["body"],
-        send_started_at=row["send_started_at"],
-        unknown_outcome=unknown_outcome,
-    )
-
-
 async def send_first_sms(event: CallMissed) -> None:
     """The `call.missed` subscriber: at most one first SMS per missed call, whatever is retried."""
-    outgoing = await plan_first_sms(event, get_settings())
+    settings = get_settings()
+    if settings.LOOKUP_LINE_TYPE_BEFORE_FIRST_SMS:
+        await ensure_line_type(event.caller)  # cached: the guards below read the answer
+    outgoing = await plan_first_sms(event, settings)
     if outgoing is None:
         return
-    sender = get_sender()
-    accepted: Accepted | None = None
-    if outgoing.unknown_outcome:
-        accepted = await sender.find_sent(outgoing.to, outgoing.from_, outgoing.body, outgoing.send_started_at)
-        if accepted:
-            log.info("first_sms.found_after_unknown_outcome", sid=accepted.sid)
-    if accepted is None:
-        try:
-            accepted = await sender.send(outgoing.to, outgoing.from_, outgoing.body)
-        except SmsRejected as exc:
-            await _record_rejection(event, outgoing, exc)
-            if exc.code == UNSUBSCRIBED:
-                return
-            raise PermanentFailure(f"Twilio rejected the first SMS ({exc.http_status}, code {exc.code})") from exc
+    try:
+        accepted = await transmit(outgoing)
+    except SmsRejected as exc:
+        await record_rejection(event.tenant_id, outgoing, exc)
+        settle_rejection(exc, "first SMS")
+        return
     await _record_accepted(event, outgoing, accepted)
 
 
 async def _record_accepted(event: CallMissed, outgoing: Outgoing, accepted: Accepted) -> None:
     latency_ms = (datetime.now(UTC) - event.webhook_received_at).total_seconds() * 1000
+    sent = FirstSmsSent(
+        tenant_id=event.tenant_id,
+        call_id=event.call_id,
+        message_id=outgoing.message_id,
+        latency_ms=latency_ms,
+        correlation_id=event.correlation_id,
+        causation_id=str(event.event_id),
+    )
     async with hot_transaction() as connection:
-        await connection.execute(_ACCEPTED, outgoing.message_id, accepted.status, accepted.sid, latency_ms)
-        await connection.execute(_TOUCH_THREAD, outgoing.message_id)
-        await publish_on(
-            connection,
-            FirstSmsSent(
-                tenant_id=event.tenant_id,
-                call_id=event.call_id,
-                message_id=outgoing.message_id,
-                latency_ms=latency_ms,
-                correlation_id=event.correlation_id,
-                causation_id=str(event.event_id),
-            ),
+        await connection.execute(
+            _ACCEPTED,
+            outgoing.message_id,
+            accepted.status,
+            accepted.sid,
+            latency_ms,
+            sent.event_id,
+            sent.tenant_id,
+            sent.occurred_at,
         )
+        await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
+        await publish_on(connection, sent)
     log.info("first_sms.sent", latency_ms=round(latency_ms, 1), sid=accepted.sid)
-
-
-async def _record_rejection(event: CallMissed, outgoing: Outgoing, exc: SmsRejected) -> None:
-    async with hot_transaction() as connection:
-        await connection.execute(_REJECTED, outgoing.message_id, exc.code)
-        if exc.code == UNSUBSCRIBED:
-            await connection.execute(_OPT_OUT, uuid4(), event.tenant_id, outgoing.to, "twilio_21610")
-    log.warning("first_sms.rejected", code=exc.code, http_status=exc.http_status)

@@ -1,40 +1,85 @@
-"""Threads, messages, opt-outs and each tenant's messaging settings (`conv_*`)."""
+"""Threads, messages, opt-outs, phone facts, KPI facts and each tenant's messaging settings (`conv_*`)."""
 
 from __future__ import annotations
 
 from datetime import datetime, time
+from typing import Any
 from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, Time, UniqueConstraint, func, text
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    PrimaryKeyConstraint,
+    String,
+    Text,
+    Time,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 OPEN = "open"
+BOOKED = "booked"
+CLOSED = "closed"
+OPTED_OUT = "opted_out"
+THREAD_STATUSES = (OPEN, BOOKED, CLOSED, OPTED_OUT)
+# A caller's "current" thread: where their next message lands. At most one per (tenant, caller);
+# booked and closed threads are finished, and the caller's next message opens a new one.
+CURRENT_STATUSES = (OPEN, OPTED_OUT)
 DEFAULT_QUIET_START = time(21, 0)
 DEFAULT_QUIET_END = time(8, 0)
+PREVIEW_LENGTH = 160
 
 
 class Thread(UUIDBase):
     __tablename__ = "conv_threads"
     __table_args__ = (
-        # One open thread per (tenant, caller): a new missed call joins it.
+        # One current thread per (tenant, caller): a new missed call or text joins it.
         Index(
-            "uq_conv_threads_open_per_caller",
+            "uq_conv_threads_current_per_caller",
             "tenant_id",
             "caller",
             unique=True,
-            postgresql_where=text("status = 'open'"),
+            postgresql_where=text("status IN ('open', 'opted_out')"),
         ),
-        Index("ix_conv_threads_tenant_activity", "tenant_id", "last_activity_at"),
+        # The inbox: newest activity first, keyset-paginated on (last_activity_at, id).
+        Index("ix_conv_threads_tenant_activity_id", "tenant_id", "last_activity_at", "id"),
+        Index("ix_conv_threads_tenant_status_activity_id", "tenant_id", "status", "last_activity_at", "id"),
+        Index(
+            "ix_conv_threads_tenant_unread_activity_id",
+            "tenant_id",
+            "last_activity_at",
+            "id",
+            postgresql_where=text("unread_count > 0"),
+        ),
+        Index(
+            "ix_conv_threads_follow_up_due", "follow_up_due_at", postgresql_where=text("follow_up_due_at IS NOT NULL")
+        ),
     )
 
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     caller: Mapped[str] = mapped_column(String(20))
     tenant_number: Mapped[str] = mapped_column(String(20))
+    # open | booked | closed | opted_out
     status: Mapped[str] = mapped_column(String(20), default=OPEN)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
     last_activity_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+    # Inbound messages the owner has not marked read.
+    unread_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_message_preview: Mapped[str | None] = mapped_column(String(PREVIEW_LENGTH), default=None)
+    last_inbound_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # The owner alert rate limit: at most one per thread per hour.
+    last_alerted_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # Set when a first SMS is accepted (if the tenant has follow-ups on); cleared by a reply, an
+    # opt-out, a booking, closing, or when the follow-up is queued.
+    follow_up_due_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
 
 class Message(UUIDBase):
@@ -49,15 +94,21 @@ class Message(UUIDBase):
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     thread_id: Mapped[UUID] = mapped_column(ForeignKey("conv_threads.id", ondelete="CASCADE"))
     call_id: Mapped[UUID | None] = mapped_column(ForeignKey("conv_calls.id", ondelete="SET NULL"), default=None)
-    # What makes this text unique whatever is retried: `first_sms:<call id>`, ...
+    # What makes this text unique whatever is retried: `first_sms:<call id>`, `follow_up:<thread id>`,
+    # `owner_alert:<thread id>:<inbound message id>`, `help:<inbound message id>`, `reply:<tenant>:<key>`,
+    # `inbound:<MessageSid>`.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
     direction: Mapped[str] = mapped_column(String(10))  # outbound | inbound
-    kind: Mapped[str] = mapped_column(String(30))  # first_sms | reply | ...
+    # first_sms | reply (owner) | follow_up | help | owner_alert (to the owner) | inbound
+    kind: Mapped[str] = mapped_column(String(30))
     to_number: Mapped[str] = mapped_column(String(20))
     from_number: Mapped[str] = mapped_column(String(20))
     body: Mapped[str] = mapped_column(Text)
-    # pending → sending → accepted/queued → sent → delivered | failed | undelivered;
-    # or scheduled (quiet hours), paused, suppressed (with suppressed_reason).
+    # Inbound MMS: [{"url": ..., "content_type": ...}] in Twilio's order.
+    media: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB, default=None)
+    # outbound: pending (queued in the outbox) → sending → accepted/queued → sent → delivered |
+    # failed | undelivered; or scheduled (quiet hours), paused, suppressed (with suppressed_reason).
+    # inbound: received.
     status: Mapped[str] = mapped_column(String(20))
     suppressed_reason: Mapped[str | None] = mapped_column(String(40), default=None)
     twilio_sid: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
@@ -71,13 +122,66 @@ class Message(UUIDBase):
 
 
 class OptOut(UUIDBase):
+    """Who is opted out now, per tenant. START deletes the row; `conv_opt_out_events` keeps the history."""
+
     __tablename__ = "conv_opt_outs"
     __table_args__ = (UniqueConstraint("tenant_id", "phone", name="uq_conv_opt_outs_tenant_phone"),)
 
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     phone: Mapped[str] = mapped_column(String(20))
-    source: Mapped[str] = mapped_column(String(40))  # keyword | twilio_21610 | ...
+    source: Mapped[str] = mapped_column(String(40))  # keyword | twilio_opt_out_type | twilio_21610
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class OptOutEvent(UUIDBase):
+    """The audit trail of opt-outs and opt-ins (never deleted by START)."""
+
+    __tablename__ = "conv_opt_out_events"
+    __table_args__ = (Index("ix_conv_opt_out_events_tenant_phone", "tenant_id", "phone", "created_at"),)
+
+    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    phone: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(10))  # opt_out | opt_in
+    source: Mapped[str] = mapped_column(String(40))
+    # The inbound message that carried the keyword, when there was one.
+    message_id: Mapped[UUID | None] = mapped_column(ForeignKey("conv_messages.id", ondelete="SET NULL"), default=None)
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class PhoneFact(DefaultBase):
+    """What we know of a phone number, whoever's caller it is: its line type (landlines cannot get texts).
+
+    From a Twilio 30006 delivery error or a Lookup v2 line-type request; trusted for 180 days.
+    """
+
+    __tablename__ = "conv_phone_facts"
+
+    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # landline | mobile | fixedVoip | nonFixedVoip | tollFree | ... (Twilio Lookup's types) | unknown
+    line_type: Mapped[str] = mapped_column(String(30))
+    source: Mapped[str] = mapped_column(String(20))  # lookup | twilio_30006
+    checked_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class KpiFact(DefaultBase):
+    """The KPI projection: one row per domain event that counts, keyed by the event's id.
+
+    Written by the subscribers of the events (idempotent), rebuilt from `outbox_events` by
+    `nmc kpis rebuild`; `/api/kpis` aggregates these rows, never the raw conversation tables.
+    """
+
+    __tablename__ = "conv_kpi_facts"
+    __table_args__ = (
+        PrimaryKeyConstraint("event_id", "metric", name="pk_conv_kpi_facts"),
+        Index("ix_conv_kpi_facts_tenant_occurred", "tenant_id", "occurred_at"),
+    )
+
+    event_id: Mapped[UUID] = mapped_column()
+    # missed_call | texted_back (value: ms to first SMS) | lead_reply | booking | opt_out
+    metric: Mapped[str] = mapped_column(String(30))
+    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    occurred_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    value: Mapped[float | None] = mapped_column(Float, default=None)
 
 
 class MessagingSettings(DefaultBase):
@@ -93,6 +197,13 @@ class MessagingSettings(DefaultBase):
     quiet_hours_end: Mapped[time | None] = mapped_column(Time, default=DEFAULT_QUIET_END)
     quiet_hours_policy: Mapped[str] = mapped_column(String(20), default="delay")  # delay | suppress
     cooldown_minutes: Mapped[int] = mapped_column(Integer, default=60)
+    follow_up_template: Mapped[str | None] = mapped_column(Text, default=None)
+    # Minutes after the first SMS; NULL: no follow-ups.
+    follow_up_delay_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
+    help_text: Mapped[str | None] = mapped_column(Text, default=None)
+    owner_alerts_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    # NULL: the forwarding number of the tenant number the thread is on.
+    owner_alert_number: Mapped[str | None] = mapped_column(String(20), default=None)
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now()
     )

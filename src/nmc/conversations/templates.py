@@ -18,21 +18,33 @@ DEFAULT_AFTER_HOURS = (
 )
 
 
+DEFAULT_FOLLOW_UP = (
+    "Hi, it's {business_name} again. Just checking in: can we help with anything? {booking_prompt} " + STOP_NOTICE
+)
+DEFAULT_HELP = (
+    "{business_name}: text us here and we'll reply, or call this number. Msg & data rates may apply. " + STOP_NOTICE
+)
+# The booking prompt is merged into the other templates as plain text: it has no merge fields.
+BOOKING_PROMPT_FIELDS: frozenset[str] = frozenset()
+ALERT_PREVIEW_LENGTH = 120
+
+
 class UnknownMergeField(ValueError):
-    def __init__(self, field: str) -> None:
-        super().__init__(f"unknown merge field {{{field}}}; use {sorted(MERGE_FIELDS)}")
+    def __init__(self, field: str, allowed: frozenset[str] = MERGE_FIELDS) -> None:
+        hint = f"use {sorted(allowed)}" if allowed else "this text takes no merge fields"
+        super().__init__(f"unknown merge field {{{field}}}; {hint}")
         self.field = field
 
 
-def check_template(template: str) -> str:
+def check_template(template: str, allowed: frozenset[str] = MERGE_FIELDS) -> str:
     """Raise `UnknownMergeField` naming the first field we cannot fill (or a malformed brace)."""
     try:
         fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as exc:
-        raise UnknownMergeField(str(exc)) from None
+        raise UnknownMergeField(str(exc), allowed) from None
     for name in fields:
-        if name not in MERGE_FIELDS:
-            raise UnknownMergeField(name)
+        if name not in allowed:
+            raise UnknownMergeField(name, allowed)
     return template
 
 
@@ -52,3 +64,21 @@ def render(template: str, values: MergeValues) -> str:
         }
     )
     return " ".join(text.split())
+
+
+def render_or_default(template: str | None, default: str, values: MergeValues) -> str:
+    """The tenant's template, or the default when there is none or it cannot be filled."""
+    try:
+        return render(check_template(template or default), values)
+    except UnknownMergeField:
+        return render(default, values)
+
+
+def owner_alert_text(business_name: str, caller: str, body: str, num_media: int) -> str:
+    """The SMS the owner gets about a caller's message (to the owner: the full number and a preview)."""
+    said = " ".join(body.split())
+    if len(said) > ALERT_PREVIEW_LENGTH:
+        said = said[: ALERT_PREVIEW_LENGTH - 1] + "…"
+    if not said:
+        said = "(a photo)" if num_media == 1 else f"({num_media} attachments)" if num_media else "(empty message)"
+    return f'{business_name}: new message from {caller}: "{said}" Reply from your NeverMissCall inbox.'

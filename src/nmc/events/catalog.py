@@ -76,8 +76,147 @@ class MessageStatusChanged(DomainEvent, kw_only=True, frozen=True):
     error_code: int | None = None
 
 
+class MessageReceived(DomainEvent, kw_only=True, frozen=True):
+    """A caller's text (SMS or MMS) reached a tenant number and joined a thread."""
+
+    name: ClassVar[str] = "message.received"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    thread_id: UUID
+    message_id: UUID
+    caller: str
+    tenant_number: E164
+    num_media: int = 0
+    # The caller's first message in a thread we texted back (a lead's reply; not a STOP).
+    first_reply: bool = False
+    # What the body did: "opted_out" | "opted_in" | "help", or None for a plain message.
+    action: str | None = None
+
+
+class OutboundSmsRequested(DomainEvent, kw_only=True, frozen=True):
+    """A text other than the first SMS is queued: its `conv_messages` row (status `pending`, unique
+    `idempotency_key`) was written in the same transaction; the subscriber sends it once, with guards."""
+
+    name: ClassVar[str] = "sms.outbound_requested"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    message_id: UUID
+    thread_id: UUID
+    kind: str  # reply | follow_up | help | owner_alert
+
+
+class CallerOptedOut(DomainEvent, kw_only=True, frozen=True):
+    name: ClassVar[str] = "caller.opted_out"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    phone: str
+    source: str  # keyword | twilio_opt_out_type | twilio_21610
+    thread_id: UUID | None = None
+
+
+class CallerOptedIn(DomainEvent, kw_only=True, frozen=True):
+    name: ClassVar[str] = "caller.opted_in"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    phone: str
+    source: str
+    thread_id: UUID | None = None
+
+
+class BookingHeld(DomainEvent, kw_only=True, frozen=True):
+    """A slot is held for `HOLD_TTL_MINUTES` (the hold's allocation keeps everyone else off it)."""
+
+    name: ClassVar[str] = "booking.held"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    hold_id: UUID
+    resource_id: UUID
+    job_type_id: UUID
+    starts_at: datetime
+    ends_at: datetime
+    expires_at: datetime
+
+
+class BookingConfirmed(DomainEvent, kw_only=True, frozen=True):
+    name: ClassVar[str] = "booking.confirmed"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    booking_id: UUID
+    resource_id: UUID
+    job_type_id: UUID
+    starts_at: datetime
+    ends_at: datetime
+    source: str  # api | sms
+    hold_id: UUID | None = None
+    customer_phone: E164 | None = None
+
+
+class BookingCancelled(DomainEvent, kw_only=True, frozen=True):
+    name: ClassVar[str] = "booking.cancelled"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    booking_id: UUID
+    resource_id: UUID
+    starts_at: datetime
+    ends_at: datetime
+    reason: str | None = None
+
+
+class BookingRescheduled(DomainEvent, kw_only=True, frozen=True):
+    """A confirmed booking moved (time and/or resource); calendars mirror it."""
+
+    name: ClassVar[str] = "booking.rescheduled"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    booking_id: UUID
+    resource_id: UUID
+    starts_at: datetime
+    ends_at: datetime
+    previous_resource_id: UUID
+    previous_starts_at: datetime
+    previous_ends_at: datetime
+
+
+class HoldExpired(DomainEvent, kw_only=True, frozen=True):
+    """A hold ran out unbooked and was deleted (by the hold GC, or by a writer that needed its slot)."""
+
+    name: ClassVar[str] = "hold.expired"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    hold_id: UUID
+    resource_id: UUID
+    job_type_id: UUID
+    starts_at: datetime
+    ends_at: datetime
+    expires_at: datetime
+
+
 CATALOG: dict[tuple[str, int], type[DomainEvent]] = {
-    (event.name, event.version): event for event in (TenantCreated, CallMissed, FirstSmsSent, MessageStatusChanged)
+    (event.name, event.version): event
+    for event in (
+        TenantCreated,
+        CallMissed,
+        FirstSmsSent,
+        MessageStatusChanged,
+        BookingHeld,
+        BookingConfirmed,
+        BookingCancelled,
+        BookingRescheduled,
+        HoldExpired,
+        MessageReceived,
+        OutboundSmsRequested,
+        CallerOptedOut,
+        CallerOptedIn,
+    )
 }
 
 

@@ -12,7 +12,7 @@ from nmc.observability.metrics import scrape_time_probe
 
 _OUTBOX_HEALTH = text(
     """
-    SELECT coalesce(extract(epoch FROM now() - min(created_at)), 0) AS lag,
+    SELECT coalesce(extract(epoch FROM now() - min(available_at) FILTER (WHERE available_at <= now())), 0) AS lag,
            count(*) AS pending,
            (SELECT count(*) FROM outbox_events_errors) AS parked
     FROM outbox_events WHERE dispatched_at IS NULL
@@ -26,7 +26,8 @@ async def outbox_health(session: AsyncSession) -> Iterable[Metric]:
     return [
         GaugeMetricFamily(
             "outbox_dispatch_lag_seconds",
-            "Age of the oldest outbox event not yet dispatched (0 when none wait)",
+            "How long the oldest due outbox event has waited to be dispatched (0 when none is due); "
+            "events deferred on purpose (quiet hours, backoff, paused sending) count from when they fall due",
             value=float(row.lag),
         ),
         GaugeMetricFamily("outbox_events_pending", "Outbox events not yet dispatched", value=row.pending),

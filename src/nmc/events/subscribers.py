@@ -18,6 +18,7 @@ _REGISTRY: dict[str, list[Handler]] = defaultdict(list)
 HANDLER_MODULES = (
     "nmc.telephony.handlers",
     "nmc.conversations.handlers",
+    "nmc.scheduling.handlers",
 )
 
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import signal
 from datetime import timedelta
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 import structlog
@@ -21,12 +21,14 @@ from pgqueuer.models import Job, Schedule
 from pgqueuer.types import Channel
 
 from nmc.conversations.first_sms import PAUSED_REASON
+from nmc.conversations.follow_up import queue_due_follow_ups
 from nmc.db import dispose_engine
 from nmc.events.dispatcher import dispatch, release_deferred, sweep
 from nmc.events.subscribers import load_handler_modules
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import clear_context, configure_logging
 from nmc.queue.pgq import OUTBOX_DISPATCH
+from nmc.scheduling.booking import collect_expired_holds
 from nmc.settings import Settings, get_settings
 
 log = structlog.get_logger(module="worker")
@@ -34,6 +36,7 @@ log = structlog.get_logger(module="worker")
 SWEEP_EVERY_SECONDS = 5.0
 RECONNECT_BACKOFF_SECONDS = (0.5, 1, 2, 5)
 RETENTION_SCHEDULE = "15 3 * * *"
+HOLD_GC_SCHEDULE = "* * * * *"  # runbook §1: expired holds are deleted every minute
 
 
 async def on_outbox_dispatch(job: Job) -> None:
@@ -41,6 +44,14 @@ async def on_outbox_dispatch(job: Job) -> None:
     use_correlation_id(f"job-{job.id}")
     assert job.payload is not None
     await dispatch(UUID(bytes=job.payload))
+
+
+async def on_hold_gc(schedule: Schedule) -> None:
+    """Delete expired holds and publish `hold.expired` (they already block no one; this tidies up)."""
+    clear_context()
+    use_correlation_id(f"hold-gc-{uuid4().hex}")
+    if collected := await collect_expired_holds():
+        log.info("holds.collected", count=collected)
 
 
 async def on_retention(schedule: Schedule) -> None:
@@ -58,6 +69,7 @@ def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_s
     pgq.entrypoint(OUTBOX_DISPATCH)(on_outbox_dispatch)
     if with_schedules:
         pgq.schedule("retention", RETENTION_SCHEDULE)(on_retention)
+        pgq.schedule("hold_gc", HOLD_GC_SCHEDULE)(on_hold_gc)
     return pgq
 
 
@@ -106,13 +118,17 @@ async def _consume_until_lost(index: int, settings: Settings, stopping: asyncio.
 
 
 async def run_sweeper(stopping: asyncio.Event) -> None:
-    """Recover outbox rows whose job was lost or whose lease/backoff has run out."""
+    """Recover outbox rows whose job was lost or whose lease/backoff has run out; queue due follow-ups."""
     while not stopping.is_set():
         try:
             if requeued := await sweep():
                 log.info("outbox.swept", requeued=requeued)
         except Exception as exc:
             log.warning("outbox.sweep_failed", error=str(exc))
+        try:
+            await queue_due_follow_ups()
+        except Exception as exc:
+            log.warning("follow_up.sweep_failed", error=str(exc))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), SWEEP_EVERY_SECONDS)
 

@@ -1,4 +1,4 @@
-"""Twilio voice and message-status webhooks (form-encoded POSTs, answered with TwiML)."""
+"""Twilio voice, inbound-SMS and message-status webhooks (form-encoded POSTs, answered with TwiML)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from typing import Any
 from litestar import Controller, Request, Response, post
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.conversations.inbound import InboundSms, Media, apply_inbound
 from nmc.conversations.service import update_delivery_status
 from nmc.identity.service import NumberOwner
 from nmc.settings import get_settings
 from nmc.telephony import twiml
-from nmc.telephony.schemas import CallStatusForm, DialOutcomeForm, IncomingCallForm, MessageStatusForm
+from nmc.telephony.schemas import CallStatusForm, DialOutcomeForm, InboundSmsForm, IncomingCallForm, MessageStatusForm
 from nmc.telephony.service import CallOutcome, apply_outcome, is_missed, record_ringing
 from nmc.webhooks.service import StoredAnswer
 from nmc.webhooks.twilio import XML, TwilioWebhook, handle_twilio_webhook
@@ -57,17 +58,18 @@ def _dial_answer(form: DialOutcomeForm, owner: NumberOwner | None) -> StoredAnsw
     return _xml(twiml.end_call())
 
 
-async def _dial_apply(session: AsyncSession, form: DialOutcomeForm, owner: NumberOwner | None, at: datetime) -> None:
+def _outcome(form: DialOutcomeForm | CallStatusForm) -> CallOutcome:
+    if isinstance(form, DialOutcomeForm):
+        return CallOutcome(form.call_sid, form.from_, form.to, form.dial_call_status, form.dial_call_duration, True)
+    return CallOutcome(form.call_sid, form.from_, form.to, form.call_status, form.call_duration, False)
+
+
+async def _outcome_apply(
+    session: AsyncSession, form: DialOutcomeForm | CallStatusForm, owner: NumberOwner | None, at: datetime
+) -> None:
+    """The <Dial> outcome (authoritative) or the parent call's status (fallback)."""
     assert owner is not None
-    outcome = CallOutcome(
-        call_sid=form.call_sid,
-        caller=form.from_,
-        tenant_number=form.to,
-        status=form.dial_call_status,
-        duration_seconds=form.dial_call_duration,
-        from_dial=True,
-    )
-    await apply_outcome(session, owner, outcome, at, get_settings())
+    await apply_outcome(session, owner, _outcome(form), at, get_settings())
 
 
 DIAL_OUTCOME = TwilioWebhook(
@@ -76,31 +78,18 @@ DIAL_OUTCOME = TwilioWebhook(
     key=lambda f: f.call_sid,
     number=lambda f: f.to,
     answer=_dial_answer,
-    apply=_dial_apply,
+    apply=_outcome_apply,
 )
 
 
 # ---------------------------------------------------------------- parent call status (fallback)
-async def _status_apply(session: AsyncSession, form: CallStatusForm, owner: NumberOwner | None, at: datetime) -> None:
-    assert owner is not None
-    outcome = CallOutcome(
-        call_sid=form.call_sid,
-        caller=form.from_,
-        tenant_number=form.to,
-        status=form.call_status,
-        duration_seconds=form.call_duration,
-        from_dial=False,
-    )
-    await apply_outcome(session, owner, outcome, at, get_settings())
-
-
 CALL_STATUS = TwilioWebhook(
     kind="voice.status",
     form=CallStatusForm,
     key=lambda f: f"{f.call_sid}:{f.call_status}",
     number=lambda f: f.to,
     answer=lambda f, o: _xml(twiml.empty()),
-    apply=_status_apply,
+    apply=_outcome_apply,
 )
 
 
@@ -120,8 +109,36 @@ MESSAGE_STATUS = TwilioWebhook(
     apply=_message_status_apply,
 )
 
+
+# ---------------------------------------------------------------- inbound SMS / MMS from callers
+async def _inbound_sms_apply(
+    session: AsyncSession, form: InboundSmsForm, owner: NumberOwner | None, received_at: datetime
+) -> None:
+    assert owner is not None
+    sms = InboundSms(
+        message_sid=form.message_sid,
+        caller=form.from_,
+        tenant_number=form.to,
+        body=form.body,
+        media=[Media(url, content_type) for url, content_type in form.media()],
+        opt_out_type=form.opt_out_type,
+    )
+    await apply_inbound(session, owner.tenant_id, sms, received_at)
+
+
+# Answered with empty TwiML: no auto-reply from the webhook (Twilio confirms STOP itself; HELP's
+# answer and everything else go out through the outbox).
+INBOUND_SMS = TwilioWebhook(
+    kind="sms.inbound",
+    form=InboundSmsForm,
+    key=lambda f: f.message_sid,
+    number=lambda f: f.to,
+    answer=lambda f, o: _xml(twiml.empty()),
+    apply=_inbound_sms_apply,
+)
+
 TWILIO_WEBHOOKS: dict[str, TwilioWebhook[Any]] = {
-    spec.kind: spec for spec in (INCOMING_CALL, DIAL_OUTCOME, CALL_STATUS, MESSAGE_STATUS)
+    spec.kind: spec for spec in (INCOMING_CALL, DIAL_OUTCOME, CALL_STATUS, MESSAGE_STATUS, INBOUND_SMS)
 }
 
 
@@ -141,6 +158,10 @@ class TwilioVoiceWebhooks(Controller):
     @post("/voice/status")
     async def call_status(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:
         return await handle_twilio_webhook(request, db_session, CALL_STATUS)
+
+    @post("/sms")
+    async def inbound_sms(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:
+        return await handle_twilio_webhook(request, db_session, INBOUND_SMS)
 
     @post("/sms/status")
     async def message_status(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:

@@ -1,0 +1,71 @@
+"""A caller's current thread with a tenant: where their next message (or our next text) lands."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import asyncpg
+import structlog
+
+from nmc.conversations.models import OPEN, OPTED_OUT, PREVIEW_LENGTH
+from nmc.db import hot_transaction
+from nmc.events.catalog import BookingConfirmed
+from nmc.observability.logging import mask_phone
+
+log = structlog.get_logger(module="conversations")
+
+# The current thread (`open` or `opted_out`, unique per tenant and caller), created if there is none.
+_CURRENT_THREAD = """
+    WITH created AS (
+        INSERT INTO conv_threads (id, tenant_id, caller, tenant_number, status)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (tenant_id, caller) WHERE status IN ('open', 'opted_out') DO NOTHING
+        RETURNING id
+    )
+    SELECT id FROM created
+    UNION ALL
+    SELECT id FROM conv_threads WHERE tenant_id = $2 AND caller = $3 AND status IN ('open', 'opted_out')
+    LIMIT 1
+"""
+# A concurrent transaction may create the thread between our INSERT's conflict check and its commit:
+# the statement then sees neither row (one snapshot), and the next statement (a new snapshot) does.
+_ATTEMPTS = 3
+
+
+async def current_thread(
+    connection: asyncpg.Connection, tenant_id: UUID, caller: str, tenant_number: str, *, opted_out: bool
+) -> UUID:
+    """The caller's current thread, created `open` (or `opted_out` for an opted-out caller) if none."""
+    status = OPTED_OUT if opted_out else OPEN
+    for _ in range(_ATTEMPTS):
+        thread_id: UUID | None = await connection.fetchval(
+            _CURRENT_THREAD, uuid4(), tenant_id, caller, tenant_number, status
+        )
+        if thread_id is not None:
+            return thread_id
+    raise RuntimeError("the caller's current thread kept changing under concurrent writes")
+
+
+def preview(body: str, num_media: int = 0) -> str:
+    """What the inbox list shows of a message."""
+    text = " ".join(body.split())
+    if not text and num_media:
+        text = "(photo)" if num_media == 1 else f"({num_media} attachments)"
+    return text if len(text) <= PREVIEW_LENGTH else text[: PREVIEW_LENGTH - 1] + "…"
+
+
+# The caller's open thread ends in a booking: no follow-up; their next text opens a new thread.
+_BOOKED = """
+    UPDATE conv_threads SET status = 'booked', follow_up_due_at = NULL, last_activity_at = now()
+    WHERE tenant_id = $1 AND caller = $2 AND status = 'open'
+    RETURNING id
+"""
+
+
+async def mark_booked(event: BookingConfirmed) -> None:
+    """The `booking.confirmed` subscriber (idempotent: only an open thread moves)."""
+    if event.customer_phone is None:
+        return
+    async with hot_transaction() as connection:
+        if await connection.fetchval(_BOOKED, event.tenant_id, event.customer_phone):
+            log.info("thread.booked", caller=mask_phone(event.customer_phone))

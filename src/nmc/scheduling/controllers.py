@@ -1,0 +1,324 @@
+"""Scheduling REST under `/api` (Clerk session; every handler scoped by the caller's tenant).
+
+Problems are RFC 9457 details: 404 for an id in the path the tenant does not own, 409 when the slot
+is taken (with the interval it collided with), 422 naming the field for anything unusable in what
+was sent — including what fails the request schema (Litestar's own 400 is turned into 422 here).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from advanced_alchemy.extensions.litestar.providers import create_service_provider
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.di import Provide
+from litestar.exceptions import ValidationException
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from litestar.plugins.problem_details import ProblemDetailsException
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nmc.identity.auth import Principal
+from nmc.scheduling import booking
+from nmc.scheduling.metrics import booking_post_timer
+from nmc.scheduling.schemas import (
+    AvailabilityRead,
+    BookingCancel,
+    BookingCreate,
+    BookingRead,
+    BookingReschedule,
+    BusyBlockCreate,
+    BusyBlockRead,
+    BusyBlockUpdate,
+    ConflictProblem,
+    FieldProblem,
+    HoldCreate,
+    HoldRead,
+    JobTypeCreate,
+    JobTypeRead,
+    JobTypeUpdate,
+    ResourceCreate,
+    ResourceRead,
+    ResourceUpdate,
+)
+from nmc.scheduling.service import BusyBlockService, JobTypeService, ResourceService, SchedulingError
+
+AuthedRequest = Request[Principal, Any, Any]
+
+INVALID = ResponseSpec(data_container=FieldProblem, description="A field cannot be used; `field` names it")
+TAKEN = ResponseSpec(
+    data_container=ConflictProblem,
+    description="The slot overlaps a booking, a live hold or a busy block; `conflict` is that interval",
+)
+IN_USE = ResponseSpec(data_container=ConflictProblem, description="Still referenced by bookings")
+_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+
+
+def scheduling_problem(exc: SchedulingError) -> ProblemDetailsException:
+    """Registered in `app.py`: a scheduling refusal as problem details."""
+    return ProblemDetailsException(
+        status_code=exc.status_code, title=exc.title, detail=exc.detail, extra=exc.problem_extra() or None
+    )
+
+
+def _validation_problem(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    errors = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
+    missing = _MISSING_PARAMETER.search(str(exc.detail))
+    field = missing.group(1) if missing else "body"
+    for error in errors:
+        unknown = _UNKNOWN_FIELD.search(str(error.get("message", "")))
+        key = unknown.group(1) if unknown else error.get("key")
+        if key and key != "data":
+            # msgspec writes a dict value's path as `weekly_hours[...][0]`: name the field itself.
+            field = str(key).split("[...]")[0]
+            break
+    # Litestar's own detail names the request path (ids included); ours names only fields.
+    detail = "; ".join(f"{e.get('key')}: {e.get('message')}" for e in errors) or (
+        f"{field}: required" if missing else "The request does not match the schema"
+    )
+    return ProblemDetailsException(
+        status_code=422, title="Invalid field", detail=detail, extra={"field": field, "errors": errors}
+    ).to_response(request)
+
+
+class SchedulingController(Controller):
+    """Shared by the scheduling controllers: request-schema failures are 422 naming the field."""
+
+    exception_handlers = {ValidationException: _validation_problem}
+
+
+class ResourceController(SchedulingController):
+    path = "/resources"
+    tags = ["Scheduling: resources"]
+    dependencies = {"resources": Provide(create_service_provider(ResourceService))}
+
+    @get(summary="List resources (weekly hours and date exceptions included)")
+    async def list_resources(self, request: AuthedRequest, resources: ResourceService) -> list[ResourceRead]:
+        return [resources.to_read(r) for r in await resources.list_for(request.user.tenant_id)]
+
+    @post(summary="Create a resource (technician, truck, chair)", responses={422: INVALID})
+    async def create_resource(
+        self, request: AuthedRequest, resources: ResourceService, data: ResourceCreate
+    ) -> ResourceRead:
+        return resources.to_read(await resources.create_for(request.user.tenant_id, data))
+
+    @get("/{resource_id:uuid}", summary="A resource")
+    async def read_resource(
+        self, request: AuthedRequest, resources: ResourceService, resource_id: UUID
+    ) -> ResourceRead:
+        return resources.to_read(await resources.get_for(request.user.tenant_id, resource_id))
+
+    @patch(
+        "/{resource_id:uuid}",
+        summary="Update a resource; `exceptions`, when given, replaces the list",
+        responses={422: INVALID},
+    )
+    async def update_resource(
+        self, request: AuthedRequest, resources: ResourceService, resource_id: UUID, data: ResourceUpdate
+    ) -> ResourceRead:
+        return resources.to_read(await resources.update_for(request.user.tenant_id, resource_id, data))
+
+    @delete(
+        "/{resource_id:uuid}",
+        summary="Delete a resource without bookings (its holds and busy blocks go with it)",
+        responses={409: IN_USE},
+    )
+    async def delete_resource(self, request: AuthedRequest, resources: ResourceService, resource_id: UUID) -> None:
+        await resources.delete_for(request.user.tenant_id, resource_id)
+
+
+class JobTypeController(SchedulingController):
+    path = "/job-types"
+    tags = ["Scheduling: job types"]
+    dependencies = {"job_types": Provide(create_service_provider(JobTypeService))}
+
+    @get(summary="List job types")
+    async def list_job_types(self, request: AuthedRequest, job_types: JobTypeService) -> list[JobTypeRead]:
+        return [job_types.to_read(j) for j in await job_types.list_for(request.user.tenant_id)]
+
+    @post(summary="Create a job type (duration, buffers, minimum notice)", responses={422: INVALID})
+    async def create_job_type(
+        self, request: AuthedRequest, job_types: JobTypeService, data: JobTypeCreate
+    ) -> JobTypeRead:
+        return job_types.to_read(await job_types.create_for(request.user.tenant_id, data))
+
+    @get("/{job_type_id:uuid}", summary="A job type")
+    async def read_job_type(self, request: AuthedRequest, job_types: JobTypeService, job_type_id: UUID) -> JobTypeRead:
+        return job_types.to_read(await job_types.get_for(request.user.tenant_id, job_type_id))
+
+    @patch(
+        "/{job_type_id:uuid}",
+        summary="Update a job type (existing bookings keep their times)",
+        responses={422: INVALID},
+    )
+    async def update_job_type(
+        self, request: AuthedRequest, job_types: JobTypeService, job_type_id: UUID, data: JobTypeUpdate
+    ) -> JobTypeRead:
+        return job_types.to_read(await job_types.update_for(request.user.tenant_id, job_type_id, data))
+
+    @delete("/{job_type_id:uuid}", summary="Delete a job type without bookings", responses={409: IN_USE})
+    async def delete_job_type(self, request: AuthedRequest, job_types: JobTypeService, job_type_id: UUID) -> None:
+        await job_types.delete_for(request.user.tenant_id, job_type_id)
+
+
+class BusyBlockController(SchedulingController):
+    path = "/busy-blocks"
+    tags = ["Scheduling: busy blocks"]
+    dependencies = {"busy_blocks": Provide(create_service_provider(BusyBlockService))}
+
+    @get(summary="List busy blocks (optionally of one resource, overlapping a window)")
+    async def list_busy_blocks(
+        self,
+        request: AuthedRequest,
+        busy_blocks: BusyBlockService,
+        resource_id: UUID | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> list[BusyBlockRead]:
+        blocks = await busy_blocks.list_for(request.user.tenant_id, resource_id, start, end)
+        return [busy_blocks.to_read(b) for b in blocks]
+
+    @post(summary="Create a busy block (time a resource is taken outside our bookings)", responses={422: INVALID})
+    async def create_busy_block(
+        self, request: AuthedRequest, busy_blocks: BusyBlockService, data: BusyBlockCreate
+    ) -> BusyBlockRead:
+        return busy_blocks.to_read(await busy_blocks.create_for(request.user.tenant_id, data))
+
+    @get("/{busy_block_id:uuid}", summary="A busy block")
+    async def read_busy_block(
+        self, request: AuthedRequest, busy_blocks: BusyBlockService, busy_block_id: UUID
+    ) -> BusyBlockRead:
+        return busy_blocks.to_read(await busy_blocks.get_for(request.user.tenant_id, busy_block_id))
+
+    @patch("/{busy_block_id:uuid}", summary="Move or rename a busy block", responses={422: INVALID})
+    async def update_busy_block(
+        self, request: AuthedRequest, busy_blocks: BusyBlockService, busy_block_id: UUID, data: BusyBlockUpdate
+    ) -> BusyBlockRead:
+        return busy_blocks.to_read(await busy_blocks.update_for(request.user.tenant_id, busy_block_id, data))
+
+    @delete("/{busy_block_id:uuid}", summary="Delete a busy block")
+    async def delete_busy_block(
+        self, request: AuthedRequest, busy_blocks: BusyBlockService, busy_block_id: UUID
+    ) -> None:
+        await busy_blocks.delete_for(request.user.tenant_id, busy_block_id)
+
+
+class AvailabilityController(SchedulingController):
+    path = "/availability"
+    tags = ["Scheduling: availability"]
+
+    @get(
+        summary="Open starts for a job type in a window",
+        description=(
+            "Starts on the `SEARCH_GRANULARITY_MINUTES` grid of the tenant's local clock, inside working hours "
+            "(date exceptions applied), after the job type's minimum notice, whose job plus buffers overlaps no "
+            "booking, live hold or busy block. Repeat `resource_id` to search several resources; leave it out for "
+            "every active one. Windows span at most 31 days; times in the answer carry the tenant's UTC offset."
+        ),
+        responses={422: INVALID},
+    )
+    async def search(
+        self,
+        request: AuthedRequest,
+        db_session: AsyncSession,
+        job_type_id: UUID,
+        start: datetime,
+        end: datetime,
+        resource_id: list[UUID] | None = None,
+    ) -> AvailabilityRead:
+        return await booking.search_availability(
+            db_session, request.user.tenant_id, job_type_id=job_type_id, start=start, end=end, resource_ids=resource_id
+        )
+
+
+class HoldController(SchedulingController):
+    path = "/holds"
+    tags = ["Scheduling: holds and bookings"]
+
+    @post(
+        summary="Hold a slot for HOLD_TTL_MINUTES",
+        description="201 with the hold, or 409 with the interval the slot overlaps. An expired hold blocks no one.",
+        responses={409: TAKEN, 422: INVALID},
+    )
+    async def create_hold(self, request: AuthedRequest, db_session: AsyncSession, data: HoldCreate) -> HoldRead:
+        return await booking.create_hold(db_session, request.user.tenant_id, data)
+
+    @delete("/{hold_id:uuid}", summary="Release a hold")
+    async def release_hold(self, request: AuthedRequest, db_session: AsyncSession, hold_id: UUID) -> None:
+        await booking.release_hold(db_session, request.user.tenant_id, hold_id)
+
+
+class BookingController(SchedulingController):
+    path = "/bookings"
+    tags = ["Scheduling: holds and bookings"]
+
+    @post(
+        summary="Book a held slot (`hold_id`) or a slot directly (`resource_id` + `job_type_id` + `start`)",
+        description=(
+            "201 with the booking, or 409: the slot is taken (`conflict` names the interval) or the hold expired."
+        ),
+        responses={409: TAKEN, 422: INVALID},
+        middleware=[booking_post_timer],
+    )
+    async def create_booking(
+        self, request: AuthedRequest, db_session: AsyncSession, data: BookingCreate
+    ) -> BookingRead:
+        return await booking.create_booking(db_session, request.user.tenant_id, data)
+
+    @get(summary="List bookings by start time (`start`/`end` keep those overlapping the window)")
+    async def list_bookings(
+        self,
+        request: AuthedRequest,
+        db_session: AsyncSession,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        resource_id: UUID | None = None,
+        status: Literal["confirmed", "cancelled"] | None = None,
+        limit: int = Parameter(default=100, ge=1, le=500),
+        offset: int = Parameter(default=0, ge=0),
+    ) -> list[BookingRead]:
+        return await booking.list_bookings(
+            db_session,
+            request.user.tenant_id,
+            start=start,
+            end=end,
+            resource_id=resource_id,
+            status=status,
+            limit=limit,
+            offset=offset,
+        )
+
+    @get("/{booking_id:uuid}", summary="A booking")
+    async def read_booking(self, request: AuthedRequest, db_session: AsyncSession, booking_id: UUID) -> BookingRead:
+        return await booking.get_booking(db_session, request.user.tenant_id, booking_id)
+
+    @post("/{booking_id:uuid}/cancel", status_code=200, summary="Cancel a booking and free its slot")
+    async def cancel_booking(
+        self, request: AuthedRequest, db_session: AsyncSession, booking_id: UUID, data: BookingCancel | None = None
+    ) -> BookingRead:
+        return await booking.cancel_booking(db_session, request.user.tenant_id, booking_id, data)
+
+    @post(
+        "/{booking_id:uuid}/reschedule",
+        status_code=200,
+        summary="Move a booking to another start (and optionally another resource)",
+        responses={409: TAKEN, 422: INVALID},
+    )
+    async def reschedule_booking(
+        self, request: AuthedRequest, db_session: AsyncSession, booking_id: UUID, data: BookingReschedule
+    ) -> BookingRead:
+        return await booking.reschedule_booking(db_session, request.user.tenant_id, booking_id, data)
+
+
+SCHEDULING_CONTROLLERS: list[type[Controller]] = [
+    ResourceController,
+    JobTypeController,
+    BusyBlockController,
+    AvailabilityController,
+    HoldController,
+    BookingController,
+]
