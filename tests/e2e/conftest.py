@@ -3,7 +3,9 @@ with the fake Twilio API. Tests talk to them over HTTP and read Postgres to asse
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,3 +34,13 @@ def stack(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pyt
     running = Stack(env, tmp_path_factory.mktemp("e2e-logs"))
     yield running
     running.stop()
+
+
+async def wait_for(check: Any, timeout: float = 10) -> Any:
+    """Poll an async check until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := await check():
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from typing import Any
 
 import asyncpg
@@ -17,6 +16,7 @@ from nmc.identity.schemas import TenantCreate
 from nmc.ops import create_tenant
 from nmc.telephony.simulate import dial_outcome_params, new_call_sid, signed_headers
 from tests.conftest import TWILIO_TOKEN
+from tests.e2e.conftest import wait_for
 from tests.fakes.clerk import FakeClerk
 from tests.integration.test_inbox_support import inbound_params, new_message_sid
 from tests.processes import Stack
@@ -71,15 +71,6 @@ async def make_shop(stack: Stack, clerk: FakeClerk, **settings: Any) -> Shop:
 
 def texts_to(fake_twilio: Any, number: str) -> list[dict[str, Any]]:
     return [m for m in fake_twilio.messages() if m["sid"] and m["form"]["To"] == number]
-
-
-async def wait_for(check: Any, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def wait_for_texts(fake_twilio: Any, number: str, count: int, timeout: float = 10) -> list[dict[str, Any]]:

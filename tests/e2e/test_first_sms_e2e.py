@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from typing import Any
 from uuid import UUID
 
@@ -16,7 +15,7 @@ from nmc.identity.schemas import TenantCreate
 from nmc.ops import create_tenant
 from nmc.telephony.simulate import dial_outcome_params, new_call_sid, signed_headers
 from tests.conftest import MESSAGING_SERVICE_SID, TWILIO_TOKEN, run_nmc
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, wait_for
 
 pytestmark = pytest.mark.e2e
 CALLER = "+15557654321"
@@ -41,15 +40,6 @@ def post_dial_outcome(stack: Stack, to: str, status: str = "no-answer", call_sid
     params = dial_outcome_params(call_sid or new_call_sid(), CALLER, to, status)
     url = f"{stack.base_url}{path}"
     return httpx.post(url, data=params, headers=signed_headers(url, params, TWILIO_TOKEN), timeout=5)
-
-
-async def wait_for(check: Any, timeout: float = 10) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if result := await check():
-            return result
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 async def first_sms_status(db: asyncpg.Connection) -> str | None:

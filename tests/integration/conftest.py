@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,6 +13,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from nmc.events.subscribers import _REGISTRY, load_handler_modules
 from tests.fakes.clerk import FakeClerk
 
 _numbers = itertools.count(1000)
@@ -77,3 +78,14 @@ def make_tenant(clerk: FakeClerk) -> Any:
         )
 
     return make
+
+
+@pytest.fixture
+def handlers() -> Iterator[None]:
+    """Isolate the module-level subscriber registry: tests register their own handlers only."""
+    load_handler_modules()  # the modules' own subscribers are in what is restored afterwards
+    saved = {name: list(registered) for name, registered in _REGISTRY.items()}
+    _REGISTRY.clear()
+    yield
+    _REGISTRY.clear()
+    _REGISTRY.update(saved)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -15,23 +14,12 @@ from nmc.db import session_scope
 from nmc.events.catalog import DomainEvent, MessageStatusChanged, TenantCreated
 from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, sweep
 from nmc.events.outbox import publish
-from nmc.events.subscribers import _REGISTRY, handlers_for, load_handler_modules, subscriber
+from nmc.events.subscribers import handlers_for, subscriber
 from nmc.observability.correlation import current_correlation_id
 
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture
-def handlers() -> Iterator[None]:
-    """Isolate the module-level subscriber registry: tests register their own handlers only."""
-    load_handler_modules()  # the modules' own subscribers are in what is restored afterwards
-    saved = {name: list(registered) for name, registered in _REGISTRY.items()}
-    _REGISTRY.clear()
-    yield
-    _REGISTRY.clear()
-    _REGISTRY.update(saved)
 
 
 def status_changed(**overrides: Any) -> MessageStatusChanged:

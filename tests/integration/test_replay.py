@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
@@ -17,20 +17,10 @@ from nmc.events.catalog import DomainEvent, MessageStatusChanged, TenantCreated,
 from nmc.events.dispatcher import PermanentFailure, dispatch
 from nmc.events.outbox import publish
 from nmc.events.replay import ReplayFilter, replay
-from nmc.events.subscribers import _REGISTRY, load_handler_modules, subscriber
+from nmc.events.subscribers import subscriber
 from tests.conftest import run_nmc
 
 EFFECTS_TABLE = "test_replay_effects"
-
-
-@pytest.fixture
-def handlers() -> Iterator[None]:
-    load_handler_modules()  # the modules' own subscribers are in what is restored afterwards
-    saved = {name: list(registered) for name, registered in _REGISTRY.items()}
-    _REGISTRY.clear()
-    yield
-    _REGISTRY.clear()
-    _REGISTRY.update(saved)
 
 
 @pytest.fixture
