@@ -21,7 +21,8 @@ from tests.fakes.clerk import FakeClerk
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SERVER_URL = os.environ.get("NMC_TEST_SERVER_URL", "postgresql://127.0.0.1:5432")
-TEST_DATABASE = "nmc_test"
+# One database per test session: a developer's run and CI's (or two checkouts) never share one.
+TEST_DATABASE = f"nmc_test_{os.getpid()}"
 TEST_DATABASE_URL = f"{SERVER_URL}/{TEST_DATABASE}"
 TWILIO_SID = "AC" + "0" * 32
 TWILIO_TOKEN = "test-twilio-auth-token"
@@ -65,7 +66,7 @@ def run_nmc(*args: str, env: dict[str, str] | None = None, check: bool = True) -
     )
 
 
-async def recreate_database(server_url: str, name: str) -> None:
+async def drop_database(server_url: str, name: str, *, recreate: bool = False) -> None:
     admin = await asyncpg.connect(f"{server_url}/postgres")
     try:
         await admin.execute(
@@ -73,9 +74,14 @@ async def recreate_database(server_url: str, name: str) -> None:
             name,
         )
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        if recreate:
+            await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
+
+
+async def recreate_database(server_url: str, name: str) -> None:
+    await drop_database(server_url, name, recreate=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -94,11 +100,12 @@ def _reload_settings() -> None:
 
 
 @pytest.fixture(scope="session")
-def migrated_database() -> str:
-    """A fresh database, migrated with the real `nmc db upgrade`."""
+def migrated_database() -> Iterator[str]:
+    """A fresh database for this session, migrated with the real `nmc db upgrade`, dropped at the end."""
     asyncio.run(recreate_database(SERVER_URL, TEST_DATABASE))
     run_nmc("db", "upgrade")
-    return TEST_DATABASE_URL
+    yield TEST_DATABASE_URL
+    asyncio.run(drop_database(SERVER_URL, TEST_DATABASE))
 
 
 @pytest.fixture

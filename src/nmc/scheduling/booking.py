@@ -547,7 +547,7 @@ async def create_hold(
 
 
 async def release_hold(session: AsyncSession, tenant_id: UUID, hold_id: UUID) -> None:
-    """Give a held slot back (its allocation goes; the hold row follows by cascade)."""
+    """Give a held slot back: the hold row, then its allocation (see `_RELEASE_HOLD`)."""
     if await (await raw_connection(session)).fetchval(_RELEASE_HOLD, tenant_id, hold_id) is None:
         raise not_found("hold")
 

@@ -6,7 +6,8 @@ plus the job type's buffers, half-open), and one exclusion constraint over that 
 two rows of one resource whose ranges overlap. Back-to-back ranges (`[9:00,10:00)`, `[10:00,11:00)`)
 do not overlap. A hold's allocation carries its `expires_at`; writers delete the expired hold
 allocations overlapping their range in the same statement as their insert, so an expired hold never
-blocks anyone even before the hold GC collects it.
+blocks anyone even before the hold GC collects it. (How writers take turns on one resource, and why,
+is in `nmc.scheduling.booking`.)
 """
 
 from __future__ import annotations
