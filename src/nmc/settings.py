@@ -216,8 +216,3 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
-
-
-def redact(name: str, value: object) -> object:
-    """What a setting may look like in a log line."""
-    return "***" if name in SECRET_NAMES and value else value

@@ -24,8 +24,7 @@ import pytest
 
 from nmc.db import raw_connection, session_scope
 from nmc.events.catalog import TenantCreated, validated
-from nmc.events.outbox import dispatch_key
-from nmc.queue.pgq import OUTBOX_DISPATCH, queries_on
+from nmc.events.outbox import enqueue_dispatch
 from nmc.queue.worker import RETENTION_SCHEDULE
 from tests.conftest import PROJECT_ROOT
 
@@ -98,9 +97,7 @@ async def publish_tenant_created() -> UUID:
             event.event_id, event.name, event.version, event.tenant_id,
             msgspec.json.encode(validated(event)).decode(), event.correlation_id,
         )  # fmt: skip
-        await queries_on(connection).enqueue(
-            OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key=dispatch_key(event.event_id)
-        )
+        await enqueue_dispatch(connection, event.event_id)
     return event.event_id
 
 

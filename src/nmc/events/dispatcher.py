@@ -20,14 +20,13 @@ import structlog
 from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import hot_pool, session_scope
+from nmc.db import hot_pool, raw_connection, session_scope
 from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
-from nmc.events.outbox import dispatch_key
+from nmc.events.outbox import enqueue_dispatch
 from nmc.events.subscribers import handlers_for
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import bind_event_context, mask_text
-from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue_in_transaction
 from nmc.settings import get_settings
 
 log = structlog.get_logger(module="events")
@@ -106,20 +105,8 @@ async def _fail(event_id: UUID, attempts: int, error: str) -> None:
     if attempts >= get_settings().OUTBOX_MAX_ATTEMPTS:
         await _park(event_id, error)
         return
-    delay = backoff(attempts)
-    async with session_scope() as session:
-        await session.execute(
-            update(OutboxEvent)
-            .where(OutboxEvent.id == event_id)
-            .values(last_error=error, available_at=func.now() + delay)
-        )
-        await enqueue_in_transaction(
-            session,
-            OUTBOX_DISPATCH,
-            event_id.bytes,
-            dedupe_key=f"{dispatch_key(event_id)}:retry{attempts}",
-            execute_after=delay,
-        )
+    until = datetime.now(UTC) + backoff(attempts)
+    await _reschedule(event_id, until, error, refund_attempt=False, key_suffix=f":retry{attempts}")
 
 
 def deferral_note(reason: str) -> str:
@@ -128,24 +115,21 @@ def deferral_note(reason: str) -> str:
 
 async def _defer(event_id: UUID, verdict: Deferred) -> None:
     """Wait without spending an attempt; the retry job (or the sweeper) picks it up when due."""
-    delay = max(verdict.until - datetime.now(UTC), timedelta(0))
+    suffix = f":deferred:{int(verdict.until.timestamp())}"
+    await _reschedule(event_id, verdict.until, deferral_note(verdict.reason), refund_attempt=True, key_suffix=suffix)
+
+
+async def _reschedule(event_id: UUID, until: datetime, note: str, *, refund_attempt: bool, key_suffix: str) -> None:
+    """Push the row's `available_at` to `until` with `note` as `last_error`, and enqueue its job for then."""
+    now = datetime.now(UTC)
+    until = max(until, now)
     async with session_scope() as session:
         await session.execute(
             update(OutboxEvent)
             .where(OutboxEvent.id == event_id)
-            .values(
-                attempts=OutboxEvent.attempts - 1,
-                last_error=deferral_note(verdict.reason),
-                available_at=max(verdict.until, datetime.now(UTC)),
-            )
+            .values(attempts=OutboxEvent.attempts - int(refund_attempt), last_error=note, available_at=until)
         )
-        await enqueue_in_transaction(
-            session,
-            OUTBOX_DISPATCH,
-            event_id.bytes,
-            dedupe_key=f"{dispatch_key(event_id)}:deferred:{int(verdict.until.timestamp())}",
-            execute_after=delay,
-        )
+        await enqueue_dispatch(await raw_connection(session), event_id, key_suffix=key_suffix, after=until - now)
 
 
 async def release_deferred(reason: str) -> int:
@@ -198,8 +182,9 @@ async def sweep() -> int:
             {"limit": SWEEP_LIMIT},
         )
         ids = list(due.scalars())
+        connection = await raw_connection(session)
         for event_id in ids:
-            await enqueue_in_transaction(session, OUTBOX_DISPATCH, event_id.bytes, dedupe_key=dispatch_key(event_id))
+            await enqueue_dispatch(connection, event_id)
     return len(ids)
 
 

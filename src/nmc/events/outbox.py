@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from uuid import UUID
+
 import asyncpg
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -9,12 +12,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nmc.db import raw_connection
 from nmc.events.catalog import DomainEvent, validated
 from nmc.events.subscribers import handlers_for
-from nmc.queue.pgq import OUTBOX_DISPATCH, queries_on
+from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue
 
 
 def dispatch_key(event_id: object) -> str:
     """PgQueuer dedupe key: at most one waiting dispatch job per outbox row."""
     return f"outbox:{event_id}"
+
+
+async def enqueue_dispatch(
+    connection: asyncpg.Connection, event_id: UUID, *, key_suffix: str = "", after: timedelta | None = None
+) -> None:
+    """The PgQueuer job that dispatches one outbox row (the suffix keeps a retry apart from the job
+    still running when it is enqueued)."""
+    await enqueue(
+        connection, OUTBOX_DISPATCH, event_id.bytes, dedupe_key=dispatch_key(event_id) + key_suffix, execute_after=after
+    )
 
 
 # Plain SQL on the session's own connection: this runs inside the webhook that starts the
@@ -55,6 +68,4 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None
         needs_dispatch,
     )
     if needs_dispatch:
-        await queries_on(connection).enqueue(
-            OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key=dispatch_key(event.event_id), on_conflict="skip"
-        )
+        await enqueue_dispatch(connection, event.event_id)

@@ -12,12 +12,11 @@ from uuid import UUID
 import msgspec
 from sqlalchemy import Select, select, update
 
-from nmc.db import session_scope
+from nmc.db import raw_connection, session_scope
 from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.dispatcher import move_rows
 from nmc.events.models import OutboxEvent, OutboxEventError
-from nmc.events.outbox import dispatch_key
-from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue_in_transaction
+from nmc.events.outbox import enqueue_dispatch
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,7 @@ async def replay(selection: ReplayFilter, *, dry_run: bool = False) -> ReplayRep
             .where(OutboxEvent.id.in_(ids))
             .values(attempts=0, available_at=datetime.now().astimezone(), dispatched_at=None)
         )
+        connection = await raw_connection(session)
         for event_id in ids:
-            await enqueue_in_transaction(session, OUTBOX_DISPATCH, event_id.bytes, dedupe_key=dispatch_key(event_id))
+            await enqueue_dispatch(connection, event_id)
     return report

@@ -7,9 +7,6 @@ from datetime import timedelta
 import asyncpg
 from pgqueuer import AsyncpgDriver, Queries
 from pgqueuer.adapters.persistence import qb
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from nmc.db import raw_connection
 
 OUTBOX_DISPATCH = "outbox.dispatch"
 
@@ -23,20 +20,22 @@ def queries_on(connection: asyncpg.Connection) -> Queries:
     return Queries(AsyncpgDriver(connection), qbe=_ENVIRONMENT, qbq=_QUEUE, qbs=_SCHEDULER)
 
 
-async def enqueue_in_transaction(
-    session: AsyncSession,
+async def enqueue(
+    connection: asyncpg.Connection,
     entrypoint: str,
     payload: bytes,
     *,
     dedupe_key: str | None = None,
     execute_after: timedelta | None = None,
 ) -> None:
-    """Enqueue on the session's own connection: a rollback removes the job with the business rows.
+    """Enqueue on the caller's connection, inside its transaction (for a session's connection see
+    `nmc.db.raw_connection`): a rollback removes the job with the business rows.
 
     A job with the same dedupe key already waiting is not an error: it will do the same work.
     """
-    queries = queries_on(await raw_connection(session))
-    await queries.enqueue(entrypoint, payload, execute_after=execute_after, dedupe_key=dedupe_key, on_conflict="skip")
+    await queries_on(connection).enqueue(
+        entrypoint, payload, execute_after=execute_after, dedupe_key=dedupe_key, on_conflict="skip"
+    )
 
 
 def install_sql() -> str:
