@@ -32,6 +32,7 @@ from nmc.conversations.outbound import (
     PAUSED_REASON,
     QUIET_HOURS_REASON,
     Outgoing,
+    blocked_recipient,
     outgoing_from,
     quiet_hours_end,
     record_rejection,
@@ -188,15 +189,9 @@ def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -
 
 
 def suppression(context: FirstSmsContext) -> str | None:
-    if context.tenant_status != "active":
-        return "tenant_inactive"
-    if context.opted_out:
-        return "opted_out"
-    if context.landline:
-        return "landline"
-    if context.texted_recently:
-        return "cooldown"
-    return None
+    """The guards of every outbound text, plus the first SMS's own cooldown per caller."""
+    blocked = blocked_recipient(context.tenant_status, context.opted_out, context.landline)
+    return blocked or ("cooldown" if context.texted_recently else None)
 
 
 async def _record(

@@ -191,12 +191,13 @@ _TOUCH_THREAD = f"""
 """
 
 
-def suppression(row: asyncpg.Record) -> str | None:
-    if row["tenant_status"] != "active":
+def blocked_recipient(tenant_status: str, opted_out: bool, landline: bool) -> str | None:
+    """Why no text may go to this recipient now; every outbound text checks it at send time."""
+    if tenant_status != "active":
         return "tenant_inactive"
-    if row["opted_out"]:
+    if opted_out:
         return "opted_out"
-    if row["landline"]:
+    if landline:
         return "landline"
     return None
 
@@ -217,7 +218,7 @@ async def plan_outbound(event: OutboundSmsRequested, settings: Settings) -> Outg
             return None
         if row["status"] == "sending":
             return outgoing_from(row, unknown_outcome=True)
-        if reason := suppression(row):
+        if reason := blocked_recipient(row["tenant_status"], row["opted_out"], row["landline"]):
             await connection.execute(_SET_STATUS, row["id"], "suppressed", reason, None, None)
             log.info("sms.suppressed", kind=row["kind"], reason=reason, to=mask_phone(row["to_number"]))
             return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from functools import cache
 from typing import Any, TypeVar
 
 from nmc.events.catalog import DomainEvent
@@ -39,6 +40,8 @@ def handlers_for(event_name: str) -> list[Handler]:
     return list(_REGISTRY.get(event_name, ()))
 
 
+@cache
 def load_handler_modules() -> None:
+    """Import every module's subscribers, once per process."""
     for module in HANDLER_MODULES:
         importlib.import_module(module)

@@ -40,8 +40,7 @@ HOLD_GC_SCHEDULE = "* * * * *"  # runbook §1: expired holds are deleted every m
 
 
 async def on_outbox_dispatch(job: Job) -> None:
-    clear_context()
-    use_correlation_id(f"job-{job.id}")
+    clear_context()  # the dispatcher binds the event's own correlation id
     assert job.payload is not None
     await dispatch(UUID(bytes=job.payload))
 
