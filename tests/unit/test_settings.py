@@ -205,7 +205,6 @@ def test_non_postgres_database_urls_are_rejected(raw: str) -> None:
         load_settings({"DATABASE_URL": raw})
 
 
-
 def test_settings_are_immutable() -> None:
     settings = load_settings({})
     with pytest.raises(AttributeError):
