@@ -6,6 +6,7 @@ idempotent; the KPI projection comes first (cheap, and current even while a text
 
 from __future__ import annotations
 
+from nmc.conversations.booking_by_sms import converse, offer_after_expiry
 from nmc.conversations.first_sms import send_first_sms
 from nmc.conversations.inbound import react_to_message
 from nmc.conversations.kpis import project
@@ -15,6 +16,7 @@ from nmc.events.catalog import (
     BookingConfirmed,
     CallerOptedOut,
     CallMissed,
+    HoldExpired,
     MessageReceived,
     OutboundSmsRequested,
 )
@@ -25,6 +27,8 @@ from nmc.events.subscribers import subscriber
 subscriber(CallMissed)(send_first_sms)
 subscriber(MessageReceived)(project)
 subscriber(MessageReceived)(react_to_message)
+subscriber(MessageReceived)(converse)
+subscriber(HoldExpired)(offer_after_expiry)
 subscriber(CallerOptedOut)(project)
 subscriber(OutboundSmsRequested)(send_outbound)
 subscriber(BookingConfirmed)(project)

@@ -96,10 +96,11 @@ class Message(UUIDBase):
     call_id: Mapped[UUID | None] = mapped_column(ForeignKey("conv_calls.id", ondelete="SET NULL"), default=None)
     # What makes this text unique whatever is retried: `first_sms:<call id>`, `follow_up:<thread id>`,
     # `owner_alert:<thread id>:<inbound message id>`, `help:<inbound message id>`, `reply:<tenant>:<key>`,
-    # `inbound:<MessageSid>`.
+    # `booking:<inbound message id>`, `booking:expired:<hold id>`, `inbound:<MessageSid>`.
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True, default=None)
     direction: Mapped[str] = mapped_column(String(10))  # outbound | inbound
-    # first_sms | reply (owner) | follow_up | help | owner_alert (to the owner) | inbound
+    # first_sms | reply (owner) | follow_up | help | owner_alert (to the owner) | booking (the booking
+    # dialog) | inbound
     kind: Mapped[str] = mapped_column(String(30))
     to_number: Mapped[str] = mapped_column(String(20))
     from_number: Mapped[str] = mapped_column(String(20))
@@ -201,9 +202,42 @@ class MessagingSettings(DefaultBase):
     # Minutes after the first SMS; NULL: no follow-ups.
     follow_up_delay_minutes: Mapped[int | None] = mapped_column(Integer, default=None)
     help_text: Mapped[str | None] = mapped_column(Text, default=None)
+    # The job callers book by SMS; NULL: the tenant's oldest active job type.
+    booking_job_type_id: Mapped[UUID | None] = mapped_column(
+        ForeignKey("sched_job_types.id", ondelete="SET NULL"), default=None
+    )
     owner_alerts_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     # NULL: the forwarding number of the tenant number the thread is on.
     owner_alert_number: Mapped[str | None] = mapped_column(String(20), default=None)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
+
+
+class BookingDialog(DefaultBase):
+    """Where a thread's booking by SMS stands (`nmc.conversations.booking_dialog` has the transitions).
+
+    One row per thread that ever asked to book; the row is locked while a caller's text is applied.
+    """
+
+    __tablename__ = "conv_booking_dialogs"
+    __table_args__ = (Index("ix_conv_booking_dialogs_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),)
+
+    thread_id: Mapped[UUID] = mapped_column(ForeignKey("conv_threads.id", ondelete="CASCADE"), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # idle | offered | held | booked
+    state: Mapped[str] = mapped_column(String(10))
+    job_type_id: Mapped[UUID | None] = mapped_column(default=None)
+    # The open times last offered, in order: [{"resource_id": ..., "start": ...}] (UTC, ISO 8601).
+    offers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
+    # The hold placed for the caller (holds are deleted when booked or expired) and its start.
+    hold_id: Mapped[UUID | None] = mapped_column(default=None)
+    hold_start: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    booking_id: Mapped[UUID | None] = mapped_column(default=None)
+    # Re-prompts in a row; past the limit the dialog stays quiet and the owner answers.
+    reprompts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The newest caller text applied: an older one delivered late changes nothing.
+    last_message_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now()
     )

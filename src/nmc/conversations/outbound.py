@@ -1,6 +1,7 @@
 """Sending texts: the steps every outbound SMS shares, and the `sms.outbound_requested` subscriber.
 
-Every text other than the first SMS (owner replies, follow-ups, help replies, owner alerts) is queued
+Every text other than the first SMS (owner replies, follow-ups, help replies, owner alerts, booking
+dialog replies) is queued
 one way, `queue_text`: its `conv_messages` row (status `pending`, unique `idempotency_key`) and an
 `sms.outbound_requested` event are written in the caller's transaction. `send_outbound` then sends
 it once, with the first SMS's guards checked at send time (so a STOP that arrives while a text waits
@@ -47,12 +48,13 @@ REPLY = "reply"
 FOLLOW_UP = "follow_up"
 HELP_REPLY = "help"
 OWNER_ALERT = "owner_alert"
-# The owner wants to hear about a lead now; a caller who texted HELP asked for the answer now.
-QUIET_HOURS_EXEMPT = frozenset({OWNER_ALERT, HELP_REPLY})
+BOOKING = "booking"
+# The owner wants to hear about a lead now; a caller who texted HELP or is booking asked for the answer now.
+QUIET_HOURS_EXEMPT = frozenset({OWNER_ALERT, HELP_REPLY, BOOKING})
 # Texts the business did not write by hand: the tenant's `suppress` quiet-hours policy applies.
 AUTOMATED = frozenset({FOLLOW_UP})
 # Texts that are thread activity when they go out (a reply already was when the owner wrote it).
-TOUCH_THREAD_ON_SEND = frozenset({FOLLOW_UP, HELP_REPLY})
+TOUCH_THREAD_ON_SEND = frozenset({FOLLOW_UP, HELP_REPLY, BOOKING})
 
 
 @dataclass(frozen=True)

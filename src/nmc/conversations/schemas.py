@@ -87,6 +87,8 @@ class MessagingSettingsWrite(msgspec.Struct, forbid_unknown_fields=True, kw_only
     # Minutes after the first SMS; null: no follow-up.
     follow_up_delay_minutes: Annotated[int, msgspec.Meta(ge=5, le=10080)] | None = None
     help_text: TemplateText | None = None
+    # The job callers book by SMS (a job type's id); null: the oldest active job type.
+    booking_job_type_id: UUID | None = None
     owner_alerts_enabled: bool = True
     # Where owner alerts go; null: the forwarding number of the tenant number.
     owner_alert_number: E164 | None = None

@@ -49,6 +49,7 @@ from nmc.conversations.templates import (
 from nmc.conversations.threads import preview
 from nmc.db import raw_connection
 from nmc.observability.logging import mask_phone
+from nmc.scheduling.service import JobTypeService, NotFound
 from nmc.telephony.sms import LANDLINE as LANDLINE_ERROR
 
 log = structlog.get_logger(module="conversations")
@@ -337,6 +338,7 @@ class InboxService:
             follow_up_template=row["follow_up_template"],
             follow_up_delay_minutes=row["follow_up_delay_minutes"],
             help_text=row["help_text"],
+            booking_job_type_id=row["booking_job_type_id"],
             owner_alerts_enabled=row["owner_alerts_enabled"],
             owner_alert_number=row["owner_alert_number"],
             quiet_hours_start=_hhmm(row["quiet_hours_start"]),
@@ -349,6 +351,8 @@ class InboxService:
 
     async def update_messaging_settings(self, tenant_id: UUID, data: MessagingSettingsWrite) -> MessagingSettingsRead:
         check_messaging_settings(data)
+        if data.booking_job_type_id is not None:
+            await self._check_bookable(tenant_id, data.booking_job_type_id)
         await (await self._connection()).execute(
             _UPSERT_SETTINGS,
             tenant_id,
@@ -364,8 +368,17 @@ class InboxService:
             _time(data.quiet_hours_end),
             data.quiet_hours_policy,
             data.cooldown_minutes,
+            data.booking_job_type_id,
         )
         return await self.messaging_settings(tenant_id)
+
+    async def _check_bookable(self, tenant_id: UUID, job_type_id: UUID) -> None:
+        try:
+            job_type = await JobTypeService(session=self.session).get_for(tenant_id, job_type_id)
+        except NotFound:
+            raise InvalidField("booking_job_type_id", "no such job type") from None
+        if not job_type.active:
+            raise InvalidField("booking_job_type_id", "the job type is not active")
 
     # ------------------------------------------------------------ KPIs
     async def kpis(self, tenant_id: UUID, start: date, end: date) -> KpiRead:
@@ -400,8 +413,8 @@ _UPSERT_SETTINGS = """
     INSERT INTO conv_settings (tenant_id, first_sms_business_hours, first_sms_after_hours, booking_prompt,
                                follow_up_template, follow_up_delay_minutes, help_text, owner_alerts_enabled,
                                owner_alert_number, quiet_hours_start, quiet_hours_end, quiet_hours_policy,
-                               cooldown_minutes, updated_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, now())
+                               cooldown_minutes, booking_job_type_id, updated_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, now())
     ON CONFLICT (tenant_id) DO UPDATE SET
         first_sms_business_hours = EXCLUDED.first_sms_business_hours,
         first_sms_after_hours = EXCLUDED.first_sms_after_hours,
@@ -415,6 +428,7 @@ _UPSERT_SETTINGS = """
         quiet_hours_end = EXCLUDED.quiet_hours_end,
         quiet_hours_policy = EXCLUDED.quiet_hours_policy,
         cooldown_minutes = EXCLUDED.cooldown_minutes,
+        booking_job_type_id = EXCLUDED.booking_job_type_id,
         updated_at = now()
 """
 # Texts that open a conversation must say how to stop it (CTIA); we check the tenant's wording.
