@@ -3,6 +3,7 @@ the dialog as a caller drives it, refusals (taken, expired), redelivery, opt-out
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from datetime import UTC, datetime, timedelta
@@ -98,7 +99,7 @@ async def test_book_then_pick_then_yes_books_the_slot(
 
     [offer_text] = booking_texts(fake_twilio)
     assert len(starts) == 3 and starts == sorted(starts)
-    assert all(later - earlier >= timedelta(hours=1) for earlier, later in zip(starts, starts[1:], strict=False))
+    assert all(later - earlier >= timedelta(hours=1) for earlier, later in itertools.pairwise(starts))
     assert starts[0] >= datetime.now(UTC) - timedelta(minutes=1)
     assert "Reply 1, 2 or 3" in offer_text and "1) " in offer_text and "3) " in offer_text
     first_local = starts[0].astimezone(zone)
