@@ -82,9 +82,7 @@ async def test_two_callers_race_for_one_time_by_sms(
     assert offered_times(rival_offer)[0] == contested
 
     # Both pick the same time at once: the worker handles the two texts concurrently.
-    answers = await asyncio.gather(
-        reply_to(shop, fake_twilio, CALLER, "1"), reply_to(shop, fake_twilio, RIVAL, "1")
-    )
+    answers = await asyncio.gather(reply_to(shop, fake_twilio, CALLER, "1"), reply_to(shop, fake_twilio, RIVAL, "1"))
     winners = [i for i, text in enumerate(answers) if text.startswith(f"{contested} is held for you")]
     losers = [i for i, text in enumerate(answers) if text.startswith("Sorry, that time is no longer available.")]
     assert len(winners) == 1 and len(losers) == 1, answers
