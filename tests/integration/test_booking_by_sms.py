@@ -370,3 +370,24 @@ async def test_the_chosen_job_type_is_the_one_booked(
     assert response.status_code == 200 and response.json()["booking_job_type_id"] == estimate
     await held(client, db, shop, fake_twilio)
     assert str(await db.fetchval("SELECT job_type_id FROM sched_holds")) == estimate
+
+
+async def test_a_job_type_deactivated_mid_dialog_is_not_offered_again(
+    client: Client, db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    shop = await make_shop(client, make_tenant)
+    await offered(client, db, shop, fake_twilio)
+    response = await client.patch(f"/api/job-types/{shop.job_type_id}", json={"active": False}, headers=shop.headers)
+    assert response.status_code == 200, response.text
+    await say(client, db, shop, "more")
+    assert booking_texts(fake_twilio)[-1] == "Thanks! Joe's Plumbing will text you back shortly to set up a time."
+    assert (await dialog(db))["state"] == "idle"
+
+
+async def test_stop_without_a_dialog_creates_none(
+    client: Client, db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    shop = await make_shop(client, make_tenant)
+    await texted_back(client, db, shop.tenant)
+    await say(client, db, shop, "STOP")
+    assert await db.fetchval("SELECT count(*) FROM conv_booking_dialogs") == 0

@@ -69,15 +69,16 @@ class Turn:
     message_at: datetime | None = None  # the caller's text this turn applies
 
 
-# The thread, its tenant, the job callers book by text (the tenant's choice, else its oldest active
-# job type), and the dialog's state when it has one. Tenant name and zone are read as the other
+# The thread, its tenant, the job callers book by text (the dialog's own while it is active, else the
+# tenant's choice, else its oldest active job type), and the dialog's state when it has one. Tenant name and zone are read as the other
 # conversation queries read them.
 _CONTEXT = """
     SELECT th.id AS thread_id, th.tenant_id, th.caller, th.tenant_number, t.name AS business_name, t.timezone,
            s.booking_prompt,
-           coalesce(d.job_type_id, s.booking_job_type_id,
-                    (SELECT j.id FROM sched_job_types j WHERE j.tenant_id = th.tenant_id AND j.active
-                     ORDER BY j.created_at, j.id LIMIT 1)) AS job_type_id,
+           (SELECT j.id FROM sched_job_types j WHERE j.tenant_id = th.tenant_id AND j.active
+            ORDER BY j.id = d.job_type_id DESC NULLS LAST, j.id = s.booking_job_type_id DESC NULLS LAST,
+                     j.created_at, j.id
+            LIMIT 1) AS job_type_id,
            coalesce(d.state, 'idle') AS state, coalesce(d.offers, '[]') AS offers, d.hold_id, d.hold_start,
            coalesce(d.reprompts, 0) AS reprompts, d.last_message_at
     FROM conv_threads th
@@ -155,7 +156,7 @@ async def _let_go_after_opt_out(event: MessageReceived) -> None:
     """STOP while a time is held: the time goes back at once (nothing more is texted)."""
     async with session_scope() as session:
         turn = await _locked_turn(
-            session, event.thread_id, event.tenant_id, reply_key(event.message_id), str(event.event_id)
+            session, event.thread_id, event.tenant_id, reply_key(event.message_id), str(event.event_id), create=False
         )
         if turn is None or turn.hold_id is None:
             return
@@ -194,12 +195,14 @@ def _decide(turn: Turn, reading: dialog.Reading) -> Action:
 
 
 async def _locked_turn(
-    session: AsyncSession, thread_id: UUID, tenant_id: UUID, key: str, causation_id: str
+    session: AsyncSession, thread_id: UUID, tenant_id: UUID, key: str, causation_id: str, *, create: bool = True
 ) -> Turn | None:
-    """The thread's dialog row (created idle if none) locked for this transaction, and its context."""
+    """The thread's dialog row (created idle if none, when `create`) locked for this transaction, and its context."""
     connection = await raw_connection(session)
-    await connection.execute(_ENSURE_DIALOG, thread_id, tenant_id)
-    await connection.fetchval(_LOCK_DIALOG, thread_id)
+    if create:
+        await connection.execute(_ENSURE_DIALOG, thread_id, tenant_id)
+    if await connection.fetchval(_LOCK_DIALOG, thread_id) is None:
+        return None
     context = await connection.fetchrow(_CONTEXT, thread_id)
     return None if context is None else _turn_from(context, key, causation_id)
 
