@@ -70,8 +70,8 @@ class Turn:
 
 
 # The thread, its tenant, the job callers book by text (the dialog's own while it is active, else the
-# tenant's choice, else its oldest active job type), and the dialog's state when it has one. Tenant name and zone are read as the other
-# conversation queries read them.
+# tenant's choice, else its oldest active job type), and the dialog's state when it has one. Tenant
+# name and zone are read as the other conversation queries read them.
 _CONTEXT = """
     SELECT th.id AS thread_id, th.tenant_id, th.caller, th.tenant_number, t.name AS business_name, t.timezone,
            s.booking_prompt,
