@@ -89,6 +89,12 @@ async def held(client: Client, db: asyncpg.Connection, shop: Shop, fake_twilio: 
     return starts[choice - 1]
 
 
+async def run_out(db: asyncpg.Connection) -> None:
+    """Every hold's time is up (the GC has not run yet)."""
+    await db.execute("UPDATE sched_allocations SET expires_at = now() - interval '1 second' WHERE kind = 'hold'")
+    await db.execute("UPDATE sched_holds SET expires_at = now() - interval '1 second'")
+
+
 # ---------------------------------------------------------------------------- the happy path
 async def test_book_then_pick_then_yes_books_the_slot(
     client: Client, db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
@@ -268,8 +274,7 @@ async def test_yes_after_the_hold_ran_out_offers_fresh_times(
 ) -> None:
     shop = await make_shop(client, make_tenant)
     await held(client, db, shop, fake_twilio)
-    await db.execute("UPDATE sched_allocations SET expires_at = now() - interval '1 second'")
-    await db.execute("UPDATE sched_holds SET expires_at = now() - interval '1 second'")
+    await run_out(db)
     await say(client, db, shop, "YES")
     text = booking_texts(fake_twilio)[-1]
     assert re.match(r"Your hold on .+ ran out\. Joe's Plumbing can come: 1\) ", text), text
@@ -281,15 +286,18 @@ async def test_yes_after_the_hold_ran_out_offers_fresh_times(
 async def test_the_hold_gc_tells_the_caller_and_offers_fresh_times(
     client: Client, db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:
+    from nmc.events.dispatcher import dispatch
     from nmc.scheduling.booking import collect_expired_holds
 
     shop = await make_shop(client, make_tenant)
     await held(client, db, shop, fake_twilio)
-    await db.execute("UPDATE sched_allocations SET expires_at = now() - interval '1 second'")
-    await db.execute("UPDATE sched_holds SET expires_at = now() - interval '1 second'")
+    await run_out(db)
     assert await collect_expired_holds() == 1
     await dispatch_all(db)
-    await dispatch_all(db)  # a redelivered hold.expired changes nothing
+    expired = await db.fetchval("SELECT id FROM outbox_events WHERE event_name = 'hold.expired'")
+    await db.execute("UPDATE outbox_events SET dispatched_at = NULL WHERE id = $1", expired)
+    await dispatch(expired)  # redelivered: changes nothing
+    await dispatch_all(db)
     texts = booking_texts(fake_twilio)
     assert texts[-1].startswith("Your hold on ") and "Reply 1, 2 or 3" in texts[-1]
     assert len(texts) == 3  # offer, held, expired + fresh offer
