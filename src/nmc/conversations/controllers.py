@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, Request, get, post, put
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.conversations.schemas import (
@@ -26,7 +26,7 @@ from nmc.conversations.service import InboxService
 from nmc.identity.auth import Principal
 
 
-async def provide_inbox(db_session: AsyncSession) -> InboxService:
+async def provide_inbox(db_session: NamedDependency[AsyncSession]) -> InboxService:
     return InboxService(db_session)
 
 
@@ -46,13 +46,13 @@ class ThreadController(Controller):
     async def list_threads(
         self,
         request: Request[Principal, Any, Any],
-        inbox: InboxService,
-        status: ThreadStatusFilter | None = None,
+        inbox: NamedDependency[InboxService],
+        status: FromQuery[ThreadStatusFilter | None] = None,
         unread: Annotated[
-            bool | None, Parameter(description="true: threads with unread messages; false: fully read ones")
+            bool | None, QueryParameter(description="true: threads with unread messages; false: fully read ones")
         ] = None,
-        cursor: str | None = None,
-        limit: Annotated[int, Parameter(ge=1, le=100)] = 50,
+        cursor: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=100)] = 50,
     ) -> ThreadPage:
         return await inbox.list_threads(
             request.user.tenant_id, status=status, unread=unread, cursor=cursor, limit=limit
@@ -62,10 +62,12 @@ class ThreadController(Controller):
     async def get_thread(
         self,
         request: Request[Principal, Any, Any],
-        inbox: InboxService,
-        thread_id: UUID,
-        limit: Annotated[int, Parameter(ge=1, le=500)] = 100,
-        before: Annotated[str | None, Parameter(description="`earlier_messages_cursor` of a previous answer")] = None,
+        inbox: NamedDependency[InboxService],
+        thread_id: FromPath[UUID],
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        before: Annotated[
+            str | None, QueryParameter(description="`earlier_messages_cursor` of a previous answer")
+        ] = None,
     ) -> ThreadDetail:
         return await inbox.get_thread(request.user.tenant_id, thread_id, limit=limit, before=before)
 
@@ -81,23 +83,25 @@ class ThreadController(Controller):
     async def reply(
         self,
         request: Request[Principal, Any, Any],
-        inbox: InboxService,
-        thread_id: UUID,
-        data: ReplyCreate,
+        inbox: NamedDependency[InboxService],
+        thread_id: FromPath[UUID],
+        data: JSONBody[ReplyCreate],
         idempotency_key: Annotated[
-            str | None, Parameter(header="Idempotency-Key", min_length=1, max_length=100, required=False)
+            str | None, HeaderParameter(name="Idempotency-Key", min_length=1, max_length=100, required=False)
         ] = None,
     ) -> MessageRead:
         return await inbox.reply(request.user.tenant_id, thread_id, data.body, idempotency_key)
 
     @post("/{thread_id:uuid}/read", status_code=200, summary="Mark every message of the thread read")
     async def mark_read(
-        self, request: Request[Principal, Any, Any], inbox: InboxService, thread_id: UUID
+        self, request: Request[Principal, Any, Any], inbox: NamedDependency[InboxService], thread_id: FromPath[UUID]
     ) -> ThreadRead:
         return await inbox.mark_read(request.user.tenant_id, thread_id)
 
     @post("/{thread_id:uuid}/close", status_code=200, summary="Close the thread (cancels its follow-up)")
-    async def close(self, request: Request[Principal, Any, Any], inbox: InboxService, thread_id: UUID) -> ThreadRead:
+    async def close(
+        self, request: Request[Principal, Any, Any], inbox: NamedDependency[InboxService], thread_id: FromPath[UUID]
+    ) -> ThreadRead:
         return await inbox.close(request.user.tenant_id, thread_id)
 
     @post(
@@ -106,7 +110,9 @@ class ThreadController(Controller):
         summary="Reopen a closed or booked thread",
         description="409 when the caller has a newer open thread.",
     )
-    async def reopen(self, request: Request[Principal, Any, Any], inbox: InboxService, thread_id: UUID) -> ThreadRead:
+    async def reopen(
+        self, request: Request[Principal, Any, Any], inbox: NamedDependency[InboxService], thread_id: FromPath[UUID]
+    ) -> ThreadRead:
         return await inbox.reopen(request.user.tenant_id, thread_id)
 
 
@@ -116,7 +122,9 @@ class MessagingSettingsController(Controller):
     dependencies = DEPENDENCIES
 
     @get(summary="Templates, follow-up, help text, owner alerts, quiet hours, cooldown")
-    async def read_settings(self, request: Request[Principal, Any, Any], inbox: InboxService) -> MessagingSettingsRead:
+    async def read_settings(
+        self, request: Request[Principal, Any, Any], inbox: NamedDependency[InboxService]
+    ) -> MessagingSettingsRead:
         return await inbox.messaging_settings(request.user.tenant_id)
 
     @put(
@@ -126,7 +134,10 @@ class MessagingSettingsController(Controller):
         "naming the field.",
     )
     async def update_settings(
-        self, request: Request[Principal, Any, Any], inbox: InboxService, data: MessagingSettingsWrite
+        self,
+        request: Request[Principal, Any, Any],
+        inbox: NamedDependency[InboxService],
+        data: JSONBody[MessagingSettingsWrite],
     ) -> MessagingSettingsRead:
         return await inbox.update_messaging_settings(request.user.tenant_id, data)
 
@@ -145,8 +156,8 @@ class KpiController(Controller):
     async def read_kpis(
         self,
         request: Request[Principal, Any, Any],
-        inbox: InboxService,
-        start: Annotated[date, Parameter(description="First day, YYYY-MM-DD")],
-        end: Annotated[date, Parameter(description="Last day (included), YYYY-MM-DD")],
+        inbox: NamedDependency[InboxService],
+        start: Annotated[date, QueryParameter(description="First day, YYYY-MM-DD")],
+        end: Annotated[date, QueryParameter(description="Last day (included), YYYY-MM-DD")],
     ) -> KpiRead:
         return await inbox.kpis(request.user.tenant_id, start, end)

@@ -6,7 +6,8 @@ from typing import Any
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, get, patch
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
+from litestar.params import JSONBody
 
 from nmc.identity.auth import Principal
 from nmc.identity.schemas import TenantRead, TenantUpdate
@@ -19,11 +20,16 @@ class TenantController(Controller):
     dependencies = {"tenants": Provide(create_service_provider(TenantService))}
 
     @get(summary="The caller's tenant")
-    async def read_tenant(self, request: Request[Principal, Any, Any], tenants: TenantService) -> TenantRead:
+    async def read_tenant(
+        self, request: Request[Principal, Any, Any], tenants: NamedDependency[TenantService]
+    ) -> TenantRead:
         return tenants.to_read(await tenants.get(request.user.tenant_id))
 
     @patch(summary="Update the caller's tenant (name, timezone, business hours)")
     async def update_tenant(
-        self, request: Request[Principal, Any, Any], tenants: TenantService, data: TenantUpdate
+        self,
+        request: Request[Principal, Any, Any],
+        tenants: NamedDependency[TenantService],
+        data: JSONBody[TenantUpdate],
     ) -> TenantRead:
         return tenants.to_read(await tenants.update_tenant(request.user.tenant_id, data))

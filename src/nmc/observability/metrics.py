@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 import structlog
 from litestar import Controller, get
+from litestar.di import NamedDependency
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from prometheus_client.core import Metric
@@ -75,7 +76,7 @@ class MetricsController(Controller):
     include_in_schema = False
 
     @get()
-    async def metrics(self, db_session: AsyncSession) -> Response[bytes]:
+    async def metrics(self, db_session: NamedDependency[AsyncSession]) -> Response[bytes]:
         await SCRAPE_TIME_FIGURES.refresh(db_session)
         # As a header, not `media_type`: Litestar would append a second `charset` to a text/* media type,
         # and a repeated parameter makes the Content-Type invalid for Prometheus 3's scraper.

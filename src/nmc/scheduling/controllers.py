@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.plugins.problem_details import ProblemDetailsException
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -97,18 +97,20 @@ class ResourceController(SchedulingController):
     dependencies = {"resources": Provide(create_service_provider(ResourceService))}
 
     @get(summary="List resources (weekly hours and date exceptions included)")
-    async def list_resources(self, request: AuthedRequest, resources: ResourceService) -> list[ResourceRead]:
+    async def list_resources(
+        self, request: AuthedRequest, resources: NamedDependency[ResourceService]
+    ) -> list[ResourceRead]:
         return [resources.to_read(r) for r in await resources.list_for(request.user.tenant_id)]
 
     @post(summary="Create a resource (technician, truck, chair)", responses={422: INVALID})
     async def create_resource(
-        self, request: AuthedRequest, resources: ResourceService, data: ResourceCreate
+        self, request: AuthedRequest, resources: NamedDependency[ResourceService], data: JSONBody[ResourceCreate]
     ) -> ResourceRead:
         return resources.to_read(await resources.create_for(request.user.tenant_id, data))
 
     @get("/{resource_id:uuid}", summary="A resource")
     async def read_resource(
-        self, request: AuthedRequest, resources: ResourceService, resource_id: UUID
+        self, request: AuthedRequest, resources: NamedDependency[ResourceService], resource_id: FromPath[UUID]
     ) -> ResourceRead:
         return resources.to_read(await resources.get_for(request.user.tenant_id, resource_id))
 
@@ -118,7 +120,11 @@ class ResourceController(SchedulingController):
         responses={422: INVALID},
     )
     async def update_resource(
-        self, request: AuthedRequest, resources: ResourceService, resource_id: UUID, data: ResourceUpdate
+        self,
+        request: AuthedRequest,
+        resources: NamedDependency[ResourceService],
+        resource_id: FromPath[UUID],
+        data: JSONBody[ResourceUpdate],
     ) -> ResourceRead:
         return resources.to_read(await resources.update_for(request.user.tenant_id, resource_id, data))
 
@@ -127,7 +133,9 @@ class ResourceController(SchedulingController):
         summary="Delete a resource without bookings (its holds and busy blocks go with it)",
         responses={409: IN_USE},
     )
-    async def delete_resource(self, request: AuthedRequest, resources: ResourceService, resource_id: UUID) -> None:
+    async def delete_resource(
+        self, request: AuthedRequest, resources: NamedDependency[ResourceService], resource_id: FromPath[UUID]
+    ) -> None:
         await resources.delete_for(request.user.tenant_id, resource_id)
 
 
@@ -137,17 +145,21 @@ class JobTypeController(SchedulingController):
     dependencies = {"job_types": Provide(create_service_provider(JobTypeService))}
 
     @get(summary="List job types")
-    async def list_job_types(self, request: AuthedRequest, job_types: JobTypeService) -> list[JobTypeRead]:
+    async def list_job_types(
+        self, request: AuthedRequest, job_types: NamedDependency[JobTypeService]
+    ) -> list[JobTypeRead]:
         return [job_types.to_read(j) for j in await job_types.list_for(request.user.tenant_id)]
 
     @post(summary="Create a job type (duration, buffers, minimum notice)", responses={422: INVALID})
     async def create_job_type(
-        self, request: AuthedRequest, job_types: JobTypeService, data: JobTypeCreate
+        self, request: AuthedRequest, job_types: NamedDependency[JobTypeService], data: JSONBody[JobTypeCreate]
     ) -> JobTypeRead:
         return job_types.to_read(await job_types.create_for(request.user.tenant_id, data))
 
     @get("/{job_type_id:uuid}", summary="A job type")
-    async def read_job_type(self, request: AuthedRequest, job_types: JobTypeService, job_type_id: UUID) -> JobTypeRead:
+    async def read_job_type(
+        self, request: AuthedRequest, job_types: NamedDependency[JobTypeService], job_type_id: FromPath[UUID]
+    ) -> JobTypeRead:
         return job_types.to_read(await job_types.get_for(request.user.tenant_id, job_type_id))
 
     @patch(
@@ -156,12 +168,18 @@ class JobTypeController(SchedulingController):
         responses={422: INVALID},
     )
     async def update_job_type(
-        self, request: AuthedRequest, job_types: JobTypeService, job_type_id: UUID, data: JobTypeUpdate
+        self,
+        request: AuthedRequest,
+        job_types: NamedDependency[JobTypeService],
+        job_type_id: FromPath[UUID],
+        data: JSONBody[JobTypeUpdate],
     ) -> JobTypeRead:
         return job_types.to_read(await job_types.update_for(request.user.tenant_id, job_type_id, data))
 
     @delete("/{job_type_id:uuid}", summary="Delete a job type without bookings", responses={409: IN_USE})
-    async def delete_job_type(self, request: AuthedRequest, job_types: JobTypeService, job_type_id: UUID) -> None:
+    async def delete_job_type(
+        self, request: AuthedRequest, job_types: NamedDependency[JobTypeService], job_type_id: FromPath[UUID]
+    ) -> None:
         await job_types.delete_for(request.user.tenant_id, job_type_id)
 
 
@@ -174,35 +192,39 @@ class BusyBlockController(SchedulingController):
     async def list_busy_blocks(
         self,
         request: AuthedRequest,
-        busy_blocks: BusyBlockService,
-        resource_id: UUID | None = None,
-        start: datetime | None = None,
-        end: datetime | None = None,
+        busy_blocks: NamedDependency[BusyBlockService],
+        resource_id: FromQuery[UUID | None] = None,
+        start: FromQuery[datetime | None] = None,
+        end: FromQuery[datetime | None] = None,
     ) -> list[BusyBlockRead]:
         blocks = await busy_blocks.list_for(request.user.tenant_id, resource_id, start, end)
         return [busy_blocks.to_read(b) for b in blocks]
 
     @post(summary="Create a busy block (time a resource is taken outside our bookings)", responses={422: INVALID})
     async def create_busy_block(
-        self, request: AuthedRequest, busy_blocks: BusyBlockService, data: BusyBlockCreate
+        self, request: AuthedRequest, busy_blocks: NamedDependency[BusyBlockService], data: JSONBody[BusyBlockCreate]
     ) -> BusyBlockRead:
         return busy_blocks.to_read(await busy_blocks.create_for(request.user.tenant_id, data))
 
     @get("/{busy_block_id:uuid}", summary="A busy block")
     async def read_busy_block(
-        self, request: AuthedRequest, busy_blocks: BusyBlockService, busy_block_id: UUID
+        self, request: AuthedRequest, busy_blocks: NamedDependency[BusyBlockService], busy_block_id: FromPath[UUID]
     ) -> BusyBlockRead:
         return busy_blocks.to_read(await busy_blocks.get_for(request.user.tenant_id, busy_block_id))
 
     @patch("/{busy_block_id:uuid}", summary="Move or rename a busy block", responses={422: INVALID})
     async def update_busy_block(
-        self, request: AuthedRequest, busy_blocks: BusyBlockService, busy_block_id: UUID, data: BusyBlockUpdate
+        self,
+        request: AuthedRequest,
+        busy_blocks: NamedDependency[BusyBlockService],
+        busy_block_id: FromPath[UUID],
+        data: JSONBody[BusyBlockUpdate],
     ) -> BusyBlockRead:
         return busy_blocks.to_read(await busy_blocks.update_for(request.user.tenant_id, busy_block_id, data))
 
     @delete("/{busy_block_id:uuid}", summary="Delete a busy block")
     async def delete_busy_block(
-        self, request: AuthedRequest, busy_blocks: BusyBlockService, busy_block_id: UUID
+        self, request: AuthedRequest, busy_blocks: NamedDependency[BusyBlockService], busy_block_id: FromPath[UUID]
     ) -> None:
         await busy_blocks.delete_for(request.user.tenant_id, busy_block_id)
 
@@ -224,11 +246,11 @@ class AvailabilityController(SchedulingController):
     async def search(
         self,
         request: AuthedRequest,
-        db_session: AsyncSession,
-        job_type_id: UUID,
-        start: datetime,
-        end: datetime,
-        resource_id: list[UUID] | None = None,
+        db_session: NamedDependency[AsyncSession],
+        job_type_id: FromQuery[UUID],
+        start: FromQuery[datetime],
+        end: FromQuery[datetime],
+        resource_id: FromQuery[list[UUID] | None] = None,
     ) -> AvailabilityRead:
         return await booking.search_availability(
             db_session, request.user.tenant_id, job_type_id=job_type_id, start=start, end=end, resource_ids=resource_id
@@ -244,11 +266,15 @@ class HoldController(SchedulingController):
         description="201 with the hold, or 409 with the interval the slot overlaps. An expired hold blocks no one.",
         responses={409: TAKEN, 422: INVALID},
     )
-    async def create_hold(self, request: AuthedRequest, db_session: AsyncSession, data: HoldCreate) -> HoldRead:
+    async def create_hold(
+        self, request: AuthedRequest, db_session: NamedDependency[AsyncSession], data: JSONBody[HoldCreate]
+    ) -> HoldRead:
         return await booking.create_hold(db_session, request.user.tenant_id, data)
 
     @delete("/{hold_id:uuid}", summary="Release a hold")
-    async def release_hold(self, request: AuthedRequest, db_session: AsyncSession, hold_id: UUID) -> None:
+    async def release_hold(
+        self, request: AuthedRequest, db_session: NamedDependency[AsyncSession], hold_id: FromPath[UUID]
+    ) -> None:
         await booking.release_hold(db_session, request.user.tenant_id, hold_id)
 
 
@@ -265,7 +291,7 @@ class BookingController(SchedulingController):
         middleware=[booking_post_timer],
     )
     async def create_booking(
-        self, request: AuthedRequest, db_session: AsyncSession, data: BookingCreate
+        self, request: AuthedRequest, db_session: NamedDependency[AsyncSession], data: JSONBody[BookingCreate]
     ) -> BookingRead:
         return await booking.create_booking(db_session, request.user.tenant_id, data)
 
@@ -273,13 +299,13 @@ class BookingController(SchedulingController):
     async def list_bookings(
         self,
         request: AuthedRequest,
-        db_session: AsyncSession,
-        start: datetime | None = None,
-        end: datetime | None = None,
-        resource_id: UUID | None = None,
-        status: Literal["confirmed", "cancelled"] | None = None,
-        limit: int = Parameter(default=100, ge=1, le=500),
-        offset: int = Parameter(default=0, ge=0),
+        db_session: NamedDependency[AsyncSession],
+        start: FromQuery[datetime | None] = None,
+        end: FromQuery[datetime | None] = None,
+        resource_id: FromQuery[UUID | None] = None,
+        status: FromQuery[Literal["confirmed", "cancelled"] | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> list[BookingRead]:
         return await booking.list_bookings(
             db_session,
@@ -293,12 +319,18 @@ class BookingController(SchedulingController):
         )
 
     @get("/{booking_id:uuid}", summary="A booking")
-    async def read_booking(self, request: AuthedRequest, db_session: AsyncSession, booking_id: UUID) -> BookingRead:
+    async def read_booking(
+        self, request: AuthedRequest, db_session: NamedDependency[AsyncSession], booking_id: FromPath[UUID]
+    ) -> BookingRead:
         return await booking.get_booking(db_session, request.user.tenant_id, booking_id)
 
     @post("/{booking_id:uuid}/cancel", status_code=200, summary="Cancel a booking and free its slot")
     async def cancel_booking(
-        self, request: AuthedRequest, db_session: AsyncSession, booking_id: UUID, data: BookingCancel | None = None
+        self,
+        request: AuthedRequest,
+        db_session: NamedDependency[AsyncSession],
+        booking_id: FromPath[UUID],
+        data: JSONBody[BookingCancel | None] = None,
     ) -> BookingRead:
         return await booking.cancel_booking(db_session, request.user.tenant_id, booking_id, data)
 
@@ -309,7 +341,11 @@ class BookingController(SchedulingController):
         responses={409: TAKEN, 422: INVALID},
     )
     async def reschedule_booking(
-        self, request: AuthedRequest, db_session: AsyncSession, booking_id: UUID, data: BookingReschedule
+        self,
+        request: AuthedRequest,
+        db_session: NamedDependency[AsyncSession],
+        booking_id: FromPath[UUID],
+        data: JSONBody[BookingReschedule],
     ) -> BookingRead:
         return await booking.reschedule_booking(db_session, request.user.tenant_id, booking_id, data)
 

@@ -198,7 +198,7 @@ class ResourceService(SQLAlchemyAsyncRepositoryService[Resource, ResourceReposit
     repository_type = ResourceRepository
 
     async def list_for(self, tenant_id: UUID) -> Sequence[Resource]:
-        return await self.list(Resource.tenant_id == tenant_id, order_by=[(Resource.name, False)])
+        return await self.get_many(Resource.tenant_id == tenant_id, order_by=[(Resource.name, False)])
 
     async def get_for(self, tenant_id: UUID, resource_id: UUID) -> Resource:
         found = await self.get_one_or_none(Resource.id == resource_id, Resource.tenant_id == tenant_id)
@@ -287,7 +287,7 @@ class JobTypeService(SQLAlchemyAsyncRepositoryService[JobType, JobTypeRepository
     repository_type = JobTypeRepository
 
     async def list_for(self, tenant_id: UUID) -> Sequence[JobType]:
-        return await self.list(JobType.tenant_id == tenant_id, order_by=[(JobType.name, False)])
+        return await self.get_many(JobType.tenant_id == tenant_id, order_by=[(JobType.name, False)])
 
     async def get_for(self, tenant_id: UUID, job_type_id: UUID) -> JobType:
         found = await self.get_one_or_none(JobType.id == job_type_id, JobType.tenant_id == tenant_id)
@@ -366,7 +366,7 @@ class BusyBlockService(SQLAlchemyAsyncRepositoryService[BusyBlock, BusyBlockRepo
         if start is not None or end is not None:
             window = Range(start, end, bounds="[)")
             filters.append(BusyBlock.during.overlaps(window))
-        return await self.list(*filters, order_by=[(BusyBlock.during, False)])
+        return await self.get_many(*filters, order_by=[(BusyBlock.during, False)])
 
     async def get_for(self, tenant_id: UUID, busy_block_id: UUID) -> BusyBlock:
         found = await self.get_one_or_none(BusyBlock.id == busy_block_id, BusyBlock.tenant_id == tenant_id)

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, post
+from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.conversations.inbound import InboundSms, Media, apply_inbound
@@ -148,21 +149,31 @@ class TwilioVoiceWebhooks(Controller):
     include_in_schema = False
 
     @post("/voice")
-    async def incoming_call(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:
+    async def incoming_call(
+        self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    ) -> Response[str]:
         return await handle_twilio_webhook(request, db_session, INCOMING_CALL)
 
     @post("/voice/dial-status")
-    async def dial_outcome(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:
+    async def dial_outcome(
+        self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    ) -> Response[str]:
         return await handle_twilio_webhook(request, db_session, DIAL_OUTCOME)
 
     @post("/voice/status")
-    async def call_status(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:
+    async def call_status(
+        self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    ) -> Response[str]:
         return await handle_twilio_webhook(request, db_session, CALL_STATUS)
 
     @post("/sms")
-    async def inbound_sms(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:
+    async def inbound_sms(
+        self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    ) -> Response[str]:
         return await handle_twilio_webhook(request, db_session, INBOUND_SMS)
 
     @post("/sms/status")
-    async def message_status(self, request: Request[Any, Any, Any], db_session: AsyncSession) -> Response[str]:
+    async def message_status(
+        self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]
+    ) -> Response[str]:
         return await handle_twilio_webhook(request, db_session, MESSAGE_STATUS)

@@ -58,13 +58,15 @@ class TwilioSmsSender:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._url = f"{settings.TWILIO_API_BASE_URL}/2010-04-01/Accounts/{settings.TWILIO_ACCOUNT_SID}/Messages.json"
-        self._auth = aiohttp.BasicAuth(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
+        self._auth_header = {
+            "Authorization": aiohttp.encode_basic_auth(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
+        }
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                auth=self._auth,
+                headers=self._auth_header,
                 timeout=SEND_TIMEOUT,
                 connector=aiohttp.TCPConnector(limit=200, keepalive_timeout=60),
             )
@@ -153,13 +155,15 @@ class LineTypeLookup:
 
     def __init__(self, settings: Settings) -> None:
         self._base_url = settings.TWILIO_LOOKUP_BASE_URL
-        self._auth = aiohttp.BasicAuth(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
+        self._auth_header = {
+            "Authorization": aiohttp.encode_basic_auth(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
+        }
         self._session: aiohttp.ClientSession | None = None
 
     async def line_type(self, number: str) -> str:
         """`landline`, `mobile`, `fixedVoip`, `nonFixedVoip`, `tollFree`, ... or `unknown`."""
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(auth=self._auth, timeout=LOOKUP_TIMEOUT)
+            self._session = aiohttp.ClientSession(headers=self._auth_header, timeout=LOOKUP_TIMEOUT)
         url = f"{self._base_url}/v2/PhoneNumbers/{quote(number)}"
         try:
             async with self._session.get(url, params={"Fields": "line_type_intelligence"}) as response:
