@@ -12,13 +12,16 @@ import time
 from collections.abc import Coroutine
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import click
 import msgspec
 
 from nmc.settings import SettingsError, get_settings
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +53,7 @@ def web(port: int | None, host: str) -> None:
 
     settings = get_settings()
     uvicorn.run(
-        "nmc.app:create_app",
+        "nmc.cli:served_app",
         factory=True,
         host=host,
         port=port or settings.PORT,
@@ -61,6 +64,16 @@ def web(port: int | None, host: str) -> None:
         proxy_headers=True,
         forwarded_allow_ips="*",
     )
+
+
+def served_app() -> Litestar:
+    """The app as `nmc web` serves it: its start-up heap frozen once it has started."""
+    from nmc.app import create_app
+    from nmc.runtime import freeze_startup_heap
+
+    app = create_app()
+    app.on_startup.append(freeze_startup_heap)
+    return app
 
 
 @cli.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Result:
     lost: int
     duplicates: int
     webhook_errors: int
+    timeline: list[tuple[float, float]]  # (send time, Unix seconds; latency ms), by send time
 
     def row(self) -> dict[str, object]:
         stats = summary(self.latencies_ms)
@@ -83,6 +85,10 @@ async def drive(stack: BenchStack, scenario: Scenario, run: int) -> tuple[dict[s
         prepared.append((caller, urlencode(params).encode(), headers))
     sent_at: dict[str, float] = {}
     errors = 0
+    # The load generator's own collection pauses would be measured as the system's latency.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     connector = aiohttp.TCPConnector(limit=400)
     async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as client:
 
@@ -106,10 +112,14 @@ async def drive(stack: BenchStack, scenario: Scenario, run: int) -> tuple[dict[s
             tasks.append(asyncio.create_task(one(caller, body, headers)))
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - started
+    gc.enable()
+    gc.unfreeze()
     return sent_at, total, total / elapsed, errors
 
 
-def collect(fake: FakeTwilio, sent_at: dict[str, float], wait_seconds: float) -> tuple[list[float], int, int]:
+def collect(
+    fake: FakeTwilio, sent_at: dict[str, float], wait_seconds: float
+) -> tuple[list[float], int, int, list[tuple[float, float]]]:
     deadline = time.monotonic() + wait_seconds
     created: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -125,7 +135,8 @@ def collect(fake: FakeTwilio, sent_at: dict[str, float], wait_seconds: float) ->
     latencies = [(first_seen[c] - sent_at[c]) * 1000 for c in first_seen]
     lost = len(sent_at) - len(per_caller)
     duplicates = sum(n - 1 for n in per_caller.values())
-    return latencies, lost, duplicates
+    timeline = sorted((sent_at[c], (first_seen[c] - sent_at[c]) * 1000) for c in first_seen)
+    return latencies, lost, duplicates, timeline
 
 
 def run_scenario(stack: BenchStack, fake: FakeTwilio, scenario: Scenario, run: int) -> Result:
@@ -138,8 +149,8 @@ def run_scenario(stack: BenchStack, fake: FakeTwilio, scenario: Scenario, run: i
     time.sleep(2)
     fake.reset()
     sent_at, total, achieved, errors = asyncio.run(drive(stack, scenario, run))
-    latencies, lost, duplicates = collect(fake, sent_at, wait_seconds=30)
-    return Result(scenario, latencies, total, achieved, lost, duplicates, errors)
+    latencies, lost, duplicates, timeline = collect(fake, sent_at, wait_seconds=30)
+    return Result(scenario, latencies, total, achieved, lost, duplicates, errors, timeline)
 
 
 def setup(database_url: str, fake: FakeTwilio) -> BenchStack:
@@ -166,6 +177,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="missed calls per second")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--polling", action="store_true", help="with the NOTIFY wake-up off")
+    parser.add_argument(
+        "--timeline", metavar="CSV", help="write each call's send time (Unix s) and latency (ms), to find stalls"
+    )
     args = parser.parse_args()
     if args.rate:
         scenarios = [Scenario(f"{args.rate:g}/s", args.rate, args.seconds, listen=not args.polling)]
@@ -176,7 +190,7 @@ def main() -> None:
             Scenario("50/s for 20 s, NOTIFY off (polling)", 50, 20, listen=False),
         ]
     database_url = fresh_database()
-    with FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN) as fake:
+    with FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN, collect_garbage=False) as fake:
         stack = setup(database_url, fake)
         try:
             results = [run_scenario(stack, fake, scenario, run) for run, scenario in enumerate(scenarios)]
@@ -184,6 +198,17 @@ def main() -> None:
             stack.stop()
     print("\nfirst SMS: webhook sent → Twilio Messages request received (fake Twilio on loopback)\n")
     print(table([r.row() for r in results], list(results[0].row())))
+    if args.timeline:
+        write_timeline(args.timeline, results)
+
+
+def write_timeline(path: str, results: list[Result]) -> None:
+    with open(path, "w") as out:
+        out.write("scenario,sent_at,latency_ms\n")
+        for result in results:
+            for sent, latency in result.timeline:
+                out.write(f"{result.scenario.name},{sent:.4f},{latency:.2f}\n")
+    print(f"\ntimeline: {path}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import base64
 import binascii
+import gc
 import json
 import os
 import queue
@@ -514,7 +515,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--account-sid", default=DEFAULT_ACCOUNT_SID)
     parser.add_argument("--auth-token", default=DEFAULT_AUTH_TOKEN)
+    parser.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="no cyclic garbage collection (benchmarks: a pause here would be measured as the system's latency)",
+    )
     args = parser.parse_args(argv)
+    if args.no_gc:
+        gc.disable()
     serve(args.host, args.port, args.account_sid, args.auth_token)
 
 
@@ -545,12 +553,14 @@ class FakeTwilio:
         port: int = 0,
         host: str = "127.0.0.1",
         startup_timeout: float = 15.0,
+        collect_garbage: bool = True,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
         self._port = port
         self._host = host
         self._startup_timeout = startup_timeout
+        self._collect_garbage = collect_garbage
         self._process: subprocess.Popen[str] | None = None
         self._client: httpx.Client | None = None
         self._base_url: str | None = None
@@ -638,6 +648,7 @@ class FakeTwilio:
             "tests.fakes.twilio_api",
             *("--host", self._host, "--port", str(self._port)),
             *("--account-sid", self.account_sid, "--auth-token", self.auth_token),
+            *([] if self._collect_garbage else ["--no-gc"]),
         ]
 
     @staticmethod

@@ -28,6 +28,7 @@ from nmc.events.subscribers import load_handler_modules
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import clear_context, configure_logging
 from nmc.queue.pgq import OUTBOX_DISPATCH
+from nmc.runtime import freeze_startup_heap
 from nmc.scheduling.booking import collect_expired_holds
 from nmc.settings import Settings, get_settings
 
@@ -143,6 +144,7 @@ async def run_worker() -> None:
     if not settings.PAUSE_OUTBOUND_SMS and (released := await release_deferred(PAUSED_REASON)):
         log.info("worker.released_paused_texts", count=released)
     tasks = [run_consumer(i, settings, stopping) for i in range(settings.OUTBOX_CONCURRENCY)]
+    freeze_startup_heap()
     log.info("worker.started", consumers=settings.OUTBOX_CONCURRENCY, batch=settings.OUTBOX_BATCH_SIZE)
     try:
         await asyncio.gather(*tasks, run_sweeper(stopping))
