@@ -136,6 +136,11 @@ async def test_book_then_pick_then_yes_books_the_slot(
     replies = await messages(db, "booking")
     assert len(replies) == 3 and {r["status"] for r in replies} == {"accepted"}
     assert not await db.fetchval("SELECT count(*) FROM conv_opt_out_events")  # YES was not an opt-in
+    # the owner sees the whole conversation in the inbox
+    thread_id = replies[0]["thread_id"]
+    detail = (await client.get(f"/api/threads/{thread_id}", headers=shop.headers)).json()
+    assert [m["kind"] for m in detail["messages"]] == ["first_sms"] + ["inbound", "booking"] * 3
+    assert detail["status"] == "booked"
 
 
 # ---------------------------------------------------------------------------- idle

@@ -45,7 +45,7 @@ class ThreadPage(msgspec.Struct):
 class MessageRead(msgspec.Struct, kw_only=True):
     id: UUID
     direction: str  # inbound | outbound
-    kind: str  # inbound | first_sms | reply | follow_up | help
+    kind: str  # inbound | first_sms | reply | follow_up | help | booking (the booking dialog's texts)
     body: str
     media: list[MediaRead]
     # inbound: received; outbound: pending, scheduled, paused, sending, accepted, queued, sent,
