@@ -12,10 +12,8 @@ turn starts again and offers fresh times instead.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -31,10 +29,11 @@ from nmc.conversations.outbound import BOOKING, queue_text
 from nmc.conversations.templates import DEFAULT_BOOKING_PROMPT
 from nmc.db import raw_connection, session_scope
 from nmc.events.catalog import HoldExpired, MessageReceived
+from nmc.identity.service import TenantService
 from nmc.observability.logging import mask_phone
 from nmc.scheduling.booking import create_booking, create_hold, release_hold, search_availability
 from nmc.scheduling.schemas import BookingCreate, HoldCreate
-from nmc.scheduling.service import HoldExpiredError, NotFound, SchedulingError, json_column
+from nmc.scheduling.service import HoldExpiredError, NotFound, SchedulingError, bookable_job_type, json_column
 from nmc.settings import get_settings
 
 log = structlog.get_logger(module="conversations")
@@ -69,20 +68,13 @@ class Turn:
     message_at: datetime | None = None  # the caller's text this turn applies
 
 
-# The thread, its tenant, the job callers book by text (the dialog's own while it is active, else the
-# tenant's choice, else its oldest active job type), and the dialog's state when it has one. Tenant
-# name and zone are read as the other conversation queries read them.
+# The thread, the tenant's booking settings and the dialog's state (idle when it has no row).
 _CONTEXT = """
-    SELECT th.id AS thread_id, th.tenant_id, th.caller, th.tenant_number, t.name AS business_name, t.timezone,
-           s.booking_prompt,
-           (SELECT j.id FROM sched_job_types j WHERE j.tenant_id = th.tenant_id AND j.active
-            ORDER BY j.id = d.job_type_id DESC NULLS LAST, j.id = s.booking_job_type_id DESC NULLS LAST,
-                     j.created_at, j.id
-            LIMIT 1) AS job_type_id,
+    SELECT th.id AS thread_id, th.tenant_id, th.caller, th.tenant_number, s.booking_prompt,
+           s.booking_job_type_id, d.job_type_id AS dialog_job_type_id,
            coalesce(d.state, 'idle') AS state, coalesce(d.offers, '[]') AS offers, d.hold_id, d.hold_start,
            coalesce(d.reprompts, 0) AS reprompts, d.last_message_at
     FROM conv_threads th
-    JOIN tenants t ON t.id = th.tenant_id
     LEFT JOIN conv_settings s ON s.tenant_id = th.tenant_id
     LEFT JOIN conv_booking_dialogs d ON d.thread_id = th.id
     WHERE th.id = $1
@@ -180,18 +172,15 @@ async def _message_turn(session: AsyncSession, event: MessageReceived) -> tuple[
         return None
     keyword = dialog.prompt_keyword(context["booking_prompt"] or DEFAULT_BOOKING_PROMPT)
     reading = dialog.read(message["body"], keyword)
-    if _decide(_turn_from(context, key, str(event.event_id)), reading) is Action.IGNORE:
+    offered = len(json_column(context["offers"]))
+    if dialog.decide(context["state"], reading, offered=offered, reprompts=context["reprompts"]) is Action.IGNORE:
         return None
     turn = await _locked_turn(session, event.thread_id, event.tenant_id, key, str(event.event_id))
     if turn is None or (turn.last_message_at is not None and message["created_at"] < turn.last_message_at):
         return None
     turn = replace(turn, message_at=message["created_at"])
-    action = _decide(turn, reading)
+    action = dialog.decide(turn.state, reading, offered=len(turn.offers), reprompts=turn.reprompts)
     return None if action is Action.IGNORE else (turn, reading, action)
-
-
-def _decide(turn: Turn, reading: dialog.Reading) -> Action:
-    return dialog.decide(turn.state, reading, offered=len(turn.offers), reprompts=turn.reprompts)
 
 
 async def _locked_turn(
@@ -204,18 +193,20 @@ async def _locked_turn(
     if await connection.fetchval(_LOCK_DIALOG, thread_id) is None:
         return None
     context = await connection.fetchrow(_CONTEXT, thread_id)
-    return None if context is None else _turn_from(context, key, causation_id)
-
-
-def _turn_from(context: Mapping[str, Any], key: str, causation_id: str) -> Turn:
+    if context is None:
+        return None
+    tenant = await TenantService(session=session).get(tenant_id)
+    # The dialog's job type while it is active, else the tenant's choice, else its oldest active one.
+    preferred = [context["dialog_job_type_id"], context["booking_job_type_id"]]
+    job_type_id = await bookable_job_type(session, tenant_id, preferred)
     return Turn(
         thread_id=context["thread_id"],
         tenant_id=context["tenant_id"],
         caller=context["caller"],
         tenant_number=context["tenant_number"],
-        business_name=context["business_name"],
-        zone=ZoneInfo(context["timezone"]),
-        job_type_id=context["job_type_id"],
+        business_name=tenant.name,
+        zone=ZoneInfo(tenant.timezone),
+        job_type_id=job_type_id,
         state=context["state"],
         offers=msgspec.convert(json_column(context["offers"]), list[Offer]),
         hold_id=context["hold_id"],

@@ -339,6 +339,21 @@ class JobTypeService(SQLAlchemyAsyncRepositoryService[JobType, JobTypeRepository
         )
 
 
+_BOOKABLE_JOB_TYPE = """
+    SELECT id FROM sched_job_types
+    WHERE tenant_id = $1 AND active
+    ORDER BY coalesce(array_position($2::uuid[], id), 2147483647), created_at, id
+    LIMIT 1
+"""
+
+
+async def bookable_job_type(session: AsyncSession, tenant_id: UUID, preferred: Sequence[UUID | None]) -> UUID | None:
+    """The first of `preferred` that is an active job type of the tenant, else its oldest active one."""
+    wanted = [job_type_id for job_type_id in preferred if job_type_id is not None]
+    found: UUID | None = await (await raw_connection(session)).fetchval(_BOOKABLE_JOB_TYPE, tenant_id, wanted)
+    return found
+
+
 # ---------------------------------------------------------------------------- busy blocks
 class BusyBlockRepository(SQLAlchemyAsyncRepository[BusyBlock]):
     model_type = BusyBlock
