@@ -103,7 +103,7 @@ _CONTEXT = f"""
                  AND m.status <> 'suppressed' AND m.call_id <> $3
                  AND m.created_at > now() - make_interval(mins => coalesce(s.cooldown_minutes, 60))
            ) AS texted_recently
-    FROM tenants t LEFT JOIN conv_settings s ON s.tenant_id = t.id
+    FROM tenant_profiles t LEFT JOIN conv_settings s ON s.tenant_id = t.id
     WHERE t.id = $1
 """
 _UPSERT_MESSAGE = """

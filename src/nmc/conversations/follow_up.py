@@ -35,7 +35,7 @@ _DUE = f"""
                      AND r.created_at > (SELECT max(f.sent_at) FROM conv_messages f
                                          WHERE f.thread_id = th.id AND f.kind = 'first_sms')) AS answered
     FROM conv_threads th
-    JOIN tenants t ON t.id = th.tenant_id
+    JOIN tenant_profiles t ON t.id = th.tenant_id
     LEFT JOIN conv_settings s ON s.tenant_id = th.tenant_id
     WHERE th.follow_up_due_at <= now()
     ORDER BY th.follow_up_due_at

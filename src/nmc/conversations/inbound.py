@@ -146,10 +146,10 @@ _REACTION_CONTEXT = """
                AS opted_out,
            m.body
     FROM conv_threads th
-    JOIN tenants t ON t.id = th.tenant_id
+    JOIN tenant_profiles t ON t.id = th.tenant_id
     JOIN conv_messages m ON m.id = $2
     LEFT JOIN conv_settings s ON s.tenant_id = th.tenant_id
-    LEFT JOIN tenant_phone_numbers n ON n.twilio_number = th.tenant_number
+    LEFT JOIN tenant_numbers n ON n.twilio_number = th.tenant_number
     WHERE th.id = $1
 """
 # Never more than one alert per thread per hour: the claim (on the thread row, so concurrent messages

@@ -177,7 +177,7 @@ _PLAN = f"""
                AS opted_out,
            {LANDLINE_SQL.format(phone="m.to_number")} AS landline
     FROM conv_messages m
-    JOIN tenants t ON t.id = m.tenant_id
+    JOIN tenant_profiles t ON t.id = m.tenant_id
     LEFT JOIN conv_settings s ON s.tenant_id = m.tenant_id
     WHERE m.id = $1
     FOR UPDATE OF m

@@ -387,7 +387,7 @@ class InboxService:
         if (end - start).days >= MAX_KPI_DAYS:
             raise InvalidField("end", f"a range holds at most {MAX_KPI_DAYS} days")
         connection = await self._connection()
-        timezone = await connection.fetchval("SELECT timezone FROM tenants WHERE id = $1", tenant_id)
+        timezone = await connection.fetchval("SELECT timezone FROM tenant_profiles WHERE id = $1", tenant_id)
         try:
             ZoneInfo(timezone)
         except (ZoneInfoNotFoundError, ValueError):

@@ -1,4 +1,9 @@
-"""Tenants (the businesses), their Twilio numbers and their users."""
+"""Tenants (the businesses), their Twilio numbers and their users.
+
+Other modules never read these tables: SQL that needs a tenant's name, zone, hours or status joins
+the `tenant_profiles` view, and a number's tenant or forwarding number `tenant_numbers` (created by
+migration 7e1d00000006); Python code goes through `nmc.identity.service`.
+"""
 
 from __future__ import annotations
 

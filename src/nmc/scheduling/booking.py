@@ -73,7 +73,7 @@ COLLECT_BATCH = 500
 
 # ---------------------------------------------------------------------------- availability
 # Everything a search needs in one round trip, one row per active resource (or one row with no
-# resource): the tenant's timezone (read as `_SLOT_CONTEXT` reads it), the job type, each resource's
+# resource): the tenant's timezone (from identity's `tenant_profiles` view), the job type, each resource's
 # hours with the exceptions of the local days the window touches, and what is taken — bookings and
 # live holds (an expired hold is free whether or not the GC has run) and busy blocks, merged by
 # Postgres (`range_agg`) over the window widened by the job's reach.
@@ -93,7 +93,7 @@ _SEARCH = """
                 SELECT b.during FROM sched_busy_blocks b
                 WHERE b.tenant_id = t.id AND b.resource_id = r.id AND b.during && reach.span
            ) AS taken) AS busy
-    FROM tenants t
+    FROM tenant_profiles t
     LEFT JOIN sched_job_types j ON j.id = $2 AND j.tenant_id = t.id AND j.active
     LEFT JOIN LATERAL (
         SELECT tstzrange($3::timestamptz - make_interval(mins => j.buffer_before_minutes),
@@ -189,8 +189,8 @@ RESOURCE_LOCK_NAMESPACE = 0x5C4E
 # the first committed booking or live hold and the first busy block the blocked range would overlap,
 # and the transaction's clock. A slot already taken is answered from here, without a write to roll
 # back (most 409s when clients race); races between uncommitted writers are still the exclusion
-# constraint's to decide. The tenant row is read here as the first-SMS context query reads it: on
-# the hot path a round trip to the identity service would cost more than the rest of the query.
+# constraint's to decide. The tenant's zone comes from identity's `tenant_profiles` view, joined in
+# (a round trip to the identity service would cost more than the rest of the query).
 # Outer joins tell a missing resource from a missing job type.
 _SLOT_CONTEXT = """
     SELECT now() AS db_now, t.timezone, r.id AS resource_id, r.active AS resource_active, r.weekly_hours,
@@ -202,7 +202,7 @@ _SLOT_CONTEXT = """
                AND e.day BETWEEN ($4::timestamptz AT TIME ZONE t.timezone)::date - 1
                              AND ($4::timestamptz AT TIME ZONE t.timezone)::date + 2) AS exceptions,
            taken.taken_kind, taken.taken_start, taken.taken_end, busy.busy_start, busy.busy_end
-    FROM tenants t
+    FROM tenant_profiles t
     LEFT JOIN sched_resources r ON r.id = $2 AND r.tenant_id = t.id
     LEFT JOIN sched_job_types j ON j.id = $3 AND j.tenant_id = t.id
     LEFT JOIN LATERAL (
