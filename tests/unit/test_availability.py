@@ -172,9 +172,11 @@ def test_merge_and_busy_index() -> None:
     assert merge([(b, c), (a, b)]) == [(a, c)]
     assert merge([(a, c), (a, b)]) == [(a, c)]
     index = BusyIndex([(a, b), (a, b)])
-    assert index.first_overlap(b, c) is None
-    assert index.first_overlap(a - timedelta(minutes=1), a) is None
-    assert index.first_overlap(a + timedelta(minutes=59), c) == (a, b)
+    assert index.intervals == [(a, b)]
+    early = a - timedelta(hours=1)
+    assert list(index.free_gaps(early, c)) == [(early, a), (b, c)]  # half-open: touching is free
+    assert list(index.free_gaps(b, c)) == [(b, c)]
+    assert list(index.free_gaps(a + timedelta(minutes=10), b)) == []
 
 
 def test_hour_ranges_are_checked_before_they_are_stored() -> None:
@@ -212,15 +214,15 @@ def test_walking_free_gaps_finds_exactly_the_starts_a_brute_force_check_finds(se
     granularity = rng.choice((5, 15, 30, 60))
     found = search(weekly, day, shape=shape, busy=busy, earliest=earliest, granularity=granularity, days=2)
 
-    index = BusyIndex(busy)
     working = working_intervals(weekly, {}, NY, day - timedelta(days=1), day + timedelta(days=2))
     expected = []
     candidate = align_up(local(day, 0), NY, granularity)
     while candidate < local(day + timedelta(days=2), 0):
+        blocked_start, blocked_end = shape.blocked(candidate)
         if (
             candidate >= earliest
             and within_working_hours(working, candidate, candidate + shape.duration)
-            and index.first_overlap(*shape.blocked(candidate)) is None
+            and not any(b_start < blocked_end and blocked_start < b_end for b_start, b_end in busy)
         ):
             expected.append(candidate.astimezone(UTC))
         candidate = align_up(candidate + timedelta(minutes=granularity), NY, granularity)

@@ -22,7 +22,7 @@ buffers, and busy blocks). That is the same rule the database's exclusion constr
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -148,19 +148,12 @@ def align_up(instant: datetime, zone: ZoneInfo, granularity_minutes: int) -> dat
 
 
 class BusyIndex:
-    """Merged busy intervals: overlap checks and free gaps in O(log n)."""
+    """Merged busy intervals, and the free gaps between them (found by bisection)."""
 
     def __init__(self, intervals: Iterable[Interval]) -> None:
         self.intervals = merge(intervals)
         self._starts = [start for start, _ in self.intervals]
         self._ends = [end for _, end in self.intervals]  # increasing too: the intervals are disjoint
-
-    def first_overlap(self, start: datetime, end: datetime) -> Interval | None:
-        """The merged busy interval overlapping [start, end), if any (half-open: touching is free)."""
-        index = bisect_left(self._starts, end)  # intervals [0, index) start before `end`
-        if index and self.intervals[index - 1][1] > start:
-            return self.intervals[index - 1]
-        return None
 
     def free_gaps(self, start: datetime, end: datetime) -> Iterator[Interval]:
         """The maximal free intervals inside [start, end)."""
