@@ -70,20 +70,6 @@ TRANSITIONS: dict[tuple[str, Intent], Action] = {
     (HELD, Intent.NO): Action.RELEASE,
     (HELD, Intent.UNCLEAR): Action.REPROMPT,
 }
-# Where each action leaves the dialog when it succeeds. OFFER and OFFER_LATER with no open time
-# found leave it idle; a HOLD refused (taken meanwhile) or a CONFIRM refused (hold expired) offer
-# fresh times instead (OFFERED).
-NEXT_STATE: dict[Action, str | None] = {
-    Action.OFFER: OFFERED,
-    Action.OFFER_LATER: OFFERED,
-    Action.HOLD: HELD,
-    Action.CONFIRM: BOOKED,
-    Action.RELEASE: IDLE,
-    Action.DECLINE: IDLE,
-    Action.REPROMPT: None,  # unchanged
-    Action.IGNORE: None,
-}
-
 _BOOK_WORDS = re.compile(
     r"\b(book|booking|appointment|appt|schedule|availability|available|opening|openings|slot|slots)\b", re.I
 )
