@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, time
+from zoneinfo import ZoneInfo
 
 import pytest
 
-from nmc.conversations.hours import quiet_until, within_business_hours
+from nmc.conversations.hours import quiet_until
 from nmc.conversations.templates import (
     DEFAULT_AFTER_HOURS,
     DEFAULT_BUSINESS_HOURS,
@@ -15,6 +16,7 @@ from nmc.conversations.templates import (
     render,
 )
 from nmc.observability.logging import mask_phone
+from nmc.weekly_hours import open_at
 
 HOURS = {"mon": [["08:00", "12:00"], ["13:00", "17:00"]], "sat": [], "sun": []}
 VALUES = MergeValues(business_name="Joe's Plumbing", caller_number="+15551234567", booking_prompt="Reply BOOK.")
@@ -30,7 +32,23 @@ VALUES = MergeValues(business_name="Joe's Plumbing", caller_number="+15551234567
     ],
 )
 def test_business_hours_in_the_tenant_zone(utc: datetime, expected: bool) -> None:
-    assert within_business_hours(HOURS, "America/New_York", utc) is expected
+    assert open_at(HOURS, ZoneInfo("America/New_York"), utc) is expected
+
+
+@pytest.mark.parametrize(
+    ("utc", "expected"),
+    [
+        (datetime(2026, 11, 24, 3, 0, tzinfo=UTC), True),  # Monday 22:00 in New York
+        (datetime(2026, 11, 24, 6, 59, tzinfo=UTC), True),  # Tuesday 01:59: Monday's night still runs
+        (datetime(2026, 11, 24, 7, 0, tzinfo=UTC), False),  # Tuesday 02:00: closed (end is exclusive)
+        (datetime(2026, 11, 24, 2, 59, tzinfo=UTC), False),  # Monday 21:59
+        (datetime(2026, 11, 25, 4, 0, tzinfo=UTC), True),  # Tuesday 23:00, a range up to midnight
+        (datetime(2026, 11, 23, 6, 0, tzinfo=UTC), False),  # Monday 01:00: Sunday has no night range
+    ],
+)
+def test_overnight_business_hours_run_into_the_next_day(utc: datetime, expected: bool) -> None:
+    hours = {"mon": [["22:00", "02:00"]], "tue": [["20:00", "24:00"]]}
+    assert open_at(hours, ZoneInfo("America/New_York"), utc) is expected
 
 
 def test_quiet_hours_wrap_midnight_and_end_in_the_tenant_zone() -> None:
@@ -82,3 +100,16 @@ def test_unknown_merge_field_is_named() -> None:
 def test_phone_masking_keeps_prefix_and_last_four() -> None:
     assert mask_phone("+15551234567") == "+1555***4567"
     assert "1234567" not in mask_phone("+15551234567")
+
+
+def test_business_hours_follow_the_same_rule_as_working_hours() -> None:
+    from nmc.identity.service import InvalidTenantData, check_business_hours
+
+    checked = check_business_hours({"mon": [["22:00", "02:00"], ["08:00", "12:00"]]})
+    assert checked["mon"] == [["08:00", "12:00"], ["22:00", "02:00"]] and checked["sun"] == []
+    with pytest.raises(InvalidTenantData) as caught:
+        check_business_hours({"tue": [["09:00", "09:00"]]})
+    assert caught.value.field == "business_hours.tue"
+    with pytest.raises(InvalidTenantData) as caught:
+        check_business_hours({"funday": []})
+    assert caught.value.field == "business_hours"

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, time
 from typing import Any
 from uuid import UUID, uuid4
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import structlog
 
-from nmc.conversations.hours import within_business_hours
 from nmc.conversations.kpis import MISSED_CALL, TEXTED_BACK
 from nmc.conversations.lines import LANDLINE_SQL, ensure_line_type
 from nmc.conversations.models import DEFAULT_QUIET_END, DEFAULT_QUIET_START, PREVIEW_LENGTH
@@ -56,6 +56,7 @@ from nmc.events.outbox import publish_on
 from nmc.observability.logging import mask_phone
 from nmc.settings import Settings, get_settings
 from nmc.telephony.sms import Accepted, SmsRejected
+from nmc.weekly_hours import open_at
 
 __all__ = ["DONE_STATUSES", "PAUSED_REASON", "PAUSE_RECHECK", "Outgoing", "plan_first_sms", "send_first_sms"]
 
@@ -170,7 +171,7 @@ async def load_context(connection: asyncpg.Connection, event: CallMissed) -> Fir
 def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -> str:
     """Business-hours or after-hours template; a template we cannot fill falls back to the default."""
     try:
-        in_hours = within_business_hours(context.business_hours, context.timezone, now)
+        in_hours = open_at(context.business_hours, ZoneInfo(context.timezone), now)
     except (ValueError, KeyError, TypeError) as exc:  # a broken setting never blocks the text
         log.warning("first_sms.business_hours_broken", error=str(exc))
         in_hours = True

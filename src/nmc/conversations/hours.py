@@ -1,25 +1,10 @@
-"""Business hours and quiet hours in the tenant's own time zone (windows may wrap midnight)."""
+"""Quiet hours in the tenant's own time zone (the window may wrap midnight). Business hours are
+`nmc.weekly_hours`."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-
-
-def _hhmm(value: str) -> time:
-    if value == "24:00":
-        return time.max
-    hours, minutes = value.split(":")
-    return time(int(hours), int(minutes))
-
-
-def within_business_hours(hours: dict[str, Any], timezone: str, at: datetime) -> bool:
-    local = at.astimezone(ZoneInfo(timezone))
-    now = local.time()
-    return any(_hhmm(start) <= now < _hhmm(end) for start, end in hours.get(WEEKDAYS[local.weekday()], []))
 
 
 def quiet_until(start: time | None, end: time | None, timezone: str, at: datetime) -> datetime | None:

@@ -19,8 +19,7 @@ from nmc.events.outbox import publish
 from nmc.identity.models import Tenant, TenantPhoneNumber
 from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, TenantUpdate
 from nmc.observability.correlation import current_correlation_id
-
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from nmc.weekly_hours import InvalidHours, check_weekly
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,10 @@ def check_timezone(name: str) -> str:
 
 
 def check_business_hours(hours: dict[str, Any]) -> dict[str, list[list[str]]]:
-    unknown = set(hours) - set(WEEKDAYS)
-    if unknown:
-        raise InvalidTenantData("business_hours", f"unknown day(s) {sorted(unknown)}; use {list(WEEKDAYS)}")
-    checked: dict[str, list[list[str]]] = {}
-    for day in WEEKDAYS:
-        ranges = [list(r) for r in hours.get(day, [])]
-        for start, end in ranges:
-            if start >= end:
-                raise InvalidTenantData("business_hours", f"{day}: {start}-{end} ends before it starts")
-        checked[day] = sorted(ranges)
-    return checked
+    try:
+        return check_weekly(hours, "business_hours")
+    except InvalidHours as exc:
+        raise InvalidTenantData(exc.where, str(exc)) from None
 
 
 class TenantRepository(SQLAlchemyAsyncRepository[Tenant]):

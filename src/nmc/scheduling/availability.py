@@ -29,8 +29,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-MINUTES_PER_DAY = 24 * 60
+from nmc.weekly_hours import MINUTES_PER_DAY, WEEKDAYS, clock_minutes
 
 Interval = tuple[datetime, datetime]  # aware, half-open [start, end)
 
@@ -49,12 +48,6 @@ class JobShape:
     def reach(self) -> timedelta:
         """How far past a window's end the busy intervals that matter can start."""
         return self.duration + self.buffer_after
-
-
-def clock_minutes(value: str) -> int:
-    """`"08:30"` → 510; `"24:00"` → 1440."""
-    hours, minutes = value.split(":")
-    return int(hours) * 60 + int(minutes)
 
 
 def local_to_utc(naive: datetime, zone: ZoneInfo) -> datetime:

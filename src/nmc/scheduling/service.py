@@ -21,8 +21,8 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc import weekly_hours
 from nmc.db import raw_connection
-from nmc.scheduling.availability import WEEKDAYS, clock_minutes
 from nmc.scheduling.models import DEFAULT_WEEKLY_HOURS, Booking, BusyBlock, JobType, Resource, ResourceException
 from nmc.scheduling.schemas import (
     BusyBlockCreate,
@@ -37,6 +37,7 @@ from nmc.scheduling.schemas import (
     ResourceRead,
     ResourceUpdate,
 )
+from nmc.weekly_hours import WEEKDAYS
 
 RESOURCE_NAME_UNIQUE = "uq_sched_resources_tenant_name"
 JOB_TYPE_NAME_UNIQUE = "uq_sched_job_types_tenant_name"
@@ -153,21 +154,22 @@ def not_found(what: str) -> NotFound:
 
 # ---------------------------------------------------------------------------- validation
 def check_ranges(ranges: Sequence[Sequence[str]], field: str) -> list[list[str]]:
-    checked: list[list[str]] = []
-    for start, end in ranges:
-        if start == "24:00":
-            raise InvalidField(field, f"{start}-{end}: a range cannot start at 24:00")
-        if clock_minutes(start) == clock_minutes(end):
-            raise InvalidField(field, f"{start}-{end}: a range must not end where it starts")
-        checked.append([start, end])
-    return sorted(checked)
+    with invalid_field():
+        return weekly_hours.check_ranges(ranges, field)
 
 
 def check_weekly_hours(hours: Mapping[Any, Sequence[Sequence[str]]]) -> dict[str, list[list[str]]]:
-    unknown = set(hours) - set(WEEKDAYS)
-    if unknown:
-        raise InvalidField("weekly_hours", f"unknown day(s) {sorted(unknown)}; use {list(WEEKDAYS)}")
-    return {day: check_ranges(hours.get(day, []), f"weekly_hours.{day}") for day in WEEKDAYS}
+    with invalid_field():
+        return weekly_hours.check_weekly(hours, "weekly_hours")
+
+
+@contextmanager
+def invalid_field() -> Iterator[None]:
+    """Hours the shared rule refuses are a 422 naming the field."""
+    try:
+        yield
+    except weekly_hours.InvalidHours as exc:
+        raise InvalidField(exc.where, str(exc)) from None
 
 
 def check_exceptions(exceptions: Sequence[DateException]) -> dict[date, DateException]:
