@@ -41,12 +41,9 @@ from nmc.conversations.outbound import (
 )
 from nmc.conversations.templates import (
     DEFAULT_AFTER_HOURS,
-    DEFAULT_BOOKING_PROMPT,
     DEFAULT_BUSINESS_HOURS,
     MergeValues,
-    UnknownMergeField,
-    check_template,
-    render,
+    render_or_default,
 )
 from nmc.conversations.threads import current_thread
 from nmc.db import hot_transaction
@@ -180,13 +177,9 @@ def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -
     values = MergeValues(
         business_name=context.business_name,
         caller_number=event.caller,
-        booking_prompt=context.booking_prompt or DEFAULT_BOOKING_PROMPT,
+        booking_prompt=context.booking_prompt,
     )
-    try:
-        return render(check_template(chosen or default), values)
-    except UnknownMergeField as exc:
-        log.warning("first_sms.template_broken", error=str(exc))
-        return render(default, values)
+    return render_or_default(chosen, default, values)
 
 
 def suppression(context: FirstSmsContext) -> str | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import structlog
 
 from nmc.conversations.outbound import FOLLOW_UP, queue_text
-from nmc.conversations.templates import DEFAULT_BOOKING_PROMPT, DEFAULT_FOLLOW_UP, MergeValues, render_or_default
+from nmc.conversations.templates import DEFAULT_FOLLOW_UP, MergeValues, render_or_default
 from nmc.db import hot_transaction
 
 log = structlog.get_logger(module="conversations")
@@ -63,7 +63,7 @@ async def queue_due_follow_ups() -> int:
                 values = MergeValues(
                     business_name=thread["business_name"],
                     caller_number=thread["caller"],
-                    booking_prompt=thread["booking_prompt"] or DEFAULT_BOOKING_PROMPT,
+                    booking_prompt=thread["booking_prompt"],
                 )
                 message_id = await queue_text(
                     connection,

@@ -21,7 +21,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nmc.conversations.optouts import HELP, OPT_IN, OPT_OUT, keyword, record_opt_in, record_opt_out
 from nmc.conversations.outbound import HELP_REPLY, OWNER_ALERT, queue_text
 from nmc.conversations.templates import (
-    DEFAULT_BOOKING_PROMPT,
     DEFAULT_HELP,
     MergeValues,
     owner_alert_text,
@@ -188,7 +187,7 @@ async def react_to_message(event: MessageReceived) -> None:
             values = MergeValues(
                 business_name=context["business_name"],
                 caller_number=context["caller"],
-                booking_prompt=context["booking_prompt"] or DEFAULT_BOOKING_PROMPT,
+                booking_prompt=context["booking_prompt"],
             )
             await queue_text(
                 connection,

@@ -5,6 +5,10 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
+import structlog
+
+log = structlog.get_logger(module="conversations")
+
 MERGE_FIELDS = frozenset({"business_name", "caller_number", "booking_prompt"})
 STOP_NOTICE = "Reply STOP to opt out."
 
@@ -52,7 +56,7 @@ def check_template(template: str, allowed: frozenset[str] = MERGE_FIELDS) -> str
 class MergeValues:
     business_name: str
     caller_number: str
-    booking_prompt: str
+    booking_prompt: str | None = None  # the tenant's; None: ours (`DEFAULT_BOOKING_PROMPT`)
 
 
 def render(template: str, values: MergeValues) -> str:
@@ -60,17 +64,19 @@ def render(template: str, values: MergeValues) -> str:
         {
             "business_name": values.business_name,
             "caller_number": values.caller_number,
-            "booking_prompt": values.booking_prompt,
+            "booking_prompt": values.booking_prompt or DEFAULT_BOOKING_PROMPT,
         }
     )
     return " ".join(text.split())
 
 
 def render_or_default(template: str | None, default: str, values: MergeValues) -> str:
-    """The tenant's template, or the default when there is none or it cannot be filled."""
+    """The tenant's template, or the default when there is none or it cannot be filled (logged: a
+    template saved before a merge field was removed must not block the text)."""
     try:
         return render(check_template(template or default), values)
-    except UnknownMergeField:
+    except UnknownMergeField as exc:
+        log.warning("template.unusable", error=str(exc))
         return render(default, values)
 
 
