@@ -25,7 +25,7 @@ import structlog
 
 from nmc.conversations.kpis import MISSED_CALL, TEXTED_BACK
 from nmc.conversations.lines import LANDLINE_SQL, ensure_line_type
-from nmc.conversations.models import DEFAULT_QUIET_END, DEFAULT_QUIET_START, PREVIEW_LENGTH
+from nmc.conversations.models import PREVIEW_LENGTH
 from nmc.conversations.outbound import (
     DONE_STATUSES,
     PAUSE_RECHECK,
@@ -35,6 +35,7 @@ from nmc.conversations.outbound import (
     blocked_recipient,
     outgoing_from,
     quiet_hours_end,
+    quiet_window,
     record_rejection,
     settle_rejection,
     transmit,
@@ -74,8 +75,7 @@ class FirstSmsContext:
     template_business_hours: str | None
     template_after_hours: str | None
     booking_prompt: str | None
-    quiet_start: time | None
-    quiet_end: time | None
+    quiet_hours: tuple[time | None, time | None]
     quiet_policy: str
 
 
@@ -159,8 +159,7 @@ async def load_context(connection: asyncpg.Connection, event: CallMissed) -> Fir
         template_business_hours=row["first_sms_business_hours"],
         template_after_hours=row["first_sms_after_hours"],
         booking_prompt=row["booking_prompt"],
-        quiet_start=row["quiet_hours_start"] if row["has_settings"] else DEFAULT_QUIET_START,
-        quiet_end=row["quiet_hours_end"] if row["has_settings"] else DEFAULT_QUIET_END,
+        quiet_hours=quiet_window(row),
         quiet_policy=row["quiet_hours_policy"] or "delay",
     )
 
@@ -241,7 +240,7 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
         if settings.PAUSE_OUTBOUND_SMS:
             await _record(connection, event, thread_id, body, "paused")
             verdict = Deferred(now + PAUSE_RECHECK, PAUSED_REASON)
-        elif until := quiet_hours_end(context.quiet_start, context.quiet_end, context.timezone, now):
+        elif until := quiet_hours_end(*context.quiet_hours, context.timezone, now):
             if context.quiet_policy == "suppress":
                 await _record(connection, event, thread_id, body, "suppressed", reason="quiet_hours")
                 return None

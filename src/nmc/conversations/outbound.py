@@ -16,8 +16,10 @@ sending, rejection and constants below.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
+from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -76,6 +78,13 @@ def outgoing_from(row: asyncpg.Record, *, unknown_outcome: bool) -> Outgoing:
         send_started_at=row["send_started_at"],
         unknown_outcome=unknown_outcome,
     )
+
+
+def quiet_window(row: Mapping[str, Any]) -> tuple[time | None, time | None]:
+    """The tenant's quiet hours from a row outer-joined to `conv_settings` (`has_settings`); ours without one."""
+    if row["has_settings"]:
+        return row["quiet_hours_start"], row["quiet_hours_end"]
+    return DEFAULT_QUIET_START, DEFAULT_QUIET_END
 
 
 def quiet_hours_end(start: time | None, end: time | None, timezone: str, now: datetime) -> datetime | None:
@@ -226,9 +235,7 @@ async def plan_outbound(event: OutboundSmsRequested, settings: Settings) -> Outg
             return None
         until = None
         if row["kind"] not in QUIET_HOURS_EXEMPT:
-            start = row["quiet_hours_start"] if row["has_settings"] else DEFAULT_QUIET_START
-            end = row["quiet_hours_end"] if row["has_settings"] else DEFAULT_QUIET_END
-            until = quiet_hours_end(start, end, row["timezone"], now)
+            until = quiet_hours_end(*quiet_window(row), row["timezone"], now)
         if settings.PAUSE_OUTBOUND_SMS:
             await connection.execute(_SET_STATUS, row["id"], "paused", None, None, None)
             verdict = Deferred(now + PAUSE_RECHECK, PAUSED_REASON)

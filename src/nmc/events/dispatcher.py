@@ -3,7 +3,7 @@
 One PgQueuer job per row wakes a dispatcher; the row itself is the source of truth:
 - claim: `attempts + 1` and a lease on `available_at`, so a sweeper never re-sends a row in flight;
 - success: `dispatched_at`;
-- failure: `last_error` and `available_at` pushed out with exponential backoff and full jitter,
+- failure: `last_error` and `available_at` pushed out with exponential backoff and jitter,
   then a retry job; past `OUTBOX_MAX_ATTEMPTS` (or on a `PermanentFailure`) the row moves intact
   to `outbox_events_errors`.
 """
@@ -50,7 +50,7 @@ class Deferred(Exception):
 
 
 def backoff(attempts: int) -> timedelta:
-    """Full-jitter exponential backoff (attempt 1 waits up to 1 s, 2 up to 2 s, ... capped)."""
+    """Exponential backoff with jitter: attempt n waits between half and all of min(2^(n-1) s, 10 min)."""
     ceiling = min(BACKOFF_CAP_SECONDS, BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0))
     return timedelta(seconds=random.uniform(ceiling / 2, ceiling))
 
