@@ -28,7 +28,6 @@ from nmc.db import get_alchemy_config
 from nmc.events import metrics as _outbox_metrics  # noqa: F401  (registers the outbox probe)
 from nmc.identity.auth import ClerkAuthenticationMiddleware
 from nmc.identity.controllers import TenantController
-from nmc.identity.service import InvalidTenantData
 from nmc.observability.controllers import healthz
 from nmc.observability.correlation import correlation_middleware
 from nmc.observability.logging import configure_logging
@@ -46,10 +45,6 @@ API_CONTROLLERS: list[type[Controller]] = [
     KpiController,
 ]
 WEBHOOK_HANDLERS: list[type[Controller]] = [TwilioVoiceWebhooks]
-
-
-def _unprocessable(exc: InvalidTenantData) -> ProblemDetailsException:
-    return ProblemDetailsException(status_code=422, title="Invalid field", detail=str(exc), extra={"field": exc.field})
 
 
 def _not_found(exc: NotFoundError) -> ProblemDetailsException:
@@ -73,7 +68,6 @@ async def log_unexpected_error(exc: Exception, scope: Scope) -> None:
 
 # Domain errors and the 4xx problem each becomes.
 PROBLEM_DETAILS: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
-    InvalidTenantData: _unprocessable,
     NotFoundError: _not_found,
     SchedulingError: scheduling_problem,
     DuplicateKeyError: _conflict,

@@ -240,7 +240,9 @@ def tenants_create(name: str, number: str, forward_to: str, timezone: str, clerk
 
 
 def _cli_message(exc: Exception) -> str:
-    text = str(exc)
+    from nmc.problems import InvalidField
+
+    text = exc.detail if isinstance(exc, InvalidField) else str(exc)
     for option, field in (("--number", "twilio_number"), ("--forward-to", "forwarding_number")):
         text = text.replace(f"$.{field}", option)
     return text

@@ -103,13 +103,14 @@ def test_phone_masking_keeps_prefix_and_last_four() -> None:
 
 
 def test_business_hours_follow_the_same_rule_as_working_hours() -> None:
-    from nmc.identity.service import InvalidTenantData, check_business_hours
+    from nmc.identity.service import check_business_hours
+    from nmc.problems import InvalidField
 
     checked = check_business_hours({"mon": [["22:00", "02:00"], ["08:00", "12:00"]]})
     assert checked["mon"] == [["08:00", "12:00"], ["22:00", "02:00"]] and checked["sun"] == []
-    with pytest.raises(InvalidTenantData) as caught:
+    with pytest.raises(InvalidField) as caught:
         check_business_hours({"tue": [["09:00", "09:00"]]})
     assert caught.value.field == "business_hours.tue"
-    with pytest.raises(InvalidTenantData) as caught:
+    with pytest.raises(InvalidField) as caught:
         check_business_hours({"funday": []})
     assert caught.value.field == "business_hours"

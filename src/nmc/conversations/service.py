@@ -49,6 +49,7 @@ from nmc.conversations.templates import (
 from nmc.conversations.threads import preview
 from nmc.db import raw_connection
 from nmc.observability.logging import mask_phone
+from nmc.problems import InvalidField
 from nmc.scheduling.service import JobTypeService, NotFound
 from nmc.telephony.sms import LANDLINE as LANDLINE_ERROR
 
@@ -64,14 +65,6 @@ MAX_KPI_DAYS = 366
 
 # Problem-details exceptions: answered as such (application/problem+json) and, being expected
 # client errors, never logged as unhandled.
-class InvalidField(ProblemDetailsException):
-    """A value the caller sent cannot be used; `field` names it (422)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(status_code=422, title="Invalid field", detail=f"{field}: {message}", extra={"field": field})
-        self.field = field
-
-
 class ConversationConflict(ProblemDetailsException):
     """The request is valid but the conversation's state forbids it (409)."""
 

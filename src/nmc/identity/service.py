@@ -19,6 +19,7 @@ from nmc.events.outbox import publish
 from nmc.identity.models import Tenant, TenantPhoneNumber
 from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, TenantUpdate
 from nmc.observability.correlation import current_correlation_id
+from nmc.problems import InvalidField
 from nmc.weekly_hours import InvalidHours, check_weekly
 
 
@@ -44,19 +45,11 @@ async def owner_of(session: AsyncSession, number: str) -> NumberOwner | None:
     return NumberOwner(row["tenant_id"], row["name"], row["forwarding_number"]) if row else None
 
 
-class InvalidTenantData(ValueError):
-    """A field the caller sent cannot be stored; `field` names it."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
 def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidTenantData("timezone", f"{name!r} is not an IANA time zone") from None
+        raise InvalidField("timezone", f"{name!r} is not an IANA time zone") from None
     return name
 
 
@@ -64,7 +57,7 @@ def check_business_hours(hours: dict[str, Any]) -> dict[str, list[list[str]]]:
     try:
         return check_weekly(hours, "business_hours")
     except InvalidHours as exc:
-        raise InvalidTenantData(exc.where, str(exc)) from None
+        raise InvalidField(exc.where, str(exc)) from None
 
 
 class TenantRepository(SQLAlchemyAsyncRepository[Tenant]):
