@@ -30,7 +30,6 @@ from nmc.conversations.templates import DEFAULT_BOOKING_PROMPT
 from nmc.db import raw_connection, session_scope
 from nmc.events.catalog import HoldExpired, MessageReceived
 from nmc.identity.service import TenantService
-from nmc.observability.logging import mask_phone
 from nmc.scheduling.booking import create_booking, create_hold, release_hold, search_availability
 from nmc.scheduling.schemas import BookingCreate, HoldCreate
 from nmc.scheduling.service import HoldExpiredError, NotFound, SchedulingError, bookable_job_type, json_column
@@ -125,7 +124,7 @@ async def converse(event: MessageReceived) -> None:
             if again is None:
                 return
             await _offer(session, replace(again, message_at=turn.message_at), lead=_refusal_lead(refused, again))
-    log.info("booking_dialog.turn", action=action.value, caller=mask_phone(event.caller))
+    log.info("booking_dialog.turn", action=action.value, caller=event.caller)
 
 
 async def offer_after_expiry(event: HoldExpired) -> None:

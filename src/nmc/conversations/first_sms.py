@@ -51,7 +51,6 @@ from nmc.db import hot_transaction
 from nmc.events.catalog import CallMissed, FirstSmsSent
 from nmc.events.dispatcher import Deferred
 from nmc.events.outbox import publish_on
-from nmc.observability.logging import mask_phone
 from nmc.settings import Settings, get_settings
 from nmc.telephony.sms import Accepted, SmsRejected
 from nmc.weekly_hours import open_at
@@ -235,7 +234,7 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
         body = first_sms_body(context, event, now)
         if reason := suppression(context):
             await _record(connection, event, thread_id, body, "suppressed", reason=reason)
-            log.info("first_sms.suppressed", reason=reason, caller=mask_phone(event.caller))
+            log.info("first_sms.suppressed", reason=reason, caller=event.caller)
             return None
         if settings.PAUSE_OUTBOUND_SMS:
             await _record(connection, event, thread_id, body, "paused")

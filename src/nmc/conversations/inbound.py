@@ -31,7 +31,6 @@ from nmc.db import hot_transaction, raw_connection
 from nmc.events.catalog import MessageReceived
 from nmc.events.outbox import publish
 from nmc.observability.correlation import current_correlation_id
-from nmc.observability.logging import mask_phone
 
 log = structlog.get_logger(module="conversations")
 
@@ -132,7 +131,7 @@ async def apply_inbound(session: AsyncSession, tenant_id: UUID, sms: InboundSms,
             correlation_id=current_correlation_id(),
         ),
     )
-    log.info("sms.inbound", caller=mask_phone(sms.caller), action=action, num_media=len(media))
+    log.info("sms.inbound", caller=sms.caller, action=action, num_media=len(media))
     return True
 
 
@@ -213,4 +212,4 @@ async def react_to_message(event: MessageReceived) -> None:
                 body=owner_alert_text(context["business_name"], context["caller"], context["body"], event.num_media),
                 causation_id=str(event.event_id),
             )
-            log.info("owner_alert.queued", caller=mask_phone(context["caller"]))
+            log.info("owner_alert.queued", caller=context["caller"])

@@ -11,7 +11,6 @@ import asyncpg
 import structlog
 
 from nmc.db import hot_pool
-from nmc.observability.logging import mask_phone
 from nmc.telephony.sms import LookupFailed, get_line_type_lookup
 
 log = structlog.get_logger(module="conversations")
@@ -60,8 +59,8 @@ async def ensure_line_type(phone: str) -> str | None:
     try:
         line_type = await lookup.line_type(phone)
     except LookupFailed as exc:
-        log.warning("line_type.lookup_failed", phone=mask_phone(phone), error=str(exc))
+        log.warning("line_type.lookup_failed", phone=phone, error=str(exc))
         return None
     await pool.execute(_MARK, phone, line_type, "lookup")
-    log.info("line_type.looked_up", phone=mask_phone(phone), line_type=line_type)
+    log.info("line_type.looked_up", phone=phone, line_type=line_type)
     return line_type

@@ -14,7 +14,6 @@ import structlog
 from nmc.events.catalog import CallerOptedIn, CallerOptedOut
 from nmc.events.outbox import publish_on
 from nmc.observability.correlation import current_correlation_id
-from nmc.observability.logging import mask_phone
 
 log = structlog.get_logger(module="conversations")
 
@@ -85,7 +84,7 @@ async def record_opt_out(
             correlation_id=current_correlation_id(),
         ),
     )
-    log.info("caller.opted_out", phone=mask_phone(phone), source=source, event_name=CallerOptedOut.name)
+    log.info("caller.opted_out", phone=phone, source=source, event_name=CallerOptedOut.name)
     return True
 
 
@@ -108,5 +107,5 @@ async def record_opt_in(
             correlation_id=current_correlation_id(),
         ),
     )
-    log.info("caller.opted_in", phone=mask_phone(phone), source=source, event_name=CallerOptedIn.name)
+    log.info("caller.opted_in", phone=phone, source=source, event_name=CallerOptedIn.name)
     return True

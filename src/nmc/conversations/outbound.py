@@ -34,7 +34,6 @@ from nmc.events.catalog import OutboundSmsRequested
 from nmc.events.dispatcher import Deferred, PermanentFailure
 from nmc.events.outbox import publish_on
 from nmc.observability.correlation import current_correlation_id
-from nmc.observability.logging import mask_phone
 from nmc.settings import Settings, get_settings
 from nmc.telephony.sms import LANDLINE as LANDLINE_ERROR
 from nmc.telephony.sms import UNSUBSCRIBED, Accepted, SmsRejected, get_sender
@@ -122,7 +121,7 @@ async def record_rejection(tenant_id: UUID, outgoing: Outgoing, exc: SmsRejected
             await record_opt_out(connection, tenant_id, outgoing.to, "twilio_21610")
         elif exc.code == LANDLINE_ERROR:
             await mark_line_type(connection, outgoing.to, LANDLINE, "twilio_30006")
-    log.warning("sms.rejected", code=exc.code, http_status=exc.http_status, to=mask_phone(outgoing.to))
+    log.warning("sms.rejected", code=exc.code, http_status=exc.http_status, to=outgoing.to)
 
 
 def settle_rejection(exc: SmsRejected, what: str) -> None:
@@ -231,7 +230,7 @@ async def plan_outbound(event: OutboundSmsRequested, settings: Settings) -> Outg
             return outgoing_from(row, unknown_outcome=True)
         if reason := blocked_recipient(row["tenant_status"], row["opted_out"], row["landline"]):
             await connection.execute(_SET_STATUS, row["id"], "suppressed", reason, None, None)
-            log.info("sms.suppressed", kind=row["kind"], reason=reason, to=mask_phone(row["to_number"]))
+            log.info("sms.suppressed", kind=row["kind"], reason=reason, to=row["to_number"])
             return None
         until = None
         if row["kind"] not in QUIET_HOURS_EXEMPT:

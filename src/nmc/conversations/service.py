@@ -48,7 +48,6 @@ from nmc.conversations.templates import (
 )
 from nmc.conversations.threads import preview
 from nmc.db import raw_connection
-from nmc.observability.logging import mask_phone
 from nmc.problems import InvalidField
 from nmc.scheduling.service import JobTypeService, NotFound
 from nmc.telephony.sms import LANDLINE as LANDLINE_ERROR
@@ -288,7 +287,7 @@ class InboxService:
         if message_id is None:  # the same Idempotency-Key, concurrently
             return message_read(await connection.fetchrow(_MESSAGE_BY_KEY, key, tenant_id))
         await connection.execute(_TOUCH_REPLIED, thread_id, preview(body))
-        log.info("inbox.reply_queued", to=mask_phone(target["caller"]))
+        log.info("inbox.reply_queued", to=target["caller"])
         return message_read(await connection.fetchrow(_MESSAGE_BY_ID, message_id))
 
     async def mark_read(self, tenant_id: UUID, thread_id: UUID) -> ThreadRead:

@@ -10,7 +10,6 @@ import structlog
 from nmc.conversations.models import OPEN, OPTED_OUT, PREVIEW_LENGTH
 from nmc.db import hot_transaction
 from nmc.events.catalog import BookingConfirmed
-from nmc.observability.logging import mask_phone
 
 log = structlog.get_logger(module="conversations")
 
@@ -68,4 +67,4 @@ async def mark_booked(event: BookingConfirmed) -> None:
         return
     async with hot_transaction() as connection:
         if await connection.fetchval(_BOOKED, event.tenant_id, event.customer_phone):
-            log.info("thread.booked", caller=mask_phone(event.customer_phone))
+            log.info("thread.booked", caller=event.customer_phone)

@@ -126,7 +126,7 @@ class ConsoleSmsSender:
     async def send(self, to: str, from_: str, body: str) -> Accepted:
         accepted = Accepted(sid=f"SMconsole{len(self._sent):023d}", status="sent")
         self._sent[(to, from_, body)] = accepted
-        log.info("sms.console_sent", to=mask_phone(to), from_number=mask_phone(from_))
+        log.info("sms.console_sent", to=to, from_number=from_)
         print(f"[console sms] {mask_phone(from_)} → {mask_phone(to)}: {body}", file=sys.stderr, flush=True)
         return accepted
 
