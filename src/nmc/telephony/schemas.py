@@ -14,24 +14,24 @@ Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
 MAX_MEDIA = 10  # Twilio's limit per MMS
 
 
-class IncomingCallForm(msgspec.Struct, rename="pascal"):
+class CallForm(msgspec.Struct, rename="pascal"):
+    """What every voice callback carries (Twilio's field names: `CallSid`, `From`, `To`)."""
+
     call_sid: CallSid
     from_: str = msgspec.field(name="From")
     to: E164
 
 
-class DialOutcomeForm(msgspec.Struct, rename="pascal"):
-    call_sid: CallSid
-    from_: str = msgspec.field(name="From")
-    to: E164
+class IncomingCallForm(CallForm):
+    pass
+
+
+class DialOutcomeForm(CallForm):
     dial_call_status: str
     dial_call_duration: int | None = None
 
 
-class CallStatusForm(msgspec.Struct, rename="pascal"):
-    call_sid: CallSid
-    from_: str = msgspec.field(name="From")
-    to: E164
+class CallStatusForm(CallForm):
     call_status: str
     call_duration: int | None = None
 
