@@ -12,7 +12,8 @@ from uuid import UUID, uuid4
 
 import msgspec
 
-E164 = Annotated[str, msgspec.Meta(pattern=r"^\+[1-9]\d{6,14}$", description="Phone number in E.164")]
+E164_PATTERN = r"^\+[1-9]\d{6,14}$"
+E164 = Annotated[str, msgspec.Meta(pattern=E164_PATTERN, description="Phone number in E.164")]
 
 
 def _now() -> datetime:

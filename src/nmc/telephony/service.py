@@ -16,7 +16,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import raw_connection
-from nmc.events.catalog import CallMissed
+from nmc.events.catalog import E164_PATTERN, CallMissed
 from nmc.events.outbox import publish
 from nmc.identity.service import NumberOwner
 from nmc.observability.correlation import current_correlation_id
@@ -25,7 +25,7 @@ from nmc.settings import Settings
 log = structlog.get_logger(module="telephony")
 
 MISSED_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164 = re.compile(E164_PATTERN)
 
 
 def is_missed(status: str, duration_seconds: int | None, settings: Settings) -> bool:
