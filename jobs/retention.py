@@ -12,7 +12,7 @@ from nmc.settings import get_settings
 log = structlog.get_logger(module="retention")
 
 BATCH = 5_000
-# (table, condition); a table that does not exist yet is skipped.
+# (table, condition)
 RULES: tuple[tuple[str, str], ...] = (
     ("webhook_events", "received_at < now() - interval '90 days'"),
     ("outbox_events", "dispatched_at < now() - interval '30 days'"),
@@ -22,8 +22,6 @@ RULES: tuple[tuple[str, str], ...] = (
 
 def purge_table(connection: psycopg.Connection, table: str, condition: str) -> int:
     """Delete every row of `table` matching `condition`, BATCH rows per transaction."""
-    if connection.execute("SELECT to_regclass(%s)", (table,)).fetchone() == (None,):
-        return 0
     total = 0
     while True:
         with connection.transaction():

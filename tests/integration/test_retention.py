@@ -14,10 +14,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import asyncpg
-import psycopg
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL
+from tests.conftest import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")
@@ -137,16 +136,6 @@ async def test_purge_works_in_batches(db: asyncpg.Connection, retention: Any, mo
     counts = await asyncio.to_thread(module.purge_expired)
     assert counts["webhook_events"] == 5
     assert await ids(db, "webhook_events") == {kept}
-
-
-async def test_a_table_that_does_not_exist_yet_is_skipped(db: asyncpg.Connection, retention: Any) -> None:
-    from jobs.retention import purge_table
-
-    def run() -> int:
-        with psycopg.connect(TEST_DATABASE_URL, autocommit=True) as connection:
-            return purge_table(connection, "conv_messages_not_created_yet", "created_at < now()")
-
-    assert await asyncio.to_thread(run) == 0
 
 
 async def queued_messages(db: asyncpg.Connection) -> list[dict[str, Any]]:
