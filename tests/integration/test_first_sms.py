@@ -266,7 +266,7 @@ async def test_broken_hours_settings_fail_open(
 async def test_paused_texts_wait_and_go_out_after_unpause(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any, settings_env: Any
 ) -> None:
-    from nmc.conversations.first_sms import PAUSED_REASON
+    from nmc.conversations.outbound import PAUSED_REASON
     from nmc.events.dispatcher import release_deferred
 
     settings_env(PAUSE_OUTBOUND_SMS="true")

@@ -113,7 +113,7 @@ async def test_a_reply_waits_out_quiet_hours_but_an_owner_alert_does_not(
 async def test_paused_replies_wait_and_go_out_after_unpause(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any, settings_env: Any
 ) -> None:
-    from nmc.conversations.first_sms import PAUSED_REASON
+    from nmc.conversations.outbound import PAUSED_REASON
     from nmc.events.dispatcher import release_deferred
 
     tenant = await make_tenant()

@@ -55,8 +55,6 @@ from nmc.settings import Settings, get_settings
 from nmc.telephony.sms import Accepted, SmsRejected
 from nmc.weekly_hours import open_at
 
-__all__ = ["DONE_STATUSES", "PAUSED_REASON", "PAUSE_RECHECK", "Outgoing", "plan_first_sms", "send_first_sms"]
-
 log = structlog.get_logger(module="conversations")
 
 

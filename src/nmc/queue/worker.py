@@ -20,8 +20,8 @@ from pgqueuer import AsyncpgDriver, PgQueuer
 from pgqueuer.models import Job, Schedule
 from pgqueuer.types import Channel
 
-from nmc.conversations.first_sms import PAUSED_REASON
 from nmc.conversations.follow_up import queue_due_follow_ups
+from nmc.conversations.outbound import PAUSED_REASON
 from nmc.db import dispose_engine
 from nmc.events.dispatcher import dispatch, release_deferred, sweep
 from nmc.events.subscribers import load_handler_modules
