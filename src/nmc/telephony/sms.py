@@ -54,13 +54,16 @@ class SmsSender(Protocol):
     async def find_sent(self, to: str, from_: str, body: str, since: datetime) -> Accepted | None: ...
 
 
+def twilio_auth_header(settings: Settings) -> dict[str, str]:
+    """HTTP basic auth with the account SID and auth token, as every Twilio REST API takes it."""
+    return {"Authorization": aiohttp.encode_basic_auth(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)}
+
+
 class TwilioSmsSender:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._url = f"{settings.TWILIO_API_BASE_URL}/2010-04-01/Accounts/{settings.TWILIO_ACCOUNT_SID}/Messages.json"
-        self._auth_header = {
-            "Authorization": aiohttp.encode_basic_auth(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
-        }
+        self._auth_header = twilio_auth_header(settings)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -155,9 +158,7 @@ class LineTypeLookup:
 
     def __init__(self, settings: Settings) -> None:
         self._base_url = settings.TWILIO_LOOKUP_BASE_URL
-        self._auth_header = {
-            "Authorization": aiohttp.encode_basic_auth(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
-        }
+        self._auth_header = twilio_auth_header(settings)
         self._session: aiohttp.ClientSession | None = None
 
     async def line_type(self, number: str) -> str:
