@@ -26,6 +26,7 @@ import structlog
 from nmc.conversations.kpis import MISSED_CALL, TEXTED_BACK
 from nmc.conversations.lines import LANDLINE_SQL, ensure_line_type
 from nmc.conversations.models import PREVIEW_LENGTH
+from nmc.conversations.optouts import OPTED_OUT_SQL
 from nmc.conversations.outbound import (
     DONE_STATUSES,
     PAUSE_RECHECK,
@@ -90,7 +91,7 @@ _CONTEXT = f"""
     SELECT t.name, t.timezone, t.business_hours, t.status,
            s.tenant_id IS NOT NULL AS has_settings, s.first_sms_business_hours, s.first_sms_after_hours,
            s.booking_prompt, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
-           EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = t.id AND o.phone = $2) AS opted_out,
+           {OPTED_OUT_SQL.format(tenant="t.id", phone="$2")} AS opted_out,
            {LANDLINE_SQL.format(phone="$2")} AS landline,
            EXISTS (
                SELECT 1 FROM conv_messages m

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import structlog
 
+from nmc.conversations.optouts import OPTED_OUT_SQL
 from nmc.conversations.outbound import FOLLOW_UP, queue_text
 from nmc.conversations.templates import DEFAULT_FOLLOW_UP, MergeValues, render_or_default
 from nmc.db import hot_transaction
@@ -27,7 +28,7 @@ _DUE = f"""
     SELECT th.id, th.tenant_id, th.caller, th.tenant_number, th.status,
            t.name AS business_name, t.status AS tenant_status,
            s.follow_up_template, s.follow_up_delay_minutes, s.booking_prompt,
-           EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = th.tenant_id AND o.phone = th.caller)
+           {OPTED_OUT_SQL.format(tenant="th.tenant_id", phone="th.caller")}
                AS opted_out,
            -- the caller (or the owner) wrote after our last first SMS
            EXISTS (SELECT 1 FROM conv_messages r

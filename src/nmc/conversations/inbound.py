@@ -18,7 +18,7 @@ import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.conversations.optouts import HELP, OPT_IN, OPT_OUT, keyword, record_opt_in, record_opt_out
+from nmc.conversations.optouts import HELP, OPT_IN, OPT_OUT, OPTED_OUT_SQL, keyword, record_opt_in, record_opt_out
 from nmc.conversations.outbound import HELP_REPLY, OWNER_ALERT, queue_text
 from nmc.conversations.templates import (
     DEFAULT_HELP,
@@ -54,8 +54,8 @@ class InboundSms:
     opt_out_type: str | None = None
 
 
-_BEFORE = """
-    SELECT EXISTS (SELECT 1 FROM conv_opt_outs WHERE tenant_id = $1 AND phone = $2) AS opted_out,
+_BEFORE = f"""
+    SELECT {OPTED_OUT_SQL.format(tenant="$1", phone="$2")} AS opted_out,
            EXISTS (SELECT 1 FROM conv_messages WHERE twilio_sid = $3) AS seen
 """
 _INSERT = """
@@ -136,11 +136,11 @@ async def apply_inbound(session: AsyncSession, tenant_id: UUID, sms: InboundSms,
 
 
 # ---------------------------------------------------------------- reactions (worker)
-_REACTION_CONTEXT = """
+_REACTION_CONTEXT = f"""
     SELECT t.name AS business_name, t.status AS tenant_status, th.caller, th.tenant_number,
            s.help_text, s.booking_prompt, coalesce(s.owner_alerts_enabled, true) AS alerts_enabled,
            coalesce(s.owner_alert_number, n.forwarding_number) AS alert_number,
-           EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = th.tenant_id AND o.phone = th.caller)
+           {OPTED_OUT_SQL.format(tenant="th.tenant_id", phone="th.caller")}
                AS opted_out,
            m.body
     FROM conv_threads th

@@ -25,6 +25,8 @@ OPT_OUT_KEYWORDS = frozenset({"STOP", "UNSUBSCRIBE", "END", "QUIT", "STOPALL", "
 OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
 _OPT_OUT_TYPES = {"STOP": OPT_OUT, "START": OPT_IN, "HELP": HELP}
+# Is the phone opted out of the tenant's texts? For every query that must know (`.format` the columns).
+OPTED_OUT_SQL = "EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = {tenant} AND o.phone = {phone})"
 
 
 def keyword(body: str, opt_out_type: str | None = None) -> str | None:

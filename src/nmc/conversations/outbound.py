@@ -28,7 +28,7 @@ import structlog
 from nmc.conversations.hours import quiet_until
 from nmc.conversations.lines import LANDLINE, LANDLINE_SQL, mark_line_type
 from nmc.conversations.models import DEFAULT_QUIET_END, DEFAULT_QUIET_START, PREVIEW_LENGTH
-from nmc.conversations.optouts import record_opt_out
+from nmc.conversations.optouts import OPTED_OUT_SQL, record_opt_out
 from nmc.db import hot_transaction
 from nmc.events.catalog import OutboundSmsRequested
 from nmc.events.dispatcher import Deferred, PermanentFailure
@@ -181,7 +181,7 @@ _PLAN = f"""
     SELECT m.id, m.status, m.kind, m.to_number, m.from_number, m.body, m.send_started_at,
            t.timezone, t.status AS tenant_status,
            s.tenant_id IS NOT NULL AS has_settings, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
-           EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = m.tenant_id AND o.phone = m.to_number)
+           {OPTED_OUT_SQL.format(tenant="m.tenant_id", phone="m.to_number")}
                AS opted_out,
            {LANDLINE_SQL.format(phone="m.to_number")} AS landline
     FROM conv_messages m

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nmc.conversations import kpis
 from nmc.conversations.lines import LANDLINE_SQL, mark_recipient_landline
 from nmc.conversations.models import CLOSED, CURRENT_STATUSES, OPEN, OPTED_OUT, Message
+from nmc.conversations.optouts import OPTED_OUT_SQL
 from nmc.conversations.outbound import REPLY, queue_text
 from nmc.conversations.schemas import (
     KpiRead,
@@ -171,7 +172,7 @@ _MESSAGES = f"""
 """
 _REPLY_TARGET = f"""
     SELECT t.id, t.caller, t.tenant_number,
-           EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = t.tenant_id AND o.phone = t.caller) AS opted_out,
+           {OPTED_OUT_SQL.format(tenant="t.tenant_id", phone="t.caller")} AS opted_out,
            {LANDLINE_SQL.format(phone="t.caller")} AS landline
     FROM conv_threads t WHERE t.id = $1 AND t.tenant_id = $2
     FOR UPDATE OF t
@@ -189,9 +190,9 @@ _CLOSE = f"""
     UPDATE conv_threads SET status = '{CLOSED}', follow_up_due_at = NULL
     WHERE id = $1 AND tenant_id = $2 RETURNING {_THREAD_COLUMNS}
 """
-_REOPEN_TARGET = """
+_REOPEN_TARGET = f"""
     SELECT t.status, t.caller,
-           EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = t.tenant_id AND o.phone = t.caller) AS opted_out,
+           {OPTED_OUT_SQL.format(tenant="t.tenant_id", phone="t.caller")} AS opted_out,
            EXISTS (SELECT 1 FROM conv_threads c WHERE c.tenant_id = t.tenant_id AND c.caller = t.caller
                      AND c.status IN ('open', 'opted_out') AND c.id <> t.id) AS other_current
     FROM conv_threads t WHERE t.id = $1 AND t.tenant_id = $2
