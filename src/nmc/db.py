@@ -6,8 +6,10 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import msgspec
 from advanced_alchemy.base import orm_registry
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -95,6 +97,12 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
         await adapted._start_transaction()  # type: ignore[union-attr]
     assert driver_connection.is_in_transaction()
     return driver_connection
+
+
+def json_column(value: Any) -> Any:
+    """A JSON column's value: text on the session's raw connection (as on SQLAlchemy's own asyncpg
+    connections), already decoded on the hot pool."""
+    return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
 
 
 # The worker's first-SMS path runs on a plain asyncpg pool: there the cost of building SQLAlchemy

@@ -27,12 +27,12 @@ from nmc.conversations.inbound import ACTIONS
 from nmc.conversations.optouts import OPT_OUT
 from nmc.conversations.outbound import BOOKING, queue_text
 from nmc.conversations.templates import DEFAULT_BOOKING_PROMPT
-from nmc.db import raw_connection, session_scope
+from nmc.db import json_column, raw_connection, session_scope
 from nmc.events.catalog import HoldExpired, MessageReceived
 from nmc.identity.service import TenantService
 from nmc.scheduling.booking import create_booking, create_hold, release_hold, search_availability
 from nmc.scheduling.schemas import BookingCreate, HoldCreate
-from nmc.scheduling.service import HoldExpiredError, NotFound, SchedulingError, bookable_job_type, json_column
+from nmc.scheduling.service import HoldExpiredError, NotFound, SchedulingError, bookable_job_type
 from nmc.settings import get_settings
 
 log = structlog.get_logger(module="conversations")

@@ -48,7 +48,7 @@ from nmc.conversations.templates import (
     check_template,
 )
 from nmc.conversations.threads import preview
-from nmc.db import raw_connection
+from nmc.db import json_column, raw_connection
 from nmc.problems import InvalidField
 from nmc.scheduling.service import JobTypeService, NotFound
 from nmc.telephony.sms import LANDLINE as LANDLINE_ERROR
@@ -139,8 +139,7 @@ def thread_read(row: asyncpg.Record) -> ThreadRead:
 
 
 def _media(value: Any) -> list[MediaRead]:
-    # JSONB arrives as text on SQLAlchemy's asyncpg connections, as Python on the hot pool.
-    items = msgspec.json.decode(value) if isinstance(value, str) else value or []
+    items = json_column(value) or []
     return [MediaRead(url=item["url"], content_type=item.get("content_type")) for item in items]
 
 

@@ -22,7 +22,7 @@ import msgspec
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import raw_connection, session_scope
+from nmc.db import json_column, raw_connection, session_scope
 from nmc.events.catalog import (
     BookingCancelled,
     BookingConfirmed,
@@ -62,7 +62,6 @@ from nmc.scheduling.service import (
     NotConfirmed,
     SlotTaken,
     exceptions_by_day,
-    json_column,
     not_found,
 )
 from nmc.settings import Settings, get_settings

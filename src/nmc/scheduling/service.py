@@ -22,7 +22,7 @@ from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc import weekly_hours
-from nmc.db import raw_connection
+from nmc.db import json_column, raw_connection
 from nmc.scheduling.models import DEFAULT_WEEKLY_HOURS, Booking, BusyBlock, JobType, Resource, ResourceException
 from nmc.scheduling.schemas import (
     BusyBlockCreate,
@@ -180,11 +180,6 @@ def check_exceptions(exceptions: Sequence[DateException]) -> dict[date, DateExce
         check_ranges(exception.hours, f"exceptions.{exception.date.isoformat()}")
         by_day[exception.date] = exception
     return by_day
-
-
-def json_column(value: Any) -> Any:
-    """JSON columns arrive as text on the raw connection (as on SQLAlchemy's own asyncpg connections)."""
-    return msgspec.json.decode(value) if isinstance(value, str | bytes) else value
 
 
 def exceptions_by_day(value: Any) -> dict[date, Any]:
