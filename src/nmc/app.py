@@ -9,7 +9,7 @@ import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Controller, Litestar, Router
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -32,6 +32,7 @@ from nmc.observability.controllers import healthz
 from nmc.observability.correlation import correlation_middleware
 from nmc.observability.logging import configure_logging
 from nmc.observability.metrics import MetricsController
+from nmc.problems import schema_problem
 from nmc.scheduling.controllers import SCHEDULING_CONTROLLERS, scheduling_problem
 from nmc.scheduling.service import SchedulingError
 from nmc.settings import get_settings
@@ -80,6 +81,7 @@ def api_router() -> Router:
         route_handlers=API_CONTROLLERS,
         middleware=[DefineMiddleware(ClerkAuthenticationMiddleware)],
         security=[{"ClerkSession": []}],
+        exception_handlers={ValidationException: schema_problem},
     )
 
 

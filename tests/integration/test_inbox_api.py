@@ -86,7 +86,7 @@ async def test_threads_filter_by_status_and_unread(
     assert len((await list_threads(client, tenant, unread="false"))["items"]) == 3
     assert (await list_threads(client, tenant, status="open"))["items"] == []
     bad = await client.get("/api/threads", params={"status": "archived"}, headers=tenant.headers)
-    assert bad.status_code == 400
+    assert bad.status_code == 422 and bad.json()["field"] == "status"
     garbage = await client.get("/api/threads", params={"cursor": "not-a-cursor"}, headers=tenant.headers)
     assert garbage.status_code == 422 and garbage.json()["field"] == "cursor"
 
@@ -141,15 +141,18 @@ async def test_unknown_thread_is_404(client: AsyncTestClient[Any], db: asyncpg.C
     assert reply.status_code == 404
 
 
-@pytest.mark.parametrize("body", [{"body": ""}, {"body": "x" * 1601}, {"text": "hi"}, {"body": 3}])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"body": ""}, "body"), ({"body": "x" * 1601}, "body"), ({"text": "hi"}, "body"), ({"body": 3}, "body")],
+)
 async def test_a_bad_reply_is_refused(
-    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, body: dict[str, Any]
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, body: dict[str, Any], field: str
 ) -> None:
     tenant = await make_tenant()
     await text_in(client, tenant.number, "hi")
     thread_id = await db.fetchval("SELECT id FROM conv_threads")
     response = await client.post(f"/api/threads/{thread_id}/messages", json=body, headers=tenant.headers)
-    assert response.status_code == 400
+    assert response.status_code == 422 and response.json()["field"] == field, response.text
     assert await messages(db, "reply") == []
 
 
@@ -276,12 +279,12 @@ async def test_invalid_settings_are_422_naming_the_field(
         {"cooldown": 5},
     ],
 )
-async def test_malformed_settings_are_400(
+async def test_settings_that_fail_the_schema_are_422_naming_the_field(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, document: dict[str, Any]
 ) -> None:
     tenant = await make_tenant()
     response = await client.put("/api/settings/messaging", json=document, headers=tenant.headers)
-    assert response.status_code == 400
+    assert response.status_code == 422 and response.json()["field"] == next(iter(document)), response.text
     assert await db.fetchval("SELECT count(*) FROM conv_settings") == 0
 
 

@@ -2,20 +2,18 @@
 
 Problems are RFC 9457 details: 404 for an id in the path the tenant does not own, 409 when the slot
 is taken (with the interval it collided with), 422 naming the field for anything unusable in what
-was sent — including what fails the request schema (Litestar's own 400 is turned into 422 here).
+was sent — including what fails the request schema (`nmc.problems.schema_problem`, for all of `/api`).
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
-from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
-from litestar.exceptions import ValidationException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from litestar.plugins.problem_details import ProblemDetailsException
@@ -54,8 +52,6 @@ TAKEN = ResponseSpec(
     description="The slot overlaps a booking, a live hold or a busy block; `conflict` is that interval",
 )
 IN_USE = ResponseSpec(data_container=ConflictProblem, description="Still referenced by bookings")
-_UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
-_MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
 
 
 def scheduling_problem(exc: SchedulingError) -> ProblemDetailsException:
@@ -65,33 +61,7 @@ def scheduling_problem(exc: SchedulingError) -> ProblemDetailsException:
     )
 
 
-def _validation_problem(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
-    errors = [e for e in exc.extra if isinstance(e, dict)] if isinstance(exc.extra, list) else []
-    missing = _MISSING_PARAMETER.search(str(exc.detail))
-    field = missing.group(1) if missing else "body"
-    for error in errors:
-        unknown = _UNKNOWN_FIELD.search(str(error.get("message", "")))
-        key = unknown.group(1) if unknown else error.get("key")
-        if key and key != "data":
-            # msgspec writes a dict value's path as `weekly_hours[...][0]`: name the field itself.
-            field = str(key).split("[...]")[0]
-            break
-    # Litestar's own detail names the request path (ids included); ours names only fields.
-    detail = "; ".join(f"{e.get('key')}: {e.get('message')}" for e in errors) or (
-        f"{field}: required" if missing else "The request does not match the schema"
-    )
-    return ProblemDetailsException(
-        status_code=422, title="Invalid field", detail=detail, extra={"field": field, "errors": errors}
-    ).to_response(request)
-
-
-class SchedulingController(Controller):
-    """Shared by the scheduling controllers: request-schema failures are 422 naming the field."""
-
-    exception_handlers = {ValidationException: _validation_problem}
-
-
-class ResourceController(SchedulingController):
+class ResourceController(Controller):
     path = "/resources"
     tags = ["Scheduling: resources"]
     dependencies = {"resources": Provide(create_service_provider(ResourceService))}
@@ -139,7 +109,7 @@ class ResourceController(SchedulingController):
         await resources.delete_for(request.user.tenant_id, resource_id)
 
 
-class JobTypeController(SchedulingController):
+class JobTypeController(Controller):
     path = "/job-types"
     tags = ["Scheduling: job types"]
     dependencies = {"job_types": Provide(create_service_provider(JobTypeService))}
@@ -183,7 +153,7 @@ class JobTypeController(SchedulingController):
         await job_types.delete_for(request.user.tenant_id, job_type_id)
 
 
-class BusyBlockController(SchedulingController):
+class BusyBlockController(Controller):
     path = "/busy-blocks"
     tags = ["Scheduling: busy blocks"]
     dependencies = {"busy_blocks": Provide(create_service_provider(BusyBlockService))}
@@ -229,7 +199,7 @@ class BusyBlockController(SchedulingController):
         await busy_blocks.delete_for(request.user.tenant_id, busy_block_id)
 
 
-class AvailabilityController(SchedulingController):
+class AvailabilityController(Controller):
     path = "/availability"
     tags = ["Scheduling: availability"]
 
@@ -257,7 +227,7 @@ class AvailabilityController(SchedulingController):
         )
 
 
-class HoldController(SchedulingController):
+class HoldController(Controller):
     path = "/holds"
     tags = ["Scheduling: holds and bookings"]
 
@@ -278,7 +248,7 @@ class HoldController(SchedulingController):
         await booking.release_hold(db_session, request.user.tenant_id, hold_id)
 
 
-class BookingController(SchedulingController):
+class BookingController(Controller):
     path = "/bookings"
     tags = ["Scheduling: holds and bookings"]
 
