@@ -60,9 +60,9 @@ from nmc.scheduling.service import (
     HoldExpiredError,
     InvalidField,
     NotConfirmed,
+    NotFound,
     SlotTaken,
     exceptions_by_day,
-    not_found,
 )
 from nmc.settings import Settings, get_settings
 
@@ -548,7 +548,7 @@ async def create_hold(
 async def release_hold(session: AsyncSession, tenant_id: UUID, hold_id: UUID) -> None:
     """Give a held slot back: the hold row, then its allocation (see `_RELEASE_HOLD`)."""
     if await (await raw_connection(session)).fetchval(_RELEASE_HOLD, tenant_id, hold_id) is None:
-        raise not_found("hold")
+        raise NotFound("hold")
 
 
 async def create_booking(
@@ -639,7 +639,7 @@ async def _book_hold(session: AsyncSession, tenant_id: UUID, data: BookingCreate
     if await (await raw_connection(session)).fetchval(_HOLD_STATE, tenant_id, data.hold_id) is not None:
         SCHEDULING_BOOK_CONFLICTS.inc()
         raise HoldExpiredError()
-    raise not_found("hold (it may have expired and been released)")
+    raise NotFound("hold (it may have expired and been released)")
 
 
 async def cancel_booking(
@@ -673,7 +673,7 @@ async def reschedule_booking(
     """Move a confirmed booking (time and/or resource); the exclusion constraint judges the new range."""
     current = await (await raw_connection(session)).fetchrow(_BOOKING_FOR_UPDATE, tenant_id, booking_id)
     if current is None:
-        raise not_found("booking")
+        raise NotFound("booking")
     if current["status"] != "confirmed":
         raise NotConfirmed()
     resource_id = data.resource_id or current["resource_id"]
@@ -724,7 +724,7 @@ async def get_booking(session: AsyncSession, tenant_id: UUID, booking_id: UUID) 
     found = await session.execute(select(Booking).where(Booking.id == booking_id, Booking.tenant_id == tenant_id))
     booking = found.scalar_one_or_none()
     if booking is None:
-        raise not_found("booking")
+        raise NotFound("booking")
     return booking_from_model(booking)
 
 

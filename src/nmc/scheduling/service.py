@@ -148,10 +148,6 @@ class InUse(SchedulingError):
         super().__init__(f"The {what} has bookings; deactivate it instead (PATCH active=false)")
 
 
-def not_found(what: str) -> NotFound:
-    return NotFound(what)
-
-
 # ---------------------------------------------------------------------------- validation
 def check_ranges(ranges: Sequence[Sequence[str]], field: str) -> list[list[str]]:
     with invalid_field():
@@ -200,7 +196,7 @@ class ResourceService(SQLAlchemyAsyncRepositoryService[Resource, ResourceReposit
     async def get_for(self, tenant_id: UUID, resource_id: UUID) -> Resource:
         found = await self.get_one_or_none(Resource.id == resource_id, Resource.tenant_id == tenant_id)
         if found is None:
-            raise not_found("resource")
+            raise NotFound("resource")
         return found
 
     async def create_for(self, tenant_id: UUID, data: ResourceCreate) -> Resource:
@@ -289,7 +285,7 @@ class JobTypeService(SQLAlchemyAsyncRepositoryService[JobType, JobTypeRepository
     async def get_for(self, tenant_id: UUID, job_type_id: UUID) -> JobType:
         found = await self.get_one_or_none(JobType.id == job_type_id, JobType.tenant_id == tenant_id)
         if found is None:
-            raise not_found("job type")
+            raise NotFound("job type")
         return found
 
     async def create_for(self, tenant_id: UUID, data: JobTypeCreate) -> JobType:
@@ -383,7 +379,7 @@ class BusyBlockService(SQLAlchemyAsyncRepositoryService[BusyBlock, BusyBlockRepo
     async def get_for(self, tenant_id: UUID, busy_block_id: UUID) -> BusyBlock:
         found = await self.get_one_or_none(BusyBlock.id == busy_block_id, BusyBlock.tenant_id == tenant_id)
         if found is None:
-            raise not_found("busy block")
+            raise NotFound("busy block")
         return found
 
     async def create_for(self, tenant_id: UUID, data: BusyBlockCreate) -> BusyBlock:
