@@ -1,10 +1,16 @@
-"""Client errors as problem details: the error every module raises for a value it cannot use, and
-the 422 every `/api` route answers for a request that does not fit its schema."""
+"""The one family of domain refusals, and how each becomes problem details.
+
+Every module raises a `DomainError` subclass for a request it refuses (a missing thread, a taken
+slot, a value it cannot use). They do not subclass Litestar's HTTP exceptions: a service can be
+called from the CLI, the worker or a test without pulling HTTP in. `app.py` maps the whole family to
+RFC 9457 problem details once (`domain_problem`); the CLI prints `detail`. Expected refusals are
+never logged as unhandled errors.
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
@@ -14,16 +20,57 @@ _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 _MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
 
 
-class InvalidField(ProblemDetailsException, ValueError):
-    """A value the caller sent cannot be used; `field` names it.
+class DomainError(Exception):
+    """A request the domain refuses: `status_code`, `title` and `detail` of its problem details."""
 
-    Over HTTP a 422 problem-details body (`{"field": ...}`); to the CLI, which catches `ValueError`,
-    a message (`detail`). Scheduling's refusals (`nmc.scheduling.service`) keep their own family.
-    """
+    status_code: ClassVar[int] = 400
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def problem_extra(self) -> dict[str, Any]:
+        """Members beside type/title/status/detail in the problem body (e.g. `field`)."""
+        return {}
+
+
+class NotFound(DomainError):
+    """No such thing for the caller's tenant (another tenant's is not found either)."""
+
+    status_code = 404
+    title = "Not found"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"No such {what}")
+
+
+class Conflict(DomainError):
+    """The request is valid but the current state forbids it."""
+
+    status_code = 409
+    title = "Conflict"
+
+
+class InvalidField(DomainError, ValueError):
+    """A value the caller sent cannot be used; `field` names it (a `ValueError` to the CLI)."""
+
+    status_code = 422
+    title = "Invalid field"
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(status_code=422, title="Invalid field", detail=f"{field}: {message}", extra={"field": field})
+        super().__init__(f"{field}: {message}")
         self.field = field
+
+    def problem_extra(self) -> dict[str, Any]:
+        return {"field": self.field}
+
+
+def domain_problem(exc: DomainError) -> ProblemDetailsException:
+    """Registered once in `app.py` for the whole family."""
+    return ProblemDetailsException(
+        status_code=exc.status_code, title=exc.title, detail=exc.detail, extra=exc.problem_extra() or None
+    )
 
 
 def schema_problem(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:

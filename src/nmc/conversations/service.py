@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import asyncpg
 import msgspec
 import structlog
-from litestar.plugins.problem_details import ProblemDetailsException
 from sqlalchemy import case, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,8 +48,9 @@ from nmc.conversations.templates import (
 )
 from nmc.conversations.threads import preview
 from nmc.db import json_column, raw_connection
-from nmc.problems import InvalidField
-from nmc.scheduling.service import JobTypeService, NotFound
+from nmc.problems import Conflict, InvalidField, NotFound
+from nmc.scheduling.service import JobTypeService
+from nmc.scheduling.service import NotFound as JobTypeNotFound
 from nmc.telephony.sms import LANDLINE as LANDLINE_ERROR
 
 log = structlog.get_logger(module="conversations")
@@ -61,22 +61,6 @@ STATUS_RANK = {
     "delivered": 4, "undelivered": 4, "failed": 4, "read": 5,
 }  # fmt: skip
 MAX_KPI_DAYS = 366
-
-
-# Problem-details exceptions: answered as such (application/problem+json) and, being expected
-# client errors, never logged as unhandled.
-class ConversationConflict(ProblemDetailsException):
-    """The request is valid but the conversation's state forbids it (409)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(status_code=409, title="Conflict", detail=message)
-
-
-class ThreadNotFound(ProblemDetailsException):
-    """No such thread for the caller's tenant (another tenant's thread is not found either) (404)."""
-
-    def __init__(self) -> None:
-        super().__init__(status_code=404, title="Not found", detail="No such thread")
 
 
 async def update_delivery_status(session: AsyncSession, message_sid: str, status: str, error_code: int | None) -> bool:
@@ -245,7 +229,7 @@ class InboxService:
         connection = await self._connection()
         thread = await connection.fetchrow(_THREAD, thread_id, tenant_id)
         if thread is None:
-            raise ThreadNotFound
+            raise NotFound("thread")
         at, message_id = decode_cursor(before, "before") if before else (None, None)
         rows = await connection.fetch(_MESSAGES, thread_id, at, message_id, limit + 1)
         earlier = len(rows) > limit  # oldest first: the extra row is the first one
@@ -264,16 +248,16 @@ class InboxService:
         connection = await self._connection()
         target = await connection.fetchrow(_REPLY_TARGET, thread_id, tenant_id)
         if target is None:
-            raise ThreadNotFound
+            raise NotFound("thread")
         key = f"reply:{tenant_id}:{idempotency_key}" if idempotency_key else f"reply:{uuid4()}"
         if idempotency_key and (earlier := await connection.fetchrow(_MESSAGE_BY_KEY, key, tenant_id)):
             return message_read(earlier)
         if not body.strip():
             raise InvalidField("body", "the text is empty")
         if target["opted_out"]:
-            raise ConversationConflict("The caller opted out of texts from this business (they can text START)")
+            raise Conflict("The caller opted out of texts from this business (they can text START)")
         if target["landline"]:
-            raise ConversationConflict("The caller's number is a landline: it cannot receive texts")
+            raise Conflict("The caller's number is a landline: it cannot receive texts")
         message_id = await queue_text(
             connection,
             tenant_id=tenant_id,
@@ -301,21 +285,21 @@ class InboxService:
         connection = await self._connection()
         target = await connection.fetchrow(_REOPEN_TARGET, thread_id, tenant_id)
         if target is None:
-            raise ThreadNotFound
+            raise NotFound("thread")
         if target["status"] in CURRENT_STATUSES:
             return await self._thread_update(_THREAD, thread_id, tenant_id)
         if target["other_current"]:
-            raise ConversationConflict("The caller has a newer open thread: continue there")
+            raise Conflict("The caller has a newer open thread: continue there")
         status = OPTED_OUT if target["opted_out"] else OPEN
         try:
             return await self._thread_update(_SET_THREAD_STATUS, thread_id, tenant_id, status)
         except asyncpg.UniqueViolationError:
-            raise ConversationConflict("The caller has a newer open thread: continue there") from None
+            raise Conflict("The caller has a newer open thread: continue there") from None
 
     async def _thread_update(self, sql: str, *args: Any) -> ThreadRead:
         row = await (await self._connection()).fetchrow(sql, *args)
         if row is None:
-            raise ThreadNotFound
+            raise NotFound("thread")
         return thread_read(row)
 
     # ------------------------------------------------------------ settings
@@ -367,7 +351,7 @@ class InboxService:
     async def _check_bookable(self, tenant_id: UUID, job_type_id: UUID) -> None:
         try:
             job_type = await JobTypeService(session=self.session).get_for(tenant_id, job_type_id)
-        except NotFound:
+        except JobTypeNotFound:
             raise InvalidField("booking_job_type_id", "no such job type") from None
         if not job_type.active:
             raise InvalidField("booking_job_type_id", "the job type is not active")
