@@ -144,11 +144,11 @@ def fake_twilio_server() -> Iterator[Any]:
 @pytest.fixture
 def fake_twilio(fake_twilio_server: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """The fake Twilio API, emptied, with this process's SMS sender pointed at it."""
-    import nmc.telephony.sms as sms
+    from nmc.messaging import use_sms_clients
 
     fake_twilio_server.reset()
     monkeypatch.setenv("TWILIO_API_BASE_URL", fake_twilio_server.base_url)
     _reload_settings()
-    sms._sender = None
+    use_sms_clients()  # built again from these settings on first use
     yield fake_twilio_server
-    sms._sender = None
+    use_sms_clients()

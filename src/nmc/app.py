@@ -1,4 +1,4 @@
-"""The Litestar application: webhooks, REST under `/api`, `/healthz`, `/metrics`."""
+"""The Litestar application (a composition root): webhooks, REST under `/api`, `/healthz`, `/metrics`."""
 
 from __future__ import annotations
 
@@ -22,12 +22,11 @@ from litestar.plugins.problem_details import (
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import Scope
 
-from nmc.conversations import metrics as _sms_metrics  # noqa: F401  (registers the first-SMS probe)
-from nmc.conversations.controllers import KpiController, MessagingSettingsController, ThreadController
+from nmc.conversations import MessagingSettingsController, ThreadController
 from nmc.db import get_alchemy_config
 from nmc.events import metrics as _outbox_metrics  # noqa: F401  (registers the outbox probe)
-from nmc.identity.auth import ClerkAuthenticationMiddleware
-from nmc.identity.controllers import TenantController
+from nmc.identity import ClerkAuthenticationMiddleware, TenantController
+from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz
 from nmc.observability.correlation import correlation_middleware
 from nmc.observability.logging import configure_logging
@@ -36,7 +35,7 @@ from nmc.problems import DomainError, domain_problem, schema_problem
 from nmc.scheduling.controllers import SCHEDULING_CONTROLLERS, scheduling_problem
 from nmc.scheduling.service import SchedulingError
 from nmc.settings import get_settings
-from nmc.telephony.controllers import TwilioVoiceWebhooks
+from nmc.telephony import TwilioWebhooks
 
 API_CONTROLLERS: list[type[Controller]] = [
     TenantController,
@@ -45,7 +44,7 @@ API_CONTROLLERS: list[type[Controller]] = [
     MessagingSettingsController,
     KpiController,
 ]
-WEBHOOK_HANDLERS: list[type[Controller]] = [TwilioVoiceWebhooks]
+WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks]
 
 
 def _not_found(exc: NotFoundError) -> ProblemDetailsException:
@@ -91,7 +90,7 @@ def create_app() -> Litestar:
     configure_logging(settings.LOG_LEVEL)
     prometheus = PrometheusConfig(app_name="nmc", prefix="nmc", group_path=True, exclude=["/metrics"])
     return Litestar(
-        route_handlers=[healthz, MetricsController, api_router(), *WEBHOOK_HANDLERS],
+        route_handlers=[healthz, MetricsController, api_router(), *WEBHOOK_CONTROLLERS],
         plugins=[
             SQLAlchemyPlugin(config=get_alchemy_config()),
             ProblemDetailsPlugin(

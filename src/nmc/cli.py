@@ -51,7 +51,12 @@ def web(port: int | None, host: str) -> None:
     """Run the web process (webhooks, REST, /healthz, /metrics)."""
     import uvicorn
 
+    from nmc.observability.logging import configure_logging
+
     settings = get_settings()
+    configure_logging(settings.LOG_LEVEL)
+    # log_config=None: uvicorn installs no formatter of its own; its records reach our root handler.
+    # access_log=False: the correlation middleware's `http.request` line is the access log.
     uvicorn.run(
         "nmc.cli:served_app",
         factory=True,
@@ -69,9 +74,12 @@ def web(port: int | None, host: str) -> None:
 def served_app() -> Litestar:
     """The app as `nmc web` serves it: its start-up heap frozen once it has started."""
     from nmc.app import create_app
+    from nmc.observability.logging import configure_logging
     from nmc.runtime import freeze_startup_heap
 
     app = create_app()
+    # Litestar's default logging config has just replaced the root handler with its own: take it back.
+    configure_logging(get_settings().LOG_LEVEL)
     app.on_startup.append(freeze_startup_heap)
     return app
 
@@ -81,7 +89,7 @@ def worker() -> None:
     """Run the worker process (outbox dispatcher, sweeper, schedules)."""
     import uvloop
 
-    from nmc.queue.worker import run_worker
+    from nmc.worker import run_worker
 
     uvloop.run(run_worker())
 
@@ -89,8 +97,17 @@ def worker() -> None:
 @cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("dramatiq_args", nargs=-1, type=click.UNPROCESSED)
 def jobs(dramatiq_args: tuple[str, ...]) -> None:
-    """Run the jobs process (`dramatiq jobs`)."""
-    os.execvp(sys.executable, [sys.executable, "-m", "dramatiq", "jobs", "--processes", "1", *dramatiq_args])
+    """Run the jobs process (`dramatiq jobs`), logging through our pipeline."""
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    from nmc.observability.logging import configure_logging
+
+    # Dramatiq's main process writes its workers' output to stderr, so its own lines go there too.
+    # --skip-logging: no basicConfig of Dramatiq's in either; `jobs` configures the workers' logging.
+    configure_logging(get_settings().LOG_LEVEL, stream=sys.stderr)
+    args = make_argument_parser().parse_args(["jobs", "--processes", "1", "--skip-logging", *dramatiq_args])
+    sys.exit(dramatiq_main(args))
 
 
 @cli.command()
@@ -219,8 +236,8 @@ def tenants() -> None:
 @click.option("--clerk-org", default=None, help="Clerk organization id of the tenant's team.")
 def tenants_create(name: str, number: str, forward_to: str, timezone: str, clerk_org: str | None) -> None:
     """Create a tenant and print it as JSON."""
-    from nmc.identity.schemas import TenantCreate
-    from nmc.ops import create_tenant
+    from nmc.identity import TenantCreate, create_tenant
+    from nmc.problems import DomainError
 
     try:
         data = msgspec.convert(
@@ -234,15 +251,15 @@ def tenants_create(name: str, number: str, forward_to: str, timezone: str, clerk
             TenantCreate,
         )
         tenant = run_async(create_tenant(data))
-    except (msgspec.ValidationError, ValueError) as exc:
+    except (msgspec.ValidationError, ValueError, DomainError) as exc:
         raise click.ClickException(_cli_message(exc)) from None
     click.echo(msgspec.json.encode(tenant).decode())
 
 
 def _cli_message(exc: Exception) -> str:
-    from nmc.problems import InvalidField
+    from nmc.problems import DomainError
 
-    text = exc.detail if isinstance(exc, InvalidField) else str(exc)
+    text = exc.detail if isinstance(exc, DomainError) else str(exc)
     for option, field in (("--number", "twilio_number"), ("--forward-to", "forwarding_number")):
         text = text.replace(f"$.{field}", option)
     return text
@@ -251,7 +268,7 @@ def _cli_message(exc: Exception) -> str:
 @tenants.command("list")
 def tenants_list() -> None:
     """Print every tenant as JSON lines."""
-    from nmc.ops import list_tenants
+    from nmc.identity import list_tenants
 
     for tenant in run_async(list_tenants()):
         click.echo(msgspec.json.encode(tenant).decode())
@@ -341,8 +358,8 @@ def kpis() -> None:
 )
 def kpis_rebuild(everything: bool) -> None:
     """Replay the projection from the outbox_events history (idempotent; one transaction)."""
-    from nmc.conversations.kpis import rebuild
     from nmc.db import dispose_engine
+    from nmc.kpis import rebuild
 
     async def run() -> list[str]:
         try:
@@ -354,15 +371,23 @@ def kpis_rebuild(everything: bool) -> None:
         click.echo(line)
 
 
+async def replay_stored_webhook(webhook_event_id: UUID) -> str:
+    """A stored delivery of any provider through the webhook pipeline's parse → route → apply."""
+    from nmc.db import session_scope
+    from nmc.telephony import TWILIO_WEBHOOKS
+    from nmc.webhooks import replay
+
+    async with session_scope() as session:
+        return await replay(session, webhook_event_id, {**TWILIO_WEBHOOKS})
+
+
 @cli.command("replay-webhook")
 @click.argument("webhook_event_id")
 def replay_webhook(webhook_event_id: str) -> None:
     """Re-run a stored webhook_events payload through its handler (dedupe and exactly-once still hold)."""
-    from nmc.telephony.replay import WebhookReplayError, replay_stored_webhook
-
     try:
         outcome = run_async(replay_stored_webhook(UUID(webhook_event_id)))
-    except (ValueError, WebhookReplayError) as exc:
+    except ValueError as exc:  # a malformed id, or the pipeline's ReplayRefused
         raise click.ClickException(str(exc)) from None
     click.echo(outcome)
 

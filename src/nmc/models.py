@@ -1,17 +1,23 @@
 """Every model module, imported so the metadata (Alembic, tests) knows every table."""
 
+from nmc.booking_by_sms import models as booking_by_sms_models
 from nmc.conversations import models as conversations_models
 from nmc.db import metadata
 from nmc.events import models as events_models
 from nmc.identity import models as identity_models
+from nmc.kpis import models as kpis_models
+from nmc.messaging import models as messaging_models
 from nmc.scheduling import models as scheduling_models
 from nmc.telephony import models as telephony_models
 from nmc.webhooks import models as webhooks_models
 
 __all__ = [
+    "booking_by_sms_models",
     "conversations_models",
     "events_models",
     "identity_models",
+    "kpis_models",
+    "messaging_models",
     "metadata",
     "scheduling_models",
     "telephony_models",

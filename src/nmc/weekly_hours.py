@@ -9,8 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
+
+import msgspec
+
+# A bound of a weekly-hours range: a local wall-clock time, or "24:00" for the end of the day.
+HoursBound = Annotated[
+    str, msgspec.Meta(pattern=r"^(([01]\d|2[0-3]):[0-5]\d|24:00)$", description="Local wall-clock time HH:MM")
+]
+# The API's shape of weekly hours (checked further by `check_weekly`).
+WeeklyHours = dict[str, list[tuple[HoursBound, HoursBound]]]
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60

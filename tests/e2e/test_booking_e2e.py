@@ -11,9 +11,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from nmc.identity.schemas import TenantCreate
-from nmc.ops import create_tenant
-from nmc.queue.worker import HOLD_GC_SCHEDULE
+from nmc.identity import TenantCreate, create_tenant
+from nmc.worker import HOLD_GC_SCHEDULE
 from tests.e2e.conftest import Stack
 from tests.fakes.clerk import FakeClerk
 

@@ -13,7 +13,8 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from nmc.events.subscribers import _REGISTRY, load_handler_modules
+from nmc.events.subscribers import _REGISTRY
+from nmc.worker import load_subscribers
 from tests.fakes.clerk import FakeClerk
 
 _numbers = itertools.count(1000)
@@ -54,8 +55,7 @@ async def client(app: Litestar) -> AsyncIterator[AsyncTestClient[Litestar]]:
 @pytest.fixture
 def make_tenant(clerk: FakeClerk) -> Any:
     """Create a tenant the way an operator does (the service, as `nmc tenants create` uses it)."""
-    from nmc.identity.schemas import TenantCreate
-    from nmc.ops import create_tenant
+    from nmc.identity import TenantCreate, create_tenant
 
     async def make(name: str = "Joe's Plumbing", timezone: str | None = None) -> TenantFixture:
         n = next(_numbers)
@@ -80,10 +80,16 @@ def make_tenant(clerk: FakeClerk) -> Any:
     return make
 
 
+@pytest.fixture(autouse=True, scope="session")
+def subscribers_loaded() -> None:
+    """Tests dispatch in-process, as the worker does once every module's subscribers are loaded."""
+    load_subscribers()
+
+
 @pytest.fixture
 def handlers() -> Iterator[None]:
     """Isolate the module-level subscriber registry: tests register their own handlers only."""
-    load_handler_modules()  # the modules' own subscribers are in what is restored afterwards
+    load_subscribers()  # the modules' own subscribers are in what is restored afterwards
     saved = {name: list(registered) for name, registered in _REGISTRY.items()}
     _REGISTRY.clear()
     yield

@@ -16,7 +16,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from nmc.conversations.booking_dialog import MAX_REPROMPTS
+from nmc.booking_by_sms.dialog import MAX_REPROMPTS
 from tests.integration.test_inbound_sms import events
 from tests.integration.test_inbox_support import CALLER, dispatch_all, messages, sent_to, text_in, texted_back
 
@@ -292,7 +292,7 @@ async def test_the_hold_gc_tells_the_caller_and_offers_fresh_times(
     client: Client, db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:
     from nmc.events.dispatcher import dispatch
-    from nmc.scheduling.booking import collect_expired_holds
+    from nmc.scheduling import collect_expired_holds
 
     shop = await make_shop(client, make_tenant)
     await held(client, db, shop, fake_twilio)

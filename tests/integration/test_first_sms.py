@@ -266,8 +266,8 @@ async def test_broken_hours_settings_fail_open(
 async def test_paused_texts_wait_and_go_out_after_unpause(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any, settings_env: Any
 ) -> None:
-    from nmc.conversations.outbound import PAUSED_REASON
     from nmc.events.dispatcher import release_deferred
+    from nmc.messaging import PAUSED_REASON
 
     settings_env(PAUSE_OUTBOUND_SMS="true")
     tenant = await make_tenant()
@@ -361,7 +361,7 @@ async def test_status_callbacks_update_the_message_and_never_regress(
 async def test_replayed_webhook_keeps_exactly_once(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:
-    from nmc.telephony.replay import replay_stored_webhook
+    from nmc.cli import replay_stored_webhook
 
     tenant = await make_tenant()
     await missed_call(client, tenant.number, CALLER)

@@ -104,7 +104,7 @@ async def test_a_1600_character_unicode_body_is_kept_exactly(
 async def test_a_duplicate_delivery_makes_one_message(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:
-    from nmc.telephony.replay import replay_stored_webhook
+    from nmc.cli import replay_stored_webhook
 
     tenant = await make_tenant()
     before = counter("webhook_dedupe_hits_total", provider="twilio")

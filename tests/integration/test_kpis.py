@@ -10,8 +10,8 @@ from uuid import UUID, uuid4
 import asyncpg
 from litestar.testing import AsyncTestClient
 
-from nmc.conversations.kpis import project
 from nmc.events.catalog import CallMissed, FirstSmsSent
+from nmc.kpis.projection import project
 from tests.conftest import run_nmc
 from tests.integration.test_inbox_support import CALLER, dispatch_all, text_in, texted_back
 from tests.integration.twilio_webhooks import missed_call

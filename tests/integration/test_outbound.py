@@ -113,8 +113,8 @@ async def test_a_reply_waits_out_quiet_hours_but_an_owner_alert_does_not(
 async def test_paused_replies_wait_and_go_out_after_unpause(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any, settings_env: Any
 ) -> None:
-    from nmc.conversations.outbound import PAUSED_REASON
     from nmc.events.dispatcher import release_deferred
+    from nmc.messaging import PAUSED_REASON
 
     tenant = await make_tenant()
     thread_id = await texted_back(client, db, tenant)
@@ -217,11 +217,11 @@ async def test_a_queued_text_to_a_number_found_to_be_a_landline_is_not_sent(
 
 
 @pytest.fixture
-def lookup_on(settings_env: Any, fake_twilio: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
-    import nmc.telephony.sms as sms
+def lookup_on(settings_env: Any, fake_twilio: Any) -> Any:
+    from nmc.messaging import use_sms_clients
 
     settings_env(LOOKUP_LINE_TYPE_BEFORE_FIRST_SMS="true", TWILIO_LOOKUP_BASE_URL=fake_twilio.base_url)
-    monkeypatch.setattr(sms, "_lookup", None)
+    use_sms_clients()  # the Lookup client is built again for the fake
     return fake_twilio
 
 

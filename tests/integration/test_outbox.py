@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from nmc.db import session_scope
-from nmc.events.catalog import DomainEvent, MessageStatusChanged, TenantCreated
+from nmc.events.catalog import DomainEvent, FirstSmsSent, MessageStatusChanged, TenantCreated
 from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, sweep
 from nmc.events.outbox import publish
 from nmc.events.subscribers import handlers_for, subscriber
@@ -294,7 +294,7 @@ async def test_a_row_naming_an_unknown_event_is_parked(db: asyncpg.Connection, h
 # ------------------------------------------------------------------------------------ sweep
 
 
-async def test_sweep_re_enqueues_only_due_undispatched_rows(db: asyncpg.Connection) -> None:
+async def test_sweep_re_enqueues_only_due_undispatched_rows(db: asyncpg.Connection, subscribed: None) -> None:
     due, later, done = uuid4(), uuid4(), uuid4()
     insert = (
         "INSERT INTO outbox_events (id, event_name, event_version, payload, correlation_id, available_at, "
@@ -315,13 +315,51 @@ async def test_sweep_re_enqueues_only_due_undispatched_rows(db: asyncpg.Connecti
     assert await db.fetchval("SELECT count(*) FROM pgqueuer") == 1
 
 
-async def test_an_event_nobody_subscribes_to_is_recorded_as_dispatched_without_a_job(
+async def test_publishing_never_consults_the_subscribers_so_a_new_worker_handles_an_old_webs_event(
     db: asyncpg.Connection, handlers: None
 ) -> None:
+    # An old web, which knows no subscriber of this event, publishes it ...
     event = await published(status_changed())
     row = await outbox_row(db, event.event_id)
+    assert row is not None and row["dispatched_at"] is None
+    assert len(await jobs_for(db, event.event_id)) == 1
+    seen: list[DomainEvent] = []
+
+    # ... and the new worker, which subscribes to it, dispatches it.
+    @subscriber(MessageStatusChanged)
+    async def new_subscriber(event: MessageStatusChanged) -> None:
+        seen.append(event)
+
+    await dispatch(event.event_id)
+    assert seen == [event]
+
+
+async def test_an_event_nobody_handles_is_settled_by_its_dispatch(db: asyncpg.Connection, handlers: None) -> None:
+    event = await published(status_changed())
+    await dispatch(event.event_id)
+    row = await outbox_row(db, event.event_id)
     assert row is not None and row["dispatched_at"] is not None
-    assert await jobs_for(db, event.event_id) == []
+
+
+async def test_an_event_that_wakes_no_worker_is_settled_or_dispatched_by_the_sweep(
+    db: asyncpg.Connection, handlers: None
+) -> None:
+    sent = FirstSmsSent(tenant_id=uuid4(), call_id=uuid4(), message_id=uuid4(), latency_ms=12.5, correlation_id="c")
+    await published(sent)
+    assert await jobs_for(db, sent.event_id) == []  # written without a job: one fewer per first SMS
+    assert await sweep() == 0  # nobody handles it here: settled in bulk, no job
+    row = await outbox_row(db, sent.event_id)
+    assert row is not None and row["dispatched_at"] is not None
+
+    later = FirstSmsSent(tenant_id=uuid4(), call_id=uuid4(), message_id=uuid4(), latency_ms=9.0, correlation_id="c")
+    await published(later)
+
+    @subscriber(FirstSmsSent)
+    async def now_handled(event: FirstSmsSent) -> None:
+        return None
+
+    assert await sweep() == 1  # a worker that handles it dispatches it
+    assert len(await jobs_for(db, later.event_id)) == 1
 
 
 async def test_sweep_does_not_duplicate_the_job_publish_already_enqueued(

@@ -155,7 +155,7 @@ async def test_send_writes_the_message_into_the_postgres_broker(db: asyncpg.Conn
 
 
 async def test_the_worker_schedule_hands_retention_to_the_jobs_queue(db: asyncpg.Connection, retention: Any) -> None:
-    from nmc.queue.worker import on_retention
+    from nmc.worker import on_retention
 
     await on_retention(None)  # type: ignore[arg-type]  # the schedule object is not read
     [row] = await queued_messages(db)

@@ -25,7 +25,7 @@ import pytest
 from nmc.db import raw_connection, session_scope
 from nmc.events.catalog import TenantCreated, validated
 from nmc.events.outbox import enqueue_dispatch
-from nmc.queue.worker import RETENTION_SCHEDULE
+from nmc.worker import RETENTION_SCHEDULE
 from tests.conftest import PROJECT_ROOT
 
 POLL_FALLBACK_SECONDS = "60"

@@ -7,15 +7,11 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nmc.conversations.booking_dialog import (
-    BOOKED,
-    HELD,
-    IDLE,
+from nmc.booking_by_sms.dialog import (
     MAX_REPROMPTS,
-    OFFERED,
-    STATES,
     TRANSITIONS,
     Action,
+    DialogState,
     Intent,
     Reading,
     decide,
@@ -25,6 +21,9 @@ from nmc.conversations.booking_dialog import (
     reprompt_text,
     when,
 )
+
+IDLE, OFFERED, HELD, BOOKED = DialogState
+STATES = tuple(DialogState)
 
 BOOK = Reading(Intent.BOOK)
 MORE = Reading(Intent.MORE)

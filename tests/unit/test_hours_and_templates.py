@@ -5,16 +5,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from nmc.conversations.hours import quiet_until
 from nmc.conversations.templates import (
-    DEFAULT_AFTER_HOURS,
-    DEFAULT_BUSINESS_HOURS,
+    DEFAULT_FIRST_SMS_AFTER_HOURS,
+    DEFAULT_FIRST_SMS_BUSINESS_HOURS,
     STOP_NOTICE,
     MergeValues,
     UnknownMergeField,
     check_template,
     render,
 )
+from nmc.messaging.quiet_hours import quiet_until
 from nmc.observability.logging import mask_phone
 from nmc.weekly_hours import open_at
 
@@ -82,7 +82,7 @@ def test_broken_zone_raises_for_the_caller_to_fail_open() -> None:
 
 
 def test_default_templates_fill_and_end_with_the_stop_notice() -> None:
-    for template in (DEFAULT_BUSINESS_HOURS, DEFAULT_AFTER_HOURS):
+    for template in (DEFAULT_FIRST_SMS_BUSINESS_HOURS, DEFAULT_FIRST_SMS_AFTER_HOURS):
         text = render(check_template(template), VALUES)
         assert "Joe's Plumbing" in text and "Reply BOOK." in text
         assert text.endswith(STOP_NOTICE)

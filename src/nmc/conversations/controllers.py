@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -12,7 +11,6 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody, Quer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.conversations.schemas import (
-    KpiRead,
     MessageRead,
     MessagingSettingsRead,
     MessagingSettingsWrite,
@@ -23,7 +21,7 @@ from nmc.conversations.schemas import (
     ThreadStatusFilter,
 )
 from nmc.conversations.service import InboxService
-from nmc.identity.auth import Principal
+from nmc.identity import Principal
 
 
 async def provide_inbox(db_session: NamedDependency[AsyncSession]) -> InboxService:
@@ -140,24 +138,3 @@ class MessagingSettingsController(Controller):
         data: JSONBody[MessagingSettingsWrite],
     ) -> MessagingSettingsRead:
         return await inbox.update_messaging_settings(request.user.tenant_id, data)
-
-
-class KpiController(Controller):
-    path = "/kpis"
-    tags = ["KPIs"]
-    dependencies = DEPENDENCIES
-
-    @get(
-        summary="Lead KPIs for a range of days",
-        description="Days in the tenant's time zone, both ends included. From the KPI projection of the "
-        "domain events: missed calls, texted back, median and P95 time to first SMS, replies and reply "
-        "rate, bookings, opt-outs.",
-    )
-    async def read_kpis(
-        self,
-        request: Request[Principal, Any, Any],
-        inbox: NamedDependency[InboxService],
-        start: Annotated[date, QueryParameter(description="First day, YYYY-MM-DD")],
-        end: Annotated[date, QueryParameter(description="Last day (included), YYYY-MM-DD")],
-    ) -> KpiRead:
-        return await inbox.kpis(request.user.tenant_id, start, end)

@@ -1,9 +1,10 @@
-"""The first SMS after a missed call: guards, templates, exactly-once sending.
+"""The first SMS after a missed call: its facts in one query, its template, the shared decision and sending.
 
 Exactly once lives in Postgres: the message row's `idempotency_key` (`first_sms:<call id>`) is
 unique, and the row is committed as `sending` before the Messages API request. A later attempt that
 finds `sending` does not know whether Twilio created the text, so it looks in Twilio's Messages list
-first and only sends if the text is not there (`outbound.transmit`, shared with every other text).
+first and only sends if the text is not there (`nmc.messaging.send_and_record`, shared with every
+other text; the decision is `nmc.messaging.decide`, too).
 
 This is the worker's first-SMS path, measured against a 15 ms P95 budget: it runs plain SQL on the
 hot asyncpg pool (`nmc.db.hot_transaction`), two short transactions around the Twilio request. What
@@ -15,7 +16,7 @@ scheduled by the thread update after acceptance (no extra round trip, no extra d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
@@ -23,37 +24,35 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from nmc.conversations.kpis import MISSED_CALL, TEXTED_BACK
-from nmc.conversations.lines import LANDLINE_SQL, ensure_line_type
 from nmc.conversations.models import PREVIEW_LENGTH
 from nmc.conversations.optouts import OPTED_OUT_SQL
-from nmc.conversations.outbound import (
-    DONE_STATUSES,
-    PAUSE_RECHECK,
-    PAUSED_REASON,
-    QUIET_HOURS_REASON,
-    Outgoing,
-    blocked_recipient,
-    outgoing_from,
-    quiet_hours_end,
-    quiet_window,
-    record_rejection,
-    settle_rejection,
-    transmit,
-)
+from nmc.conversations.outbound import outgoing_from, quiet_window, record_rejection
 from nmc.conversations.templates import (
-    DEFAULT_AFTER_HOURS,
-    DEFAULT_BUSINESS_HOURS,
+    DEFAULT_FIRST_SMS_AFTER_HOURS,
+    DEFAULT_FIRST_SMS_BUSINESS_HOURS,
     MergeValues,
     render_or_default,
 )
 from nmc.conversations.threads import current_thread
 from nmc.db import hot_transaction
-from nmc.events.catalog import CallMissed, FirstSmsSent
-from nmc.events.dispatcher import Deferred
-from nmc.events.outbox import publish_on
+from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on
+from nmc.kpis import Metric, fact_cte
+from nmc.messaging import (
+    DONE_STATUSES,
+    LANDLINE_SQL,
+    Accepted,
+    MessageKind,
+    MessageStatus,
+    Outgoing,
+    Send,
+    SendFacts,
+    SmsRejected,
+    Suppress,
+    decide,
+    ensure_line_type,
+    send_and_record,
+)
 from nmc.settings import Settings, get_settings
-from nmc.telephony.sms import Accepted, SmsRejected
 from nmc.weekly_hours import open_at
 
 log = structlog.get_logger(module="conversations")
@@ -61,33 +60,25 @@ log = structlog.get_logger(module="conversations")
 
 @dataclass(frozen=True)
 class FirstSmsContext:
-    """What the guards and the template need, read in one query."""
+    """What the decision and the template need, read in one query."""
 
     business_name: str
-    timezone: str
     business_hours: dict[str, Any]
-    tenant_status: str
-    opted_out: bool
-    landline: bool
-    texted_recently: bool
+    booking_prompt: str | None
     template_business_hours: str | None
     template_after_hours: str | None
-    booking_prompt: str | None
-    quiet_hours: tuple[time | None, time | None]
-    quiet_policy: str
+    facts: SendFacts
 
 
 _EXISTING = """
     SELECT id, status, thread_id, to_number, from_number, body, send_started_at
     FROM conv_messages WHERE idempotency_key = $1 FOR UPDATE
 """
-# The KPI projection's missed-call fact (see `kpis.py`) rides this query: no extra round trip, and
-# it is recorded whatever becomes of the text (deferred, suppressed, parked).
+# The KPI projection's missed-call fact rides this query: no extra round trip, and it is recorded
+# whatever becomes of the text (deferred, suppressed, parked).
+_MISSED_CALL_FACT = fact_cte("missed_call_fact", Metric.MISSED_CALL, event_id="$4", tenant_id="$1", occurred_at="$5")
 _CONTEXT = f"""
-    WITH missed_call_fact AS (
-        INSERT INTO conv_kpi_facts (event_id, metric, tenant_id, occurred_at) VALUES ($4, '{MISSED_CALL}', $1, $5)
-        ON CONFLICT DO NOTHING
-    )
+    WITH {_MISSED_CALL_FACT}
     SELECT t.name, t.timezone, t.business_hours, t.status,
            s.tenant_id IS NOT NULL AS has_settings, s.first_sms_business_hours, s.first_sms_after_hours,
            s.booking_prompt, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
@@ -113,12 +104,11 @@ _UPSERT_MESSAGE = """
     RETURNING id, send_started_at
 """
 # With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it).
+_TEXTED_BACK_FACT = fact_cte(
+    "texted_back_fact", Metric.TEXTED_BACK, event_id="$5", tenant_id="$6", occurred_at="$7", value="$4"
+)
 _ACCEPTED = f"""
-    WITH texted_back_fact AS (
-        INSERT INTO conv_kpi_facts (event_id, metric, tenant_id, occurred_at, value)
-        VALUES ($5, '{TEXTED_BACK}', $6, $7, $4)
-        ON CONFLICT DO NOTHING
-    )
+    WITH {_TEXTED_BACK_FACT}
     UPDATE conv_messages SET status = $2, twilio_sid = $3, sent_at = now(), latency_ms = $4 WHERE id = $1
 """
 # The thread shows the text; with follow-ups on (`follow_up_delay_minutes`), the thread's one
@@ -148,28 +138,31 @@ async def load_context(connection: asyncpg.Connection, event: CallMissed) -> Fir
     )
     return FirstSmsContext(
         business_name=row["name"],
-        timezone=row["timezone"],
         business_hours=row["business_hours"],
-        tenant_status=row["status"],
-        opted_out=row["opted_out"],
-        landline=row["landline"],
-        texted_recently=row["texted_recently"],
+        booking_prompt=row["booking_prompt"],
         template_business_hours=row["first_sms_business_hours"],
         template_after_hours=row["first_sms_after_hours"],
-        booking_prompt=row["booking_prompt"],
-        quiet_hours=quiet_window(row),
-        quiet_policy=row["quiet_hours_policy"] or "delay",
+        facts=SendFacts(
+            kind=MessageKind.FIRST_SMS,
+            tenant_status=row["status"],
+            opted_out=row["opted_out"],
+            landline=row["landline"],
+            timezone=row["timezone"],
+            quiet_hours=quiet_window(row),
+            quiet_policy=row["quiet_hours_policy"] or "delay",
+            texted_recently=row["texted_recently"],
+        ),
     )
 
 
 def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -> str:
     """Business-hours or after-hours template; a template we cannot fill falls back to the default."""
     try:
-        in_hours = open_at(context.business_hours, ZoneInfo(context.timezone), now)
+        in_hours = open_at(context.business_hours, ZoneInfo(context.facts.timezone), now)
     except (ValueError, KeyError, TypeError) as exc:  # a broken setting never blocks the text
         log.warning("first_sms.business_hours_broken", error=str(exc))
         in_hours = True
-    default = DEFAULT_BUSINESS_HOURS if in_hours else DEFAULT_AFTER_HOURS
+    default = DEFAULT_FIRST_SMS_BUSINESS_HOURS if in_hours else DEFAULT_FIRST_SMS_AFTER_HOURS
     chosen = context.template_business_hours if in_hours else context.template_after_hours
     values = MergeValues(
         business_name=context.business_name,
@@ -179,18 +172,12 @@ def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -
     return render_or_default(chosen, default, values)
 
 
-def suppression(context: FirstSmsContext) -> str | None:
-    """The guards of every outbound text, plus the first SMS's own cooldown per caller."""
-    blocked = blocked_recipient(context.tenant_status, context.opted_out, context.landline)
-    return blocked or ("cooldown" if context.texted_recently else None)
-
-
 async def _record(
     connection: asyncpg.Connection,
     event: CallMissed,
     thread_id: UUID,
     body: str,
-    status: str,
+    status: MessageStatus,
     *,
     reason: str | None = None,
     scheduled_for: datetime | None = None,
@@ -219,55 +206,50 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
     Raises `Deferred` (after committing the message as `paused` or `scheduled`) when it must wait.
     """
     now = datetime.now(UTC)
-    verdict: Deferred | None = None
     async with hot_transaction() as connection:
         existing = await connection.fetchrow(_EXISTING, first_sms_key(event.call_id))
         if existing is not None and existing["status"] in DONE_STATUSES:
             return None
-        if existing is not None and existing["status"] == "sending":
+        if existing is not None and existing["status"] == MessageStatus.SENDING:
             return outgoing_from(existing, unknown_outcome=True)
         context = await load_context(connection, event)
         thread_id = existing["thread_id"] if existing else await current_thread(
-            connection, event.tenant_id, event.caller, event.tenant_number, opted_out=context.opted_out
+            connection, event.tenant_id, event.caller, event.tenant_number, opted_out=context.facts.opted_out
         )  # fmt: skip
         body = first_sms_body(context, event, now)
-        if reason := suppression(context):
-            await _record(connection, event, thread_id, body, "suppressed", reason=reason)
-            log.info("first_sms.suppressed", reason=reason, caller=event.caller)
-            return None
-        if settings.PAUSE_OUTBOUND_SMS:
-            await _record(connection, event, thread_id, body, "paused")
-            verdict = Deferred(now + PAUSE_RECHECK, PAUSED_REASON)
-        elif until := quiet_hours_end(*context.quiet_hours, context.timezone, now):
-            if context.quiet_policy == "suppress":
-                await _record(connection, event, thread_id, body, "suppressed", reason="quiet_hours")
-                return None
-            await _record(connection, event, thread_id, body, "scheduled", scheduled_for=until)
-            verdict = Deferred(until, QUIET_HOURS_REASON)
-        else:
-            message = await _record(connection, event, thread_id, body, "sending", send_started_at=now)
+        verdict = decide(context.facts, paused=settings.PAUSE_OUTBOUND_SMS, now=now)
+        if isinstance(verdict, Send):
+            message = await _record(connection, event, thread_id, body, MessageStatus.SENDING, send_started_at=now)
             return Outgoing(message["id"], event.caller, event.tenant_number, body, now, unknown_outcome=False)
-    raise verdict
+        if isinstance(verdict, Suppress):
+            await _record(connection, event, thread_id, body, MessageStatus.SUPPRESSED, reason=verdict.reason)
+            log.info("first_sms.suppressed", reason=verdict.reason, caller=event.caller)
+            return None
+        await _record(connection, event, thread_id, body, verdict.status, scheduled_for=verdict.scheduled_for)
+    raise Deferred(verdict.until, verdict.reason)
 
 
 async def send_first_sms(event: CallMissed) -> None:
     """The `call.missed` subscriber: at most one first SMS per missed call, whatever is retried."""
     settings = get_settings()
     if settings.LOOKUP_LINE_TYPE_BEFORE_FIRST_SMS:
-        await ensure_line_type(event.caller)  # cached: the guards below read the answer
+        await ensure_line_type(event.caller)  # cached: the decision below reads the answer
     outgoing = await plan_first_sms(event, settings)
     if outgoing is None:
         return
-    try:
-        accepted = await transmit(outgoing)
-    except SmsRejected as exc:
-        await record_rejection(event.tenant_id, outgoing, exc)
-        settle_rejection(exc, "first SMS")
-        return
-    await _record_accepted(event, outgoing, accepted)
+
+    async def accepted(connection: asyncpg.Connection, answer: Accepted) -> None:
+        await _record_accepted(connection, event, outgoing, answer)
+
+    async def rejected(connection: asyncpg.Connection, exc: SmsRejected) -> None:
+        await record_rejection(connection, event.tenant_id, outgoing, exc)
+
+    await send_and_record(outgoing, what="first SMS", accepted=accepted, rejected=rejected)
 
 
-async def _record_accepted(event: CallMissed, outgoing: Outgoing, accepted: Accepted) -> None:
+async def _record_accepted(
+    connection: asyncpg.Connection, event: CallMissed, outgoing: Outgoing, accepted: Accepted
+) -> None:
     latency_ms = (datetime.now(UTC) - event.webhook_received_at).total_seconds() * 1000
     sent = FirstSmsSent(
         tenant_id=event.tenant_id,
@@ -277,17 +259,16 @@ async def _record_accepted(event: CallMissed, outgoing: Outgoing, accepted: Acce
         correlation_id=event.correlation_id,
         causation_id=str(event.event_id),
     )
-    async with hot_transaction() as connection:
-        await connection.execute(
-            _ACCEPTED,
-            outgoing.message_id,
-            accepted.status,
-            accepted.sid,
-            latency_ms,
-            sent.event_id,
-            sent.tenant_id,
-            sent.occurred_at,
-        )
-        await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
-        await publish_on(connection, sent)
+    await connection.execute(
+        _ACCEPTED,
+        outgoing.message_id,
+        accepted.status,
+        accepted.sid,
+        latency_ms,
+        sent.event_id,
+        sent.tenant_id,
+        sent.occurred_at,
+    )
+    await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
+    await publish_on(connection, sent)
     log.info("first_sms.sent", latency_ms=round(latency_ms, 1), sid=accepted.sid)

@@ -16,9 +16,10 @@ from __future__ import annotations
 import structlog
 
 from nmc.conversations.optouts import OPTED_OUT_SQL
-from nmc.conversations.outbound import FOLLOW_UP, queue_text
+from nmc.conversations.outbound import queue_text
 from nmc.conversations.templates import DEFAULT_FOLLOW_UP, MergeValues, render_or_default
 from nmc.db import hot_transaction
+from nmc.messaging import MessageKind
 
 log = structlog.get_logger(module="conversations")
 
@@ -70,7 +71,7 @@ async def queue_due_follow_ups() -> int:
                     connection,
                     tenant_id=thread["tenant_id"],
                     thread_id=thread["id"],
-                    kind=FOLLOW_UP,
+                    kind=MessageKind.FOLLOW_UP,
                     key=f"follow_up:{thread['id']}",
                     to=thread["caller"],
                     from_=thread["tenant_number"],

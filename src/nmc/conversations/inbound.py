@@ -18,8 +18,16 @@ import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.conversations.optouts import HELP, OPT_IN, OPT_OUT, OPTED_OUT_SQL, keyword, record_opt_in, record_opt_out
-from nmc.conversations.outbound import HELP_REPLY, OWNER_ALERT, queue_text
+from nmc.conversations.optouts import (
+    ACTION_OF,
+    OPTED_OUT_SQL,
+    CallerAction,
+    Keyword,
+    keyword,
+    record_opt_in,
+    record_opt_out,
+)
+from nmc.conversations.outbound import queue_text
 from nmc.conversations.templates import (
     DEFAULT_HELP,
     MergeValues,
@@ -28,14 +36,13 @@ from nmc.conversations.templates import (
 )
 from nmc.conversations.threads import current_thread, preview
 from nmc.db import hot_transaction, raw_connection
-from nmc.events.catalog import MessageReceived
-from nmc.events.outbox import publish
+from nmc.events import MessageReceived, publish
+from nmc.messaging import MessageKind
 from nmc.observability.correlation import current_correlation_id
 
 log = structlog.get_logger(module="conversations")
 
 OWNER_ALERT_EVERY = "1 hour"
-ACTIONS = {OPT_OUT: "opted_out", OPT_IN: "opted_in", HELP: "help"}
 
 
 @dataclass(frozen=True)
@@ -108,15 +115,13 @@ async def apply_inbound(session: AsyncSession, tenant_id: UUID, sms: InboundSms,
     touched = await connection.fetchrow(_TOUCH_THREAD, thread_id, preview(sms.body, len(media)), received_at)
     verb = keyword(sms.body, sms.opt_out_type)
     source = "twilio_opt_out_type" if sms.opt_out_type else "keyword"
-    action: str | None = None
-    if verb == OPT_OUT:
+    if verb == Keyword.OPT_OUT:
         await record_opt_out(connection, tenant_id, sms.caller, source, message_id=message_id)
-        action = ACTIONS[OPT_OUT]
-    elif verb == OPT_IN and opted_out:
+    elif verb == Keyword.OPT_IN and opted_out:
         await record_opt_in(connection, tenant_id, sms.caller, source, message_id=message_id)
-        action = ACTIONS[OPT_IN]
-    elif verb == HELP:
-        action = ACTIONS[HELP]
+    elif verb == Keyword.OPT_IN:
+        verb = None  # "yes" from a caller who never opted out is a plain answer
+    action = ACTION_OF[verb] if verb else None
     await publish(
         session,
         MessageReceived(
@@ -126,7 +131,7 @@ async def apply_inbound(session: AsyncSession, tenant_id: UUID, sms: InboundSms,
             caller=sms.caller,
             tenant_number=sms.tenant_number,
             num_media=len(media),
-            first_reply=touched["first_inbound"] and touched["texted_back"] and action != ACTIONS[OPT_OUT],
+            first_reply=touched["first_inbound"] and touched["texted_back"] and action != CallerAction.OPTED_OUT,
             action=action,
             correlation_id=current_correlation_id(),
         ),
@@ -167,7 +172,7 @@ def owner_alert_key(thread_id: UUID, message_id: UUID) -> str:
 
 def _alert_wanted(event: MessageReceived, context: asyncpg.Record) -> bool:
     return (
-        event.action in (None, ACTIONS[HELP])
+        event.action in (None, CallerAction.HELP)
         and context["tenant_status"] == "active"
         and context["alerts_enabled"]
         and not context["opted_out"]
@@ -182,7 +187,7 @@ async def react_to_message(event: MessageReceived) -> None:
         context = await connection.fetchrow(_REACTION_CONTEXT, event.thread_id, event.message_id)
         if context is None:
             return
-        if event.action == ACTIONS[HELP]:
+        if event.action == CallerAction.HELP:
             values = MergeValues(
                 business_name=context["business_name"],
                 caller_number=context["caller"],
@@ -192,7 +197,7 @@ async def react_to_message(event: MessageReceived) -> None:
                 connection,
                 tenant_id=event.tenant_id,
                 thread_id=event.thread_id,
-                kind=HELP_REPLY,
+                kind=MessageKind.HELP,
                 key=f"help:{event.message_id}",
                 to=context["caller"],
                 from_=context["tenant_number"],
@@ -205,7 +210,7 @@ async def react_to_message(event: MessageReceived) -> None:
                 connection,
                 tenant_id=event.tenant_id,
                 thread_id=event.thread_id,
-                kind=OWNER_ALERT,
+                kind=MessageKind.OWNER_ALERT,
                 key=key,
                 to=context["alert_number"],
                 from_=context["tenant_number"],

@@ -1,8 +1,10 @@
-"""Threads, messages, opt-outs, phone facts, KPI facts and each tenant's messaging settings (`conv_*`)."""
+"""Threads, messages, opt-outs and each tenant's messaging settings (`conv_threads`, `conv_messages`,
+`conv_opt_outs`, `conv_opt_out_events`, `conv_settings`)."""
 
 from __future__ import annotations
 
 from datetime import datetime, time
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -14,7 +16,6 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
-    PrimaryKeyConstraint,
     String,
     Text,
     Time,
@@ -25,14 +26,17 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-OPEN = "open"
-BOOKED = "booked"
-CLOSED = "closed"
-OPTED_OUT = "opted_out"
-THREAD_STATUSES = (OPEN, BOOKED, CLOSED, OPTED_OUT)
+
+class ThreadStatus(StrEnum):
+    OPEN = "open"
+    BOOKED = "booked"
+    CLOSED = "closed"
+    OPTED_OUT = "opted_out"
+
+
 # A caller's "current" thread: where their next message lands. At most one per (tenant, caller);
 # booked and closed threads are finished, and the caller's next message opens a new one.
-CURRENT_STATUSES = (OPEN, OPTED_OUT)
+CURRENT_STATUSES = (ThreadStatus.OPEN, ThreadStatus.OPTED_OUT)
 DEFAULT_QUIET_START = time(21, 0)
 DEFAULT_QUIET_END = time(8, 0)
 PREVIEW_LENGTH = 160
@@ -68,7 +72,7 @@ class Thread(UUIDBase):
     caller: Mapped[str] = mapped_column(String(20))
     tenant_number: Mapped[str] = mapped_column(String(20))
     # open | booked | closed | opted_out
-    status: Mapped[str] = mapped_column(String(20), default=OPEN)
+    status: Mapped[str] = mapped_column(String(20), default=ThreadStatus.OPEN)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
     last_activity_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
     # Inbound messages the owner has not marked read.
@@ -149,42 +153,6 @@ class OptOutEvent(UUIDBase):
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
 
 
-class PhoneFact(DefaultBase):
-    """What we know of a phone number, whoever's caller it is: its line type (landlines cannot get texts).
-
-    From a Twilio 30006 delivery error or a Lookup v2 line-type request; trusted for 180 days.
-    """
-
-    __tablename__ = "conv_phone_facts"
-
-    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
-    # landline | mobile | fixedVoip | nonFixedVoip | tollFree | ... (Twilio Lookup's types) | unknown
-    line_type: Mapped[str] = mapped_column(String(30))
-    source: Mapped[str] = mapped_column(String(20))  # lookup | twilio_30006
-    checked_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
-
-
-class KpiFact(DefaultBase):
-    """The KPI projection: one row per domain event that counts, keyed by the event's id.
-
-    Written by the subscribers of the events (idempotent), rebuilt from `outbox_events` by
-    `nmc kpis rebuild`; `/api/kpis` aggregates these rows, never the raw conversation tables.
-    """
-
-    __tablename__ = "conv_kpi_facts"
-    __table_args__ = (
-        PrimaryKeyConstraint("event_id", "metric", name="pk_conv_kpi_facts"),
-        Index("ix_conv_kpi_facts_tenant_occurred", "tenant_id", "occurred_at"),
-    )
-
-    event_id: Mapped[UUID] = mapped_column()
-    # missed_call | texted_back (value: ms to first SMS) | lead_reply | booking | opt_out
-    metric: Mapped[str] = mapped_column(String(30))
-    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    occurred_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
-    value: Mapped[float | None] = mapped_column(Float, default=None)
-
-
 class MessagingSettings(DefaultBase):
     """Per-tenant templates and guards; a tenant without a row uses the defaults."""
 
@@ -209,35 +177,6 @@ class MessagingSettings(DefaultBase):
     owner_alerts_enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
     # NULL: the forwarding number of the tenant number the thread is on.
     owner_alert_number: Mapped[str | None] = mapped_column(String(20), default=None)
-    updated_at: Mapped[datetime] = mapped_column(
-        DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now()
-    )
-
-
-class BookingDialog(DefaultBase):
-    """Where a thread's booking by SMS stands (`nmc.conversations.booking_dialog` has the transitions).
-
-    One row per thread that ever asked to book; the row is locked while a caller's text is applied.
-    """
-
-    __tablename__ = "conv_booking_dialogs"
-    __table_args__ = (Index("ix_conv_booking_dialogs_hold", "hold_id", postgresql_where=text("hold_id IS NOT NULL")),)
-
-    thread_id: Mapped[UUID] = mapped_column(ForeignKey("conv_threads.id", ondelete="CASCADE"), primary_key=True)
-    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    # idle | offered | held | booked
-    state: Mapped[str] = mapped_column(String(10))
-    job_type_id: Mapped[UUID | None] = mapped_column(default=None)
-    # The open times last offered, in order: [{"resource_id": ..., "start": ...}] (UTC, ISO 8601).
-    offers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list, server_default=text("'[]'::jsonb"))
-    # The hold placed for the caller (holds are deleted when booked or expired) and its start.
-    hold_id: Mapped[UUID | None] = mapped_column(default=None)
-    hold_start: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
-    booking_id: Mapped[UUID | None] = mapped_column(default=None)
-    # Re-prompts in a row; past the limit the dialog stays quiet and the owner answers.
-    reprompts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
-    # The newest caller text applied: an older one delivered late changes nothing.
-    last_message_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now()
     )

@@ -6,41 +6,60 @@ text that is already queued); START deletes the row. `conv_opt_out_events` keeps
 
 from __future__ import annotations
 
+from enum import StrEnum
 from uuid import UUID, uuid4
 
 import asyncpg
 import structlog
 
-from nmc.events.catalog import CallerOptedIn, CallerOptedOut
-from nmc.events.outbox import publish_on
+from nmc.events import CallerOptedIn, CallerOptedOut, publish_on
 from nmc.observability.correlation import current_correlation_id
 
 log = structlog.get_logger(module="conversations")
 
-OPT_OUT = "opt_out"
-OPT_IN = "opt_in"
-HELP = "help"
+
+class Keyword(StrEnum):
+    """What a caller's whole text asks for, when it is one of the carrier keywords."""
+
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    HELP = "help"
+
+
+class CallerAction(StrEnum):
+    """What a keyword did, as `message.received` carries it (`action`)."""
+
+    OPTED_OUT = "opted_out"
+    OPTED_IN = "opted_in"
+    HELP = "help"
+
+
+ACTION_OF = {
+    Keyword.OPT_OUT: CallerAction.OPTED_OUT,
+    Keyword.OPT_IN: CallerAction.OPTED_IN,
+    Keyword.HELP: CallerAction.HELP,
+}
 # Twilio's default keywords (providers.md): the whole body, any case.
 OPT_OUT_KEYWORDS = frozenset({"STOP", "UNSUBSCRIBE", "END", "QUIT", "STOPALL", "REVOKE", "OPTOUT", "CANCEL"})
 OPT_IN_KEYWORDS = frozenset({"START", "YES", "UNSTOP"})
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
-_OPT_OUT_TYPES = {"STOP": OPT_OUT, "START": OPT_IN, "HELP": HELP}
+_OPT_OUT_TYPES = {"STOP": Keyword.OPT_OUT, "START": Keyword.OPT_IN, "HELP": Keyword.HELP}
 # Is the phone opted out of the tenant's texts? For every query that must know (`.format` the columns).
 OPTED_OUT_SQL = "EXISTS (SELECT 1 FROM conv_opt_outs o WHERE o.tenant_id = {tenant} AND o.phone = {phone})"
 
 
-def keyword(body: str, opt_out_type: str | None = None) -> str | None:
+def keyword(body: str, opt_out_type: str | None = None) -> Keyword | None:
     """`opt_out`, `opt_in`, `help` or None. Twilio's `OptOutType` (Advanced Opt-Out) wins; otherwise
     the whole body, trimmed, in any case, must be a keyword ("stop please" is a message)."""
     if opt_out_type and (verdict := _OPT_OUT_TYPES.get(opt_out_type.strip().upper())):
         return verdict
     word = body.strip().upper()
     if word in OPT_OUT_KEYWORDS:
-        return OPT_OUT
+        return Keyword.OPT_OUT
     if word in OPT_IN_KEYWORDS:
-        return OPT_IN
+        return Keyword.OPT_IN
     if word in HELP_KEYWORDS:
-        return HELP
+        return Keyword.HELP
     return None
 
 
@@ -72,7 +91,7 @@ async def record_opt_out(
 ) -> bool:
     """Opt the caller out for this tenant (in the caller's transaction). True when it is new."""
     created = await connection.fetchval(_INSERT_OPT_OUT, uuid4(), tenant_id, phone, source)
-    await connection.execute(_AUDIT, uuid4(), tenant_id, phone, OPT_OUT, source, message_id)
+    await connection.execute(_AUDIT, uuid4(), tenant_id, phone, Keyword.OPT_OUT, source, message_id)
     thread_id: UUID | None = await connection.fetchval(_THREAD_OPTED_OUT, tenant_id, phone)
     if created is None:
         return False
@@ -97,7 +116,7 @@ async def record_opt_in(
     deleted = await connection.fetchval(_DELETE_OPT_OUT, tenant_id, phone)
     if deleted is None:
         return False
-    await connection.execute(_AUDIT, uuid4(), tenant_id, phone, OPT_IN, source, message_id)
+    await connection.execute(_AUDIT, uuid4(), tenant_id, phone, Keyword.OPT_IN, source, message_id)
     thread_id: UUID | None = await connection.fetchval(_THREAD_OPTED_IN, tenant_id, phone)
     await publish_on(
         connection,

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 import msgspec
 
-from nmc.events.catalog import E164
+from nmc.events import E164
 
-ThreadStatus = Literal["open", "booked", "closed", "opted_out"]
 # The UI may spell it the way.
 ThreadStatusFilter = Literal["open", "booked", "closed", "opted_out", "opted-out"]
-HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["21:00"])]
+# A time of day (00:00-23:59), e.g. where quiet hours start.
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$", examples=["21:00"])]
 TemplateText = Annotated[str, msgspec.Meta(min_length=1, max_length=1000)]
 SmsBody = Annotated[str, msgspec.Meta(min_length=1, max_length=1600, description="Any Unicode, up to 1,600 characters")]
 
@@ -93,8 +93,8 @@ class MessagingSettingsWrite(msgspec.Struct, forbid_unknown_fields=True, kw_only
     # Where owner alerts go; null: the forwarding number of the tenant number.
     owner_alert_number: E164 | None = None
     # Both null: no quiet hours. In the tenant's time zone; may wrap midnight.
-    quiet_hours_start: HHMM | None = "21:00"
-    quiet_hours_end: HHMM | None = "08:00"
+    quiet_hours_start: ClockTime | None = "21:00"
+    quiet_hours_end: ClockTime | None = "08:00"
     quiet_hours_policy: Literal["delay", "suppress"] = "delay"
     # A caller who calls again within this many minutes gets no second first SMS.
     cooldown_minutes: Annotated[int, msgspec.Meta(ge=0, le=10080)] = 60
@@ -103,18 +103,3 @@ class MessagingSettingsWrite(msgspec.Struct, forbid_unknown_fields=True, kw_only
 class MessagingSettingsRead(MessagingSettingsWrite, kw_only=True):
     defaults: TemplateDefaults
     updated_at: datetime | None = None
-
-
-class KpiRead(msgspec.Struct, kw_only=True):
-    start: date
-    end: date
-    timezone: str
-    missed_calls: int
-    texted_back: int
-    median_time_to_first_sms_ms: float | None
-    p95_time_to_first_sms_ms: float | None
-    # Callers who answered our text (their first message in the thread; not a STOP).
-    replies: int
-    reply_rate: float | None
-    bookings: int
-    opt_outs: int

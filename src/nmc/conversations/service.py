@@ -8,24 +8,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import date, datetime, time
+from datetime import datetime, time
 from typing import Any
 from uuid import UUID, uuid4
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import msgspec
 import structlog
-from sqlalchemy import case, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.conversations import kpis
-from nmc.conversations.lines import LANDLINE_SQL, mark_recipient_landline
-from nmc.conversations.models import CLOSED, CURRENT_STATUSES, OPEN, OPTED_OUT, Message
+from nmc.conversations.models import CURRENT_STATUSES, Message, ThreadStatus
 from nmc.conversations.optouts import OPTED_OUT_SQL
-from nmc.conversations.outbound import REPLY, queue_text
+from nmc.conversations.outbound import queue_text
 from nmc.conversations.schemas import (
-    KpiRead,
     MediaRead,
     MessageRead,
     MessagingSettingsRead,
@@ -37,9 +33,9 @@ from nmc.conversations.schemas import (
 )
 from nmc.conversations.templates import (
     BOOKING_PROMPT_FIELDS,
-    DEFAULT_AFTER_HOURS,
     DEFAULT_BOOKING_PROMPT,
-    DEFAULT_BUSINESS_HOURS,
+    DEFAULT_FIRST_SMS_AFTER_HOURS,
+    DEFAULT_FIRST_SMS_BUSINESS_HOURS,
     DEFAULT_FOLLOW_UP,
     DEFAULT_HELP,
     MERGE_FIELDS,
@@ -48,10 +44,10 @@ from nmc.conversations.templates import (
 )
 from nmc.conversations.threads import preview
 from nmc.db import json_column, raw_connection
+from nmc.messaging import LANDLINE_SQL, UNREACHABLE_LANDLINE, LineType, MessageKind, mark_line_type
 from nmc.problems import Conflict, InvalidField, NotFound
 from nmc.scheduling.service import JobTypeService
 from nmc.scheduling.service import NotFound as JobTypeNotFound
-from nmc.telephony.sms import LANDLINE as LANDLINE_ERROR
 
 log = structlog.get_logger(module="conversations")
 
@@ -60,7 +56,6 @@ STATUS_RANK = {
     "sending": 0, "accepted": 1, "queued": 2, "scheduled": 2, "sent": 3,
     "delivered": 4, "undelivered": 4, "failed": 4, "read": 5,
 }  # fmt: skip
-MAX_KPI_DAYS = 366
 
 
 async def update_delivery_status(session: AsyncSession, message_sid: str, status: str, error_code: int | None) -> bool:
@@ -68,8 +63,10 @@ async def update_delivery_status(session: AsyncSession, message_sid: str, status
 
     30006 (landline or unreachable carrier) marks the recipient's number so it is not texted again.
     """
-    if error_code == LANDLINE_ERROR:
-        await mark_recipient_landline(await raw_connection(session), message_sid)
+    if error_code == UNREACHABLE_LANDLINE:
+        recipient = await session.scalar(select(Message.to_number).where(Message.twilio_sid == message_sid))
+        if recipient is not None:
+            await mark_line_type(await raw_connection(session), recipient, LineType.LANDLINE, "twilio_30006")
     rank = STATUS_RANK.get(status)
     if rank is None:
         return False
@@ -81,6 +78,23 @@ async def update_delivery_status(session: AsyncSession, message_sid: str, status
         .returning(Message.id)
     )
     return result.first() is not None
+
+
+class FirstSmsOutcome(msgspec.Struct, frozen=True):
+    status: str
+    latency_ms: float | None
+
+
+async def first_sms_outcome(session: AsyncSession, call_id: UUID) -> FirstSmsOutcome | None:
+    """Where the first SMS of a missed call stands (`nmc simulate`, the smoke test)."""
+    row = (
+        await session.execute(
+            select(Message.status, Message.latency_ms).where(
+                Message.call_id == call_id, Message.kind == MessageKind.FIRST_SMS
+            )
+        )
+    ).first()
+    return FirstSmsOutcome(row.status, row.latency_ms) if row else None
 
 
 # ---------------------------------------------------------------- cursors
@@ -170,7 +184,7 @@ _TOUCH_REPLIED = """
 """
 _MARK_READ = f"UPDATE conv_threads SET unread_count = 0 WHERE id = $1 AND tenant_id = $2 RETURNING {_THREAD_COLUMNS}"
 _CLOSE = f"""
-    UPDATE conv_threads SET status = '{CLOSED}', follow_up_due_at = NULL
+    UPDATE conv_threads SET status = '{ThreadStatus.CLOSED}', follow_up_due_at = NULL
     WHERE id = $1 AND tenant_id = $2 RETURNING {_THREAD_COLUMNS}
 """
 _REOPEN_TARGET = f"""
@@ -262,7 +276,7 @@ class InboxService:
             connection,
             tenant_id=tenant_id,
             thread_id=thread_id,
-            kind=REPLY,
+            kind=MessageKind.REPLY,
             key=key,
             to=target["caller"],
             from_=target["tenant_number"],
@@ -290,7 +304,7 @@ class InboxService:
             return await self._thread_update(_THREAD, thread_id, tenant_id)
         if target["other_current"]:
             raise Conflict("The caller has a newer open thread: continue there")
-        status = OPTED_OUT if target["opted_out"] else OPEN
+        status = ThreadStatus.OPTED_OUT if target["opted_out"] else ThreadStatus.OPEN
         try:
             return await self._thread_update(_SET_THREAD_STATUS, thread_id, tenant_id, status)
         except asyncpg.UniqueViolationError:
@@ -356,34 +370,6 @@ class InboxService:
         if not job_type.active:
             raise InvalidField("booking_job_type_id", "the job type is not active")
 
-    # ------------------------------------------------------------ KPIs
-    async def kpis(self, tenant_id: UUID, start: date, end: date) -> KpiRead:
-        if end < start:
-            raise InvalidField("end", "ends before start")
-        if (end - start).days >= MAX_KPI_DAYS:
-            raise InvalidField("end", f"a range holds at most {MAX_KPI_DAYS} days")
-        connection = await self._connection()
-        timezone = await connection.fetchval("SELECT timezone FROM tenant_profiles WHERE id = $1", tenant_id)
-        try:
-            ZoneInfo(timezone)
-        except (ZoneInfoNotFoundError, ValueError):
-            timezone = "UTC"  # a broken tenant setting still gets its numbers, in UTC days
-        since, until = kpis.local_day_bounds(start, end, timezone)
-        found = await kpis.totals(connection, tenant_id, since, until)
-        return KpiRead(
-            start=start,
-            end=end,
-            timezone=timezone,
-            missed_calls=found.missed_calls,
-            texted_back=found.texted_back,
-            median_time_to_first_sms_ms=found.median_ms,
-            p95_time_to_first_sms_ms=found.p95_ms,
-            replies=found.replies,
-            reply_rate=round(found.replies / found.texted_back, 4) if found.texted_back else None,
-            bookings=found.bookings,
-            opt_outs=found.opt_outs,
-        )
-
 
 _UPSERT_SETTINGS = """
     INSERT INTO conv_settings (tenant_id, first_sms_business_hours, first_sms_after_hours, booking_prompt,
@@ -435,8 +421,8 @@ def check_messaging_settings(data: MessagingSettingsWrite) -> None:
 
 def template_defaults() -> TemplateDefaults:
     return TemplateDefaults(
-        first_sms_business_hours=DEFAULT_BUSINESS_HOURS,
-        first_sms_after_hours=DEFAULT_AFTER_HOURS,
+        first_sms_business_hours=DEFAULT_FIRST_SMS_BUSINESS_HOURS,
+        first_sms_after_hours=DEFAULT_FIRST_SMS_AFTER_HOURS,
         booking_prompt=DEFAULT_BOOKING_PROMPT,
         follow_up_template=DEFAULT_FOLLOW_UP,
         help_text=DEFAULT_HELP,

@@ -13,10 +13,10 @@ MERGE_FIELDS = frozenset({"business_name", "caller_number", "booking_prompt"})
 STOP_NOTICE = "Reply STOP to opt out."
 
 DEFAULT_BOOKING_PROMPT = "Reply BOOK to pick a time for a visit."
-DEFAULT_BUSINESS_HOURS = (
+DEFAULT_FIRST_SMS_BUSINESS_HOURS = (
     "Hi, this is {business_name}. Sorry we missed your call! How can we help? {booking_prompt} " + STOP_NOTICE
 )
-DEFAULT_AFTER_HOURS = (
+DEFAULT_FIRST_SMS_AFTER_HOURS = (
     "Hi, this is {business_name}. We're closed right now but saw your call. Text us what you need and "
     "we'll get back to you first thing. {booking_prompt} " + STOP_NOTICE
 )

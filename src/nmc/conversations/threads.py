@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from uuid import UUID, uuid4
 
 import asyncpg
+import msgspec
 import structlog
 
-from nmc.conversations.models import OPEN, OPTED_OUT, PREVIEW_LENGTH
+from nmc.conversations.models import PREVIEW_LENGTH, ThreadStatus
 from nmc.db import hot_transaction
-from nmc.events.catalog import BookingConfirmed
+from nmc.events import BookingConfirmed
 
 log = structlog.get_logger(module="conversations")
 
@@ -35,7 +37,7 @@ async def current_thread(
     connection: asyncpg.Connection, tenant_id: UUID, caller: str, tenant_number: str, *, opted_out: bool
 ) -> UUID:
     """The caller's current thread, created `open` (or `opted_out` for an opted-out caller) if none."""
-    status = OPTED_OUT if opted_out else OPEN
+    status = ThreadStatus.OPTED_OUT if opted_out else ThreadStatus.OPEN
     for _ in range(_ATTEMPTS):
         thread_id: UUID | None = await connection.fetchval(
             _CURRENT_THREAD, uuid4(), tenant_id, caller, tenant_number, status
@@ -43,6 +45,48 @@ async def current_thread(
         if thread_id is not None:
             return thread_id
     raise RuntimeError("the caller's current thread kept changing under concurrent writes")
+
+
+class ThreadFacts(msgspec.Struct, frozen=True):
+    """A thread and its tenant's booking settings, as the booking dialog reads them."""
+
+    thread_id: UUID
+    tenant_id: UUID
+    caller: str
+    tenant_number: str
+    booking_prompt: str | None
+    booking_job_type_id: UUID | None
+
+
+_THREAD_FACTS = """
+    SELECT th.id AS thread_id, th.tenant_id, th.caller, th.tenant_number, s.booking_prompt, s.booking_job_type_id
+    FROM conv_threads th LEFT JOIN conv_settings s ON s.tenant_id = th.tenant_id
+    WHERE th.id = $1
+"""
+
+
+async def thread_facts(connection: asyncpg.Connection, thread_id: UUID) -> ThreadFacts | None:
+    row = await connection.fetchrow(_THREAD_FACTS, thread_id)
+    return msgspec.convert(dict(row), ThreadFacts) if row else None
+
+
+class CallerText(msgspec.Struct, frozen=True):
+    """A caller's text, and whether the reply keyed `reply_key` was queued already."""
+
+    body: str
+    created_at: datetime
+    answered: bool
+
+
+_CALLER_TEXT = """
+    SELECT body, created_at, EXISTS (SELECT 1 FROM conv_messages WHERE idempotency_key = $2) AS answered
+    FROM conv_messages WHERE id = $1
+"""
+
+
+async def caller_text(connection: asyncpg.Connection, message_id: UUID, reply_key: str) -> CallerText | None:
+    row = await connection.fetchrow(_CALLER_TEXT, message_id, reply_key)
+    return msgspec.convert(dict(row), CallerText) if row else None
 
 
 def preview(body: str, num_media: int = 0) -> str:

@@ -1,0 +1,55 @@
+"""Domain events: the Event Catalog, publishing into the outbox, dispatch to subscribers, history.
+
+Modules publish with `publish`/`publish_on` in their own transaction, subscribe with `@subscriber`
+in their `handlers.py`, and signal a subscriber's verdict with `Deferred` or `PermanentFailure`.
+"""
+
+from nmc.events.catalog import (
+    E164,
+    E164_PATTERN,
+    BookingCancelled,
+    BookingConfirmed,
+    BookingHeld,
+    BookingRescheduled,
+    CallerOptedIn,
+    CallerOptedOut,
+    CallMissed,
+    DomainEvent,
+    FirstSmsSent,
+    HoldExpired,
+    MessageReceived,
+    MessageStatusChanged,
+    OutboundSmsRequested,
+    TenantCreated,
+)
+from nmc.events.dispatcher import Deferred, PermanentFailure
+from nmc.events.history import Unreadable, history, oldest_occurrence
+from nmc.events.outbox import publish, publish_on
+from nmc.events.subscribers import subscriber
+
+__all__ = [
+    "E164",
+    "E164_PATTERN",
+    "BookingCancelled",
+    "BookingConfirmed",
+    "BookingHeld",
+    "BookingRescheduled",
+    "CallMissed",
+    "CallerOptedIn",
+    "CallerOptedOut",
+    "Deferred",
+    "DomainEvent",
+    "FirstSmsSent",
+    "HoldExpired",
+    "MessageReceived",
+    "MessageStatusChanged",
+    "OutboundSmsRequested",
+    "PermanentFailure",
+    "TenantCreated",
+    "Unreadable",
+    "history",
+    "oldest_occurrence",
+    "publish",
+    "publish_on",
+    "subscriber",
+]

@@ -25,6 +25,9 @@ class DomainEvent(msgspec.Struct, kw_only=True, frozen=True):
 
     name: ClassVar[str]
     version: ClassVar[int]
+    # False for a record nobody needs promptly: written without a dispatch job, settled (or dispatched,
+    # if a subscriber appears) by the worker's sweep within seconds. Saves a job per event on a hot path.
+    wake_worker: ClassVar[bool] = True
 
     event_id: UUID = msgspec.field(default_factory=uuid4)
     occurred_at: datetime = msgspec.field(default_factory=_now)
@@ -58,8 +61,11 @@ class CallMissed(DomainEvent, kw_only=True, frozen=True):
 
 
 class FirstSmsSent(DomainEvent, kw_only=True, frozen=True):
+    """The first SMS was accepted by Twilio. Its KPI fact rides the acceptance update (see nmc.kpis)."""
+
     name: ClassVar[str] = "sms.first_sent"
     version: ClassVar[int] = 1
+    wake_worker: ClassVar[bool] = False  # one per missed call, on the benchmarked path; nobody reacts
 
     tenant_id: UUID
     call_id: UUID

@@ -24,7 +24,7 @@ from nmc.db import hot_pool, raw_connection, session_scope
 from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
 from nmc.events.outbox import enqueue_dispatch
-from nmc.events.subscribers import handlers_for
+from nmc.events.subscribers import handlers_for, subscribed_event_names
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import bind_event_context, mask_text
 from nmc.settings import get_settings
@@ -171,9 +171,20 @@ async def move_rows(session: AsyncSession, source: str, target: str, event_ids: 
     return ids
 
 
+# Due rows of events no subscriber handles here (published without a job, see `wake_worker`, or
+# published before their subscriber existed): settled in one statement, not one job each.
+_SETTLE_UNHANDLED = """
+    UPDATE outbox_events SET dispatched_at = now()
+    WHERE dispatched_at IS NULL AND available_at <= now() AND event_name <> ALL($1::text[])
+"""
+
+
 async def sweep() -> int:
-    """Re-enqueue rows whose job was lost (crash, lease expired, backoff due). Returns how many."""
+    """Settle due rows nobody handles; re-enqueue rows whose job was lost (crash, lease expired,
+    backoff due). Returns how many were re-enqueued."""
     async with session_scope() as session:
+        connection = await raw_connection(session)
+        await connection.execute(_SETTLE_UNHANDLED, subscribed_event_names())
         due = await session.execute(
             text(
                 "SELECT id FROM outbox_events WHERE dispatched_at IS NULL AND available_at <= now() "
@@ -182,7 +193,6 @@ async def sweep() -> int:
             {"limit": SWEEP_LIMIT},
         )
         ids = list(due.scalars())
-        connection = await raw_connection(session)
         for event_id in ids:
             await enqueue_dispatch(connection, event_id)
     return len(ids)

@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import raw_connection
 from nmc.events.catalog import DomainEvent, validated
-from nmc.events.subscribers import handlers_for
 from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue
 
 
@@ -33,9 +32,8 @@ async def enqueue_dispatch(
 # Plain SQL on the session's own connection: this runs inside the webhook that starts the
 # first-SMS clock, where SQLAlchemy's statement building cost more than the database round trip.
 _INSERT_OUTBOX = """
-    INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id,
-                               dispatched_at)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $8 THEN NULL ELSE now() END)
+    INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
 
 
@@ -51,11 +49,11 @@ async def publish(session: AsyncSession, event: DomainEvent) -> None:
 async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None:
     """`publish` on a plain asyncpg connection already in a transaction (the worker's hot path).
 
-    An event nobody subscribes to is still recorded (the outbox is the history projections are
-    rebuilt from) but needs no dispatch: it is written as dispatched, with no job to run.
+    Every row is written undispatched: whether anyone subscribes is the dispatching worker's to know
+    (in a rolling deploy an old web must not settle an event a new worker now handles). An event
+    whose catalog entry does not `wake_worker` gets no job: the worker's sweep settles it in bulk.
     """
     payload = validated(event)
-    needs_dispatch = bool(handlers_for(event.name))
     await connection.execute(
         _INSERT_OUTBOX,
         event.event_id,
@@ -65,7 +63,6 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None
         msgspec.json.encode(payload).decode(),
         event.correlation_id,
         event.causation_id,
-        needs_dispatch,
     )
-    if needs_dispatch:
+    if event.wake_worker:
         await enqueue_dispatch(connection, event.event_id)

@@ -1,11 +1,12 @@
-"""Who reacts to which event. Modules register their handlers with `@subscriber(EventType)`."""
+"""Who reacts to which event. Modules register their handlers with `@subscriber(EventType)` in their
+`handlers.py`; the worker's composition root (`nmc.worker.load_subscribers`) imports them all and
+then declares the registry complete. Publishing never consults this registry: only the process that
+dispatches knows (and must know) every subscriber."""
 
 from __future__ import annotations
 
-import importlib
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from functools import cache
 from typing import Any, TypeVar
 
 from nmc.events.catalog import DomainEvent
@@ -14,13 +15,11 @@ Handler = Callable[[Any], Awaitable[None]]
 H = TypeVar("H", bound=Handler)
 
 _REGISTRY: dict[str, list[Handler]] = defaultdict(list)
+_complete = False
 
-# Modules whose handlers.py registers subscribers; the worker imports them all at start.
-HANDLER_MODULES = (
-    "nmc.telephony.handlers",
-    "nmc.conversations.handlers",
-    "nmc.scheduling.handlers",
-)
+
+class SubscribersNotLoaded(RuntimeError):
+    """Dispatching before every subscriber is known would mark events dispatched that nobody handled."""
 
 
 def subscriber(event_type: type[DomainEvent]) -> Callable[[H], H]:
@@ -35,13 +34,17 @@ def subscriber(event_type: type[DomainEvent]) -> Callable[[H], H]:
     return register
 
 
+def registry_complete() -> None:
+    """Called once every module's handlers are imported: dispatching may start."""
+    global _complete
+    _complete = True
+
+
 def handlers_for(event_name: str) -> list[Handler]:
-    load_handler_modules()  # never dispatch (and mark dispatched) before every subscriber is known
+    if not _complete:
+        raise SubscribersNotLoaded("the worker dispatches only after nmc.worker.load_subscribers()")
     return list(_REGISTRY.get(event_name, ()))
 
 
-@cache
-def load_handler_modules() -> None:
-    """Import every module's subscribers, once per process."""
-    for module in HANDLER_MODULES:
-        importlib.import_module(module)
+def subscribed_event_names() -> list[str]:
+    return [name for name, handlers in _REGISTRY.items() if handlers]

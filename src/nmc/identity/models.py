@@ -7,6 +7,7 @@ migration 7e1d00000006); Python code goes through `nmc.identity.service`.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +15,12 @@ from advanced_alchemy.base import UUIDAuditBase
 from sqlalchemy import ForeignKey, String, UniqueConstraint
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+
+class TenantStatus(StrEnum):
+    ACTIVE = "active"  # texts callers back
+    INACTIVE = "inactive"  # records calls and texts, sends nothing
+
 
 DEFAULT_BUSINESS_HOURS: dict[str, list[list[str]]] = {
     day: [["08:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")
@@ -27,7 +34,7 @@ class Tenant(UUIDAuditBase):
     timezone: Mapped[str] = mapped_column(String(64), default="America/New_York")
     # {"mon": [["08:00","17:00"]], ...} in the tenant's timezone; a day may hold several ranges.
     business_hours: Mapped[dict[str, Any]] = mapped_column(JSONB, default=lambda: dict(DEFAULT_BUSINESS_HOURS))
-    status: Mapped[str] = mapped_column(String(20), default="active")
+    status: Mapped[str] = mapped_column(String(20), default=TenantStatus.ACTIVE)
     clerk_org_id: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
 
     phone_numbers: Mapped[list[TenantPhoneNumber]] = relationship(

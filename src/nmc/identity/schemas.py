@@ -7,10 +7,8 @@ from uuid import UUID
 
 import msgspec
 
-from nmc.events.catalog import E164
-
-HHMM = Annotated[str, msgspec.Meta(pattern=r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$")]
-BusinessHours = dict[str, list[tuple[HHMM, HHMM]]]
+from nmc.events import E164
+from nmc.weekly_hours import WeeklyHours
 
 
 class PhoneNumberRead(msgspec.Struct):
@@ -31,7 +29,7 @@ class TenantRead(msgspec.Struct):
 class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
     timezone: str | msgspec.UnsetType = msgspec.UNSET
-    business_hours: BusinessHours | msgspec.UnsetType = msgspec.UNSET
+    business_hours: WeeklyHours | msgspec.UnsetType = msgspec.UNSET
 
 
 class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -8,6 +8,7 @@ from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+from advanced_alchemy.exceptions import IntegrityError
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
@@ -16,10 +17,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nmc.db import raw_connection, session_scope
 from nmc.events.catalog import TenantCreated
 from nmc.events.outbox import publish
-from nmc.identity.models import Tenant, TenantPhoneNumber
+from nmc.identity.models import Tenant, TenantPhoneNumber, TenantStatus
 from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, TenantUpdate
 from nmc.observability.correlation import current_correlation_id
-from nmc.problems import InvalidField
+from nmc.problems import Conflict, InvalidField
 from nmc.weekly_hours import InvalidHours, check_weekly
 
 
@@ -115,6 +116,22 @@ class TenantService(SQLAlchemyAsyncRepositoryService[Tenant, TenantRepository]):
     async def tenant_id_for_org(org_id: str) -> UUID | None:
         async with session_scope() as session:
             result = await session.execute(
-                select(Tenant.id).where(Tenant.clerk_org_id == org_id, Tenant.status == "active")
+                select(Tenant.id).where(Tenant.clerk_org_id == org_id, Tenant.status == TenantStatus.ACTIVE)
             )
             return result.scalar_one_or_none()
+
+
+async def create_tenant(data: TenantCreate) -> TenantRead:
+    """`nmc tenants create`: the tenant, its number, and `tenant.created`, in one transaction."""
+    try:
+        async with session_scope() as session:
+            service = TenantService(session=session)
+            return service.to_read(await service.create_tenant(data))
+    except IntegrityError:
+        raise Conflict(f"a tenant already uses number {data.twilio_number} or Clerk org {data.clerk_org_id}") from None
+
+
+async def list_tenants() -> list[TenantRead]:
+    async with session_scope() as session:
+        tenants = (await session.execute(select(Tenant).order_by(Tenant.created_at))).scalars()
+        return [TenantService.to_read(t) for t in tenants]

@@ -16,9 +16,8 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import raw_connection
-from nmc.events.catalog import E164_PATTERN, CallMissed
-from nmc.events.outbox import publish
-from nmc.identity.service import NumberOwner
+from nmc.events import E164_PATTERN, CallMissed, publish
+from nmc.identity import NumberOwner
 from nmc.observability.correlation import current_correlation_id
 from nmc.settings import Settings
 

@@ -11,11 +11,17 @@ import httpx
 from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 
-from nmc.conversations.models import Message
+from nmc.conversations import first_sms_outcome
 from nmc.db import session_scope
+from nmc.messaging import MessageStatus
 from nmc.telephony.models import Call
 
-SENT_STATUSES = frozenset({"accepted", "queued", "sending", "sent", "delivered"})
+SENT_STATUSES = frozenset(
+    {MessageStatus.ACCEPTED, MessageStatus.QUEUED, MessageStatus.SENDING, MessageStatus.SENT, MessageStatus.DELIVERED}
+)
+STOPPED_STATUSES = frozenset(
+    {MessageStatus.SUPPRESSED, MessageStatus.FAILED, MessageStatus.SCHEDULED, MessageStatus.PAUSED}
+)
 
 
 def new_call_sid() -> str:
@@ -80,22 +86,18 @@ async def simulate_missed_call(
 
 
 async def wait_for_first_sms(call_sid: str, timeout: float) -> tuple[str | None, float | None]:
+    """The first SMS's status and recorded latency once it is sent, or where it stopped."""
     deadline = time.monotonic() + timeout
     status: str | None = None
     while time.monotonic() < deadline:
         async with session_scope() as session:
-            row = (
-                await session.execute(
-                    select(Message.status, Message.latency_ms)
-                    .join(Call, Call.id == Message.call_id)
-                    .where(Call.call_sid == call_sid, Message.kind == "first_sms")
-                )
-            ).first()
-        if row is not None:
-            status = row.status
-            if row.status in SENT_STATUSES and row.latency_ms is not None:
-                return row.status, row.latency_ms
-            if row.status in {"suppressed", "failed", "scheduled", "paused"}:
-                return row.status, None
+            call_id = await session.scalar(select(Call.id).where(Call.call_sid == call_sid))
+            found = await first_sms_outcome(session, call_id) if call_id else None
+        if found is not None:
+            status = found.status
+            if found.status in SENT_STATUSES and found.latency_ms is not None:
+                return found.status, found.latency_ms
+            if found.status in STOPPED_STATUSES:
+                return found.status, None
         await asyncio.sleep(0.05)
     return status, None

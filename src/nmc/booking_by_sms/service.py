@@ -1,6 +1,6 @@
 """Booking by SMS, carried out: the `message.received` and `hold.expired` subscribers.
 
-`booking_dialog` decides; this module applies the decision in one transaction: the thread's dialog
+`dialog` decides; this module applies the decision in one transaction: the thread's dialog
 row (locked), the hold or booking (scheduling's own functions, so the exclusion constraint decides
 every race, exactly as for the REST API) and the reply, queued with the key `booking:<message id>`
 like every other text. A redelivered event finds its reply and changes nothing; a crash before the
@@ -17,25 +17,24 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.conversations import booking_dialog as dialog
-from nmc.conversations.booking_dialog import Action
-from nmc.conversations.inbound import ACTIONS
-from nmc.conversations.optouts import OPT_OUT
-from nmc.conversations.outbound import BOOKING, queue_text
-from nmc.conversations.templates import DEFAULT_BOOKING_PROMPT
+from nmc.booking_by_sms import dialog
+from nmc.booking_by_sms.dialog import Action, DialogState
+from nmc.conversations import DEFAULT_BOOKING_PROMPT, CallerAction, caller_text, queue_text, thread_facts
 from nmc.db import json_column, raw_connection, session_scope
-from nmc.events.catalog import HoldExpired, MessageReceived
-from nmc.identity.service import TenantService
+from nmc.events import HoldExpired, MessageReceived
+from nmc.identity import TenantService
+from nmc.messaging import MessageKind
 from nmc.scheduling.booking import create_booking, create_hold, release_hold, search_availability
 from nmc.scheduling.schemas import BookingCreate, HoldCreate
 from nmc.scheduling.service import HoldExpiredError, NotFound, SchedulingError, bookable_job_type
 from nmc.settings import get_settings
 
-log = structlog.get_logger(module="conversations")
+log = structlog.get_logger(module="booking_by_sms")
 
 OFFER_DAYS = 14
 
@@ -56,7 +55,7 @@ class Turn:
     business_name: str
     zone: ZoneInfo
     job_type_id: UUID | None
-    state: str
+    state: DialogState
     offers: list[Offer]
     hold_id: UUID | None
     hold_start: datetime | None
@@ -67,22 +66,31 @@ class Turn:
     message_at: datetime | None = None  # the caller's text this turn applies
 
 
-# The thread, the tenant's booking settings and the dialog's state (idle when it has no row).
-_CONTEXT = """
-    SELECT th.id AS thread_id, th.tenant_id, th.caller, th.tenant_number, s.booking_prompt,
-           s.booking_job_type_id, d.job_type_id AS dialog_job_type_id,
-           coalesce(d.state, 'idle') AS state, coalesce(d.offers, '[]') AS offers, d.hold_id, d.hold_start,
-           coalesce(d.reprompts, 0) AS reprompts, d.last_message_at
-    FROM conv_threads th
-    LEFT JOIN conv_settings s ON s.tenant_id = th.tenant_id
-    LEFT JOIN conv_booking_dialogs d ON d.thread_id = th.id
-    WHERE th.id = $1
+class DialogRow(msgspec.Struct, frozen=True):
+    """A thread's dialog as stored (idle with no offers when it has no row)."""
+
+    state: DialogState = DialogState.IDLE
+    job_type_id: UUID | None = None
+    offers: list[Offer] = []
+    hold_id: UUID | None = None
+    hold_start: datetime | None = None
+    reprompts: int = 0
+    last_message_at: datetime | None = None
+
+
+_DIALOG = """
+    SELECT state, job_type_id, offers, hold_id, hold_start, reprompts, last_message_at
+    FROM conv_booking_dialogs WHERE thread_id = $1
 """
-_MESSAGE = """
-    SELECT body, created_at,
-           EXISTS (SELECT 1 FROM conv_messages WHERE idempotency_key = $2) AS answered
-    FROM conv_messages WHERE id = $1
-"""
+
+
+async def _dialog_row(connection: asyncpg.Connection, thread_id: UUID) -> DialogRow:
+    row = await connection.fetchrow(_DIALOG, thread_id)
+    if row is None:
+        return DialogRow()
+    return msgspec.convert({**row, "offers": json_column(row["offers"])}, DialogRow)
+
+
 _ENSURE_DIALOG = """
     INSERT INTO conv_booking_dialogs (thread_id, tenant_id, state) VALUES ($1, $2, 'idle')
     ON CONFLICT (thread_id) DO NOTHING
@@ -106,7 +114,7 @@ def reply_key(message_id: UUID) -> str:
 # ---------------------------------------------------------------------------- subscribers
 async def converse(event: MessageReceived) -> None:
     """The `message.received` subscriber: the caller's text, read by the booking dialog."""
-    if event.action == ACTIONS[OPT_OUT]:
+    if event.action == CallerAction.OPTED_OUT:
         await _let_go_after_opt_out(event)
         return
     if event.action is not None:  # opt-in, HELP: keywords, answered elsewhere
@@ -152,7 +160,7 @@ async def _let_go_after_opt_out(event: MessageReceived) -> None:
         if turn is None or turn.hold_id is None:
             return
         await _release(session, turn)
-        await _save(session, turn, dialog.IDLE)
+        await _save(session, turn, DialogState.IDLE)
         log.info("booking_dialog.released_on_opt_out")
 
 
@@ -165,19 +173,18 @@ async def _message_turn(session: AsyncSession, event: MessageReceived) -> tuple[
     """
     connection = await raw_connection(session)
     key = reply_key(event.message_id)
-    message = await connection.fetchrow(_MESSAGE, event.message_id, key)
-    context = await connection.fetchrow(_CONTEXT, event.thread_id)
-    if message is None or context is None or message["answered"]:
+    message = await caller_text(connection, event.message_id, key)
+    thread = await thread_facts(connection, event.thread_id)
+    if message is None or thread is None or message.answered:
         return None
-    keyword = dialog.prompt_keyword(context["booking_prompt"] or DEFAULT_BOOKING_PROMPT)
-    reading = dialog.read(message["body"], keyword)
-    offered = len(json_column(context["offers"]))
-    if dialog.decide(context["state"], reading, offered=offered, reprompts=context["reprompts"]) is Action.IGNORE:
+    stored = await _dialog_row(connection, event.thread_id)
+    reading = dialog.read(message.body, dialog.prompt_keyword(thread.booking_prompt or DEFAULT_BOOKING_PROMPT))
+    if dialog.decide(stored.state, reading, offered=len(stored.offers), reprompts=stored.reprompts) is Action.IGNORE:
         return None
     turn = await _locked_turn(session, event.thread_id, event.tenant_id, key, str(event.event_id))
-    if turn is None or (turn.last_message_at is not None and message["created_at"] < turn.last_message_at):
+    if turn is None or (turn.last_message_at is not None and message.created_at < turn.last_message_at):
         return None
-    turn = replace(turn, message_at=message["created_at"])
+    turn = replace(turn, message_at=message.created_at)
     action = dialog.decide(turn.state, reading, offered=len(turn.offers), reprompts=turn.reprompts)
     return None if action is Action.IGNORE else (turn, reading, action)
 
@@ -191,27 +198,27 @@ async def _locked_turn(
         await connection.execute(_ENSURE_DIALOG, thread_id, tenant_id)
     if await connection.fetchval(_LOCK_DIALOG, thread_id) is None:
         return None
-    context = await connection.fetchrow(_CONTEXT, thread_id)
-    if context is None:
+    thread = await thread_facts(connection, thread_id)
+    if thread is None:
         return None
+    stored = await _dialog_row(connection, thread_id)
     tenant = await TenantService(session=session).get(tenant_id)
     # The dialog's job type while it is active, else the tenant's choice, else its oldest active one.
-    preferred = [context["dialog_job_type_id"], context["booking_job_type_id"]]
-    job_type_id = await bookable_job_type(session, tenant_id, preferred)
+    job_type_id = await bookable_job_type(session, tenant_id, [stored.job_type_id, thread.booking_job_type_id])
     return Turn(
-        thread_id=context["thread_id"],
-        tenant_id=context["tenant_id"],
-        caller=context["caller"],
-        tenant_number=context["tenant_number"],
+        thread_id=thread.thread_id,
+        tenant_id=thread.tenant_id,
+        caller=thread.caller,
+        tenant_number=thread.tenant_number,
         business_name=tenant.name,
         zone=ZoneInfo(tenant.timezone),
         job_type_id=job_type_id,
-        state=context["state"],
-        offers=msgspec.convert(json_column(context["offers"]), list[Offer]),
-        hold_id=context["hold_id"],
-        hold_start=context["hold_start"],
-        reprompts=context["reprompts"],
-        last_message_at=context["last_message_at"],
+        state=stored.state,
+        offers=stored.offers,
+        hold_id=stored.hold_id,
+        hold_start=stored.hold_start,
+        reprompts=stored.reprompts,
+        last_message_at=stored.last_message_at,
         reply_key=key,
         causation_id=causation_id,
     )
@@ -230,10 +237,10 @@ async def _carry_out(session: AsyncSession, turn: Turn, action: Action, reading:
         await _confirm(session, turn)
     elif action is Action.RELEASE:
         await _release(session, turn)
-        await _save(session, turn, dialog.IDLE)
+        await _save(session, turn, DialogState.IDLE)
         await _say(session, turn, dialog.released_text())
     elif action is Action.DECLINE:
-        await _save(session, turn, dialog.IDLE)
+        await _save(session, turn, DialogState.IDLE)
         await _say(session, turn, dialog.declined_text())
     elif action is Action.REPROMPT:
         await _save(session, turn, turn.state, offers=turn.offers, reprompts=turn.reprompts + 1, keep_hold=True)
@@ -245,15 +252,15 @@ async def _offer(session: AsyncSession, turn: Turn, *, after: datetime | None = 
     if turn.hold_id is not None:
         await _release(session, turn)
     if turn.job_type_id is None:
-        await _save(session, turn, dialog.IDLE)
+        await _save(session, turn, DialogState.IDLE)
         await _say(session, turn, lead + dialog.not_set_up_text(turn.business_name))
         return
     offers = await _open_times(session, turn, after)
     if not offers:
-        await _save(session, turn, dialog.IDLE)
+        await _save(session, turn, DialogState.IDLE)
         await _say(session, turn, dialog.no_times_text(turn.business_name, lead=lead))
         return
-    await _save(session, turn, dialog.OFFERED, offers=offers)
+    await _save(session, turn, DialogState.OFFERED, offers=offers)
     starts = [offer.start.astimezone(turn.zone) for offer in offers]
     await _say(session, turn, dialog.offers_text(turn.business_name, starts, lead=lead))
 
@@ -292,7 +299,7 @@ async def _hold(session: AsyncSession, turn: Turn, offer: Offer) -> None:
             resource_id=offer.resource_id, job_type_id=turn.job_type_id, start=offer.start, customer_phone=turn.caller
         ),
     )
-    await _save(session, turn, dialog.HELD, offers=turn.offers, hold_id=hold.id, hold_start=hold.start)
+    await _save(session, turn, DialogState.HELD, offers=turn.offers, hold_id=hold.id, hold_start=hold.start)
     text = dialog.held_text(hold.start.astimezone(turn.zone), get_settings().HOLD_TTL_MINUTES)
     await _say(session, turn, text)
 
@@ -303,7 +310,7 @@ async def _confirm(session: AsyncSession, turn: Turn) -> None:
     booking = await create_booking(
         session, turn.tenant_id, BookingCreate(hold_id=turn.hold_id, customer_phone=turn.caller), source="sms"
     )
-    await _save(session, turn, dialog.BOOKED, booking_id=booking.id)
+    await _save(session, turn, DialogState.BOOKED, booking_id=booking.id)
     await _say(session, turn, dialog.booked_text(turn.business_name, booking.start.astimezone(turn.zone)))
 
 
@@ -327,7 +334,7 @@ def _local(turn: Turn, at: datetime | None) -> datetime | None:
 async def _save(
     session: AsyncSession,
     turn: Turn,
-    state: str,
+    state: DialogState,
     *,
     offers: list[Offer] | None = None,
     hold_id: UUID | None = None,
@@ -357,7 +364,7 @@ async def _say(session: AsyncSession, turn: Turn, body: str) -> None:
         await raw_connection(session),
         tenant_id=turn.tenant_id,
         thread_id=turn.thread_id,
-        kind=BOOKING,
+        kind=MessageKind.BOOKING,
         key=turn.reply_key,
         to=turn.caller,
         from_=turn.tenant_number,

@@ -9,10 +9,11 @@
 | `booking.confirmed`| `booking`     |                            |
 
 The subscribers write facts keyed by (event id, metric), so a redelivered event changes nothing. The
-first SMS writes its two facts itself, in statements it runs anyway (`first_sms.py`): the missed-call
-fact with its context query (recorded whatever becomes of the text), the texted-back fact with the
-acceptance update, in the transaction that publishes `sms.first_sent`. No round trip is added to that
-benchmarked path. `nmc kpis rebuild` replays the history the outbox still holds through `facts_of`.
+first SMS writes its two facts itself, in statements it runs anyway (`nmc.conversations.first_sms`,
+through `fact_cte`, this module's published statement): the missed-call fact with its context query
+(recorded whatever becomes of the text), the texted-back fact with the acceptance update, in the
+transaction that publishes `sms.first_sent`. No round trip is added to that benchmarked path.
+`nmc kpis rebuild` replays the history the outbox holds (parked events included) through `facts_of`.
 `/api/kpis` aggregates facts over a range of the tenant's local days; medians and P95s come from the
 `texted_back` values.
 """
@@ -22,32 +23,39 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import msgspec
 import structlog
 
 from nmc.db import hot_transaction
-from nmc.events.catalog import (
+from nmc.events import (
     BookingConfirmed,
     CallerOptedOut,
     CallMissed,
     DomainEvent,
     FirstSmsSent,
     MessageReceived,
-    load_event,
+    Unreadable,
+    history,
+    oldest_occurrence,
 )
 
-log = structlog.get_logger(module="conversations")
+log = structlog.get_logger(module="kpis")
 
-MISSED_CALL = "missed_call"
-TEXTED_BACK = "texted_back"
-LEAD_REPLY = "lead_reply"
-BOOKING = "booking"
-OPT_OUT = "opt_out"
+
+class Metric(StrEnum):
+    MISSED_CALL = "missed_call"
+    TEXTED_BACK = "texted_back"  # value: ms from webhook to Twilio's acceptance
+    LEAD_REPLY = "lead_reply"
+    BOOKING = "booking"
+    OPT_OUT = "opt_out"
+
+
+MISSED_CALL, TEXTED_BACK, LEAD_REPLY, BOOKING, OPT_OUT = Metric
 
 Fact = tuple[str, float | None]
 FACTS: dict[str, Callable[[Any], list[Fact]]] = {
@@ -62,6 +70,16 @@ _FACT = """
     INSERT INTO conv_kpi_facts (event_id, metric, tenant_id, occurred_at, value) VALUES ($1, $2, $3, $4, $5)
     ON CONFLICT DO NOTHING
 """
+
+
+def fact_cte(name: str, metric: Metric, *, event_id: str, tenant_id: str, occurred_at: str, value: str = "NULL") -> str:
+    """A `WITH name AS (INSERT ...)` writing one fact, for a writer on the first-SMS path to prepend
+    to a statement it runs anyway (the arguments are that statement's placeholders, e.g. `$4`)."""
+    return f"""{name} AS (
+        INSERT INTO conv_kpi_facts (event_id, metric, tenant_id, occurred_at, value)
+        VALUES ({event_id}, '{metric}', {tenant_id}, {occurred_at}, {value})
+        ON CONFLICT DO NOTHING
+    )"""
 
 
 def facts_of(event: DomainEvent) -> list[Fact]:
@@ -105,18 +123,11 @@ class RebuildReport:
         ]
 
 
-_WINDOW_START = """
-    SELECT min((payload->>'occurred_at')::timestamptz) FROM outbox_events WHERE event_name = ANY($1::text[])
-"""
-_HISTORY = """
-    SELECT event_name, event_version, payload FROM outbox_events
-    WHERE event_name = ANY($1::text[]) ORDER BY created_at
-"""
 REBUILD_BATCH = 1000
 
 
 async def rebuild(*, everything: bool = False) -> RebuildReport:
-    """Replay the outbox history into the projection, in one transaction (readers never see it half done).
+    """Replay the event history into the projection, in one transaction (readers never see it half done).
 
     The outbox keeps rows 30 days after dispatch (runbook §8): by default only facts from the oldest
     projected event it still holds onwards are replaced, older facts stay. `everything` truncates first.
@@ -127,15 +138,13 @@ async def rebuild(*, everything: bool = False) -> RebuildReport:
         if everything:
             await connection.execute("TRUNCATE conv_kpi_facts")
         else:
-            report.window_start = await connection.fetchval(_WINDOW_START, names)
+            report.window_start = await oldest_occurrence(connection, names)
             if report.window_start is None:
                 return report
             await connection.execute("DELETE FROM conv_kpi_facts WHERE occurred_at >= $1", report.window_start)
         batch: list[tuple[Any, ...]] = []
-        async for row in connection.cursor(_HISTORY, names, prefetch=REBUILD_BATCH):
-            try:
-                event = load_event(row["event_name"], row["event_version"], row["payload"])
-            except (msgspec.ValidationError, ValueError):
+        async for event in history(connection, names):
+            if isinstance(event, Unreadable):
                 report.unreadable += 1
                 continue
             report.events += 1

@@ -21,12 +21,10 @@ import structlog
 from nmc.observability.logging import mask_phone
 from nmc.settings import Settings, get_settings
 
-log = structlog.get_logger(module="telephony")
+log = structlog.get_logger(module="messaging")
 
 SEND_TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=3.0)
 LOOKUP_TIMEOUT = aiohttp.ClientTimeout(total=3.0, connect=1.0)
-UNSUBSCRIBED = 21610
-LANDLINE = 30006
 
 
 @dataclass(frozen=True)
@@ -187,6 +185,7 @@ _lookup: LineTypeLookup | None = None
 
 
 def get_sender() -> SmsSender:
+    """The process's sender: Twilio's Messages API with credentials, the console without."""
     global _sender
     if _sender is None:
         settings = get_settings()
@@ -203,3 +202,9 @@ def get_line_type_lookup() -> LineTypeLookup | None:
     if _lookup is None:
         _lookup = LineTypeLookup(settings)
     return _lookup
+
+
+def use_sms_clients(sender: SmsSender | None = None, lookup: LineTypeLookup | None = None) -> None:
+    """Inject the sender and Lookup client (tests, tools); None: built again from the settings on next use."""
+    global _sender, _lookup
+    _sender, _lookup = sender, lookup

@@ -1,4 +1,5 @@
-"""The worker process: PgQueuer consumers for the outbox dispatcher, the sweeper and cron schedules.
+"""The worker process (a composition root): PgQueuer consumers for the outbox dispatcher, the sweeper,
+cron schedules, and every module's event subscribers.
 
 `OUTBOX_CONCURRENCY` consumers each hold one LISTEN connection and run up to `2 * OUTBOX_BATCH_SIZE`
 dispatches at once (PgQueuer's own floor), so a burst of missed calls never queues behind one slow
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import signal
 from datetime import timedelta
+from functools import cache
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -20,24 +23,36 @@ from pgqueuer import AsyncpgDriver, PgQueuer
 from pgqueuer.models import Job, Schedule
 from pgqueuer.types import Channel
 
-from nmc.conversations.follow_up import queue_due_follow_ups
-from nmc.conversations.outbound import PAUSED_REASON
+from nmc.conversations import queue_due_follow_ups
 from nmc.db import dispose_engine
 from nmc.events.dispatcher import dispatch, release_deferred, sweep
-from nmc.events.subscribers import load_handler_modules
+from nmc.events.subscribers import registry_complete
+from nmc.messaging import PAUSED_REASON
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import clear_context, configure_logging
 from nmc.queue.pgq import OUTBOX_DISPATCH
 from nmc.runtime import freeze_startup_heap
-from nmc.scheduling.booking import collect_expired_holds
+from nmc.scheduling.booking import collect_expired_holds  # transitional: the face is being written
 from nmc.settings import Settings, get_settings
 
 log = structlog.get_logger(module="worker")
+
+# Each module's subscribers, in the order they run for one event: the KPI projection first (cheap,
+# and current even while a text waits), then conversations, then booking by SMS.
+SUBSCRIBER_MODULES = ("nmc.kpis.handlers", "nmc.conversations.handlers", "nmc.booking_by_sms.handlers")
 
 SWEEP_EVERY_SECONDS = 5.0
 RECONNECT_BACKOFF_SECONDS = (0.5, 1, 2, 5)
 RETENTION_SCHEDULE = "15 3 * * *"
 HOLD_GC_SCHEDULE = "* * * * *"  # runbook §1: expired holds are deleted every minute
+
+
+@cache
+def load_subscribers() -> None:
+    """Import every module's subscribers, then let dispatching start (once per process)."""
+    for module in SUBSCRIBER_MODULES:
+        importlib.import_module(module)
+    registry_complete()
 
 
 async def on_outbox_dispatch(job: Job) -> None:
@@ -136,7 +151,7 @@ async def run_sweeper(stopping: asyncio.Event) -> None:
 async def run_worker() -> None:
     settings = get_settings()
     configure_logging(settings.LOG_LEVEL)
-    load_handler_modules()
+    load_subscribers()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -11,13 +11,13 @@ import asyncpg
 import structlog
 
 from nmc.db import hot_pool
-from nmc.telephony.sms import LookupFailed, get_line_type_lookup
+from nmc.messaging.sms import LookupFailed, get_line_type_lookup
 
-log = structlog.get_logger(module="conversations")
+log = structlog.get_logger(module="messaging")
 
-LANDLINE = "landline"
 LINE_TYPE_TTL = "180 days"
-# Reused inside the guards' queries: is `phone_sql` a known landline?
+# Published for the senders' planning queries (one round trip on the first-SMS path): is `{phone}` a
+# known landline?
 LANDLINE_SQL = (
     "EXISTS (SELECT 1 FROM conv_phone_facts f WHERE f.phone = {phone} AND f.line_type = 'landline'"
     f" AND f.checked_at > now() - interval '{LINE_TYPE_TTL}')"
@@ -28,20 +28,10 @@ _MARK = """
     ON CONFLICT (phone) DO UPDATE SET line_type = EXCLUDED.line_type, source = EXCLUDED.source, checked_at = now()
 """
 _KNOWN = f"SELECT line_type FROM conv_phone_facts WHERE phone = $1 AND checked_at > now() - interval '{LINE_TYPE_TTL}'"
-_MARK_MESSAGE_RECIPIENT = """
-    INSERT INTO conv_phone_facts (phone, line_type, source, checked_at)
-    SELECT to_number, 'landline', 'twilio_30006', now() FROM conv_messages WHERE twilio_sid = $1
-    ON CONFLICT (phone) DO UPDATE SET line_type = 'landline', source = 'twilio_30006', checked_at = now()
-"""
 
 
 async def mark_line_type(connection: asyncpg.Connection, phone: str, line_type: str, source: str) -> None:
     await connection.execute(_MARK, phone, line_type, source)
-
-
-async def mark_recipient_landline(connection: asyncpg.Connection, message_sid: str) -> None:
-    """A status callback said 30006 (landline or unreachable carrier) for this message's recipient."""
-    await connection.execute(_MARK_MESSAGE_RECIPIENT, message_sid)
 
 
 async def ensure_line_type(phone: str) -> str | None:

@@ -26,11 +26,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-IDLE = "idle"
-OFFERED = "offered"
-HELD = "held"
-BOOKED = "booked"
-STATES = (IDLE, OFFERED, HELD, BOOKED)
+
+class DialogState(StrEnum):
+    IDLE = "idle"
+    OFFERED = "offered"
+    HELD = "held"
+    BOOKED = "booked"
+
+
 OFFER_COUNT = 3
 MAX_REPROMPTS = 2
 
@@ -56,19 +59,19 @@ class Action(StrEnum):
 
 
 TRANSITIONS: dict[tuple[str, Intent], Action] = {
-    (IDLE, Intent.BOOK): Action.OFFER,
-    (OFFERED, Intent.BOOK): Action.OFFER,
-    (OFFERED, Intent.MORE): Action.OFFER_LATER,
-    (OFFERED, Intent.CHOICE): Action.HOLD,
-    (OFFERED, Intent.YES): Action.REPROMPT,  # a time must be picked first
-    (OFFERED, Intent.NO): Action.DECLINE,
-    (OFFERED, Intent.UNCLEAR): Action.REPROMPT,
-    (HELD, Intent.BOOK): Action.OFFER,
-    (HELD, Intent.MORE): Action.OFFER_LATER,
-    (HELD, Intent.CHOICE): Action.HOLD,
-    (HELD, Intent.YES): Action.CONFIRM,
-    (HELD, Intent.NO): Action.RELEASE,
-    (HELD, Intent.UNCLEAR): Action.REPROMPT,
+    (DialogState.IDLE, Intent.BOOK): Action.OFFER,
+    (DialogState.OFFERED, Intent.BOOK): Action.OFFER,
+    (DialogState.OFFERED, Intent.MORE): Action.OFFER_LATER,
+    (DialogState.OFFERED, Intent.CHOICE): Action.HOLD,
+    (DialogState.OFFERED, Intent.YES): Action.REPROMPT,  # a time must be picked first
+    (DialogState.OFFERED, Intent.NO): Action.DECLINE,
+    (DialogState.OFFERED, Intent.UNCLEAR): Action.REPROMPT,
+    (DialogState.HELD, Intent.BOOK): Action.OFFER,
+    (DialogState.HELD, Intent.MORE): Action.OFFER_LATER,
+    (DialogState.HELD, Intent.CHOICE): Action.HOLD,
+    (DialogState.HELD, Intent.YES): Action.CONFIRM,
+    (DialogState.HELD, Intent.NO): Action.RELEASE,
+    (DialogState.HELD, Intent.UNCLEAR): Action.REPROMPT,
 }
 _BOOK_WORDS = re.compile(
     r"\b(book|booking|appointment|appt|schedule|availability|available|opening|openings|slot|slots)\b", re.I
@@ -109,7 +112,7 @@ def read(body: str, keyword: str | None = None) -> Reading:
     return Reading(Intent.UNCLEAR)
 
 
-def decide(state: str, reading: Reading, *, offered: int, reprompts: int) -> Action:
+def decide(state: DialogState, reading: Reading, *, offered: int, reprompts: int) -> Action:
     """The action for a reading in a state (`offered`: how many times are on offer)."""
     action = TRANSITIONS.get((state, reading.intent), Action.IGNORE)
     if action is Action.HOLD and not (reading.choice and 1 <= reading.choice <= offered):
@@ -156,8 +159,8 @@ def declined_text() -> str:
     return "No problem. Reply BOOK anytime to see open times."
 
 
-def reprompt_text(state: str, hold_start: datetime | None, offered: int) -> str:
-    if state == HELD and hold_start is not None:
+def reprompt_text(state: DialogState, hold_start: datetime | None, offered: int) -> str:
+    if state == DialogState.HELD and hold_start is not None:
         return f"Reply YES to confirm {when(hold_start)}, or NO to let it go."
     choices = ", ".join(str(n) for n in range(1, offered)) + f" or {offered}" if offered > 1 else "1"
     return f"Sorry, I didn't get that. Reply {choices} to pick a time, MORE for later times, or NO."

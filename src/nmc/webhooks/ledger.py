@@ -28,7 +28,9 @@ class Delivery:
 
 
 @dataclass(frozen=True)
-class StoredAnswer:
+class Answer:
+    """The HTTP answer to a delivery, stored with it so a retry gets the same one."""
+
     status: int
     body: str
     media_type: str
@@ -43,7 +45,7 @@ _RECORD_DELIVERY = """
 """
 
 
-async def record_first_delivery(session: AsyncSession, delivery: Delivery, answer: StoredAnswer) -> bool:
+async def record_first_delivery(session: AsyncSession, delivery: Delivery, answer: Answer) -> bool:
     """Insert the delivery with the answer we are about to give. False if it was seen before
     (same external id, or same provider idempotency token): the caller must not act again.
 
@@ -67,7 +69,7 @@ async def record_first_delivery(session: AsyncSession, delivery: Delivery, answe
     return True
 
 
-async def earlier_answer(session: AsyncSession, delivery: Delivery) -> StoredAnswer | None:
+async def earlier_answer(session: AsyncSession, delivery: Delivery) -> Answer | None:
     """The answer given to the first delivery of this request, if any."""
     matches = [WebhookEvent.external_id == delivery.external_id]
     if delivery.idempotency_token:
@@ -81,9 +83,7 @@ async def earlier_answer(session: AsyncSession, delivery: Delivery) -> StoredAns
     ).first()
     if row is None or row.response_status is None:
         return None
-    return StoredAnswer(
-        status=row.response_status, body=row.response_body or "", media_type=row.response_media_type or ""
-    )
+    return Answer(status=row.response_status, body=row.response_body or "", media_type=row.response_media_type or "")
 
 
 async def get_delivery(session: AsyncSession, webhook_event_id: UUID) -> WebhookEvent | None:

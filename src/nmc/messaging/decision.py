@@ -1,0 +1,107 @@
+"""The sending decision every text goes through: send now, wait until, or suppress with a reason.
+
+Pure: the facts are read by the caller (the first SMS in one query, every other text in another),
+the verdict is recorded by the caller. The ladder, in order:
+
+1. the recipient may not be texted (tenant inactive, opted out, known landline), or the caller got a
+   first SMS within the cooldown → suppress;
+2. `PAUSE_OUTBOUND_SMS` → wait as `paused`, re-checked every `PAUSE_RECHECK`;
+3. quiet hours in the tenant's zone (owner alerts, help replies and booking texts are exempt) →
+   an automated text under the `suppress` policy is suppressed, any other waits as `scheduled`;
+4. otherwise send.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+
+import structlog
+
+from nmc.identity import TenantStatus
+from nmc.messaging.quiet_hours import quiet_until
+from nmc.messaging.vocabulary import MessageKind, MessageStatus, QuietHoursPolicy, SuppressedReason
+
+log = structlog.get_logger(module="messaging")
+
+PAUSE_RECHECK = timedelta(seconds=15)
+PAUSED_REASON = "PAUSE_OUTBOUND_SMS"  # the deferral note the worker releases when it starts unpaused
+QUIET_HOURS_REASON = "quiet hours"
+
+# The owner wants to hear about a lead now; a caller who texted HELP or is booking asked for the answer now.
+QUIET_HOURS_EXEMPT = frozenset({MessageKind.OWNER_ALERT, MessageKind.HELP, MessageKind.BOOKING})
+# Texts the business did not write by hand: the tenant's `suppress` quiet-hours policy applies.
+AUTOMATED = frozenset({MessageKind.FIRST_SMS, MessageKind.FOLLOW_UP})
+
+
+@dataclass(frozen=True)
+class SendFacts:
+    kind: MessageKind
+    tenant_status: str
+    opted_out: bool
+    landline: bool
+    timezone: str
+    quiet_hours: tuple[time | None, time | None]
+    quiet_policy: str = QuietHoursPolicy.DELAY
+    texted_recently: bool = False  # the first SMS's cooldown
+
+
+@dataclass(frozen=True)
+class Send:
+    pass
+
+
+@dataclass(frozen=True)
+class Wait:
+    status: MessageStatus  # paused | scheduled
+    until: datetime
+    reason: str  # the deferral note (`PAUSED_REASON`, `QUIET_HOURS_REASON`)
+
+    @property
+    def scheduled_for(self) -> datetime | None:
+        return self.until if self.status == MessageStatus.SCHEDULED else None
+
+
+@dataclass(frozen=True)
+class Suppress:
+    reason: SuppressedReason
+
+
+Verdict = Send | Wait | Suppress
+
+
+def blocked_recipient(tenant_status: str, opted_out: bool, landline: bool) -> SuppressedReason | None:
+    """Why no text may go to this recipient now; every text checks it at send time."""
+    if tenant_status != TenantStatus.ACTIVE:
+        return SuppressedReason.TENANT_INACTIVE
+    if opted_out:
+        return SuppressedReason.OPTED_OUT
+    if landline:
+        return SuppressedReason.LANDLINE
+    return None
+
+
+def quiet_hours_end(start: time | None, end: time | None, timezone: str, now: datetime) -> datetime | None:
+    """A broken quiet-hours setting fails open: a paying tenant is never silently muted."""
+    try:
+        return quiet_until(start, end, timezone, now)
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("sms.quiet_hours_broken", error=str(exc))
+        return None
+
+
+def decide(facts: SendFacts, *, paused: bool, now: datetime) -> Verdict:
+    if reason := blocked_recipient(facts.tenant_status, facts.opted_out, facts.landline):
+        return Suppress(reason)
+    if facts.texted_recently:
+        return Suppress(SuppressedReason.COOLDOWN)
+    if paused:
+        return Wait(MessageStatus.PAUSED, now + PAUSE_RECHECK, PAUSED_REASON)
+    if facts.kind in QUIET_HOURS_EXEMPT:
+        return Send()
+    until = quiet_hours_end(*facts.quiet_hours, facts.timezone, now)
+    if until is None:
+        return Send()
+    if facts.kind in AUTOMATED and facts.quiet_policy == QuietHoursPolicy.SUPPRESS:
+        return Suppress(SuppressedReason.QUIET_HOURS)
+    return Wait(MessageStatus.SCHEDULED, until, QUIET_HOURS_REASON)

@@ -1,0 +1,205 @@
+"""One webhook pipeline for every provider.
+
+Each delivery goes through the same steps, in this order, here and nowhere else:
+
+1. read the raw body once (bodies above the provider's limit were refused with 413 by Litestar);
+2. verify it with the provider's verifier (refused: its status as problem details, `webhook_signature_failures_total`,
+   a WARN naming the headers present, never their values);
+3. decode it (form or JSON) and parse it into the handler's typed payload (400 naming the field);
+4. find the tenant it belongs to (`route`; an unroutable delivery gets its answer, nothing stored);
+5. record the first delivery in the `webhook_events` ledger with the answer about to be given (a
+   retry gets that stored answer back and `webhook_dedupe_hits_total`);
+6. apply the effect in the same transaction;
+7. answer.
+
+Providers supply a `WebhookProvider` (verifier, decoder, body limit, idempotency header); each kind
+of delivery supplies a `WebhookHandler`. `replay` runs a stored delivery through steps 3, 4 and 6.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from uuid import UUID
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nmc.observability.metrics import WEBHOOK_SIGNATURE_FAILURES
+from nmc.settings import get_settings
+from nmc.webhooks.ledger import Answer, Delivery, earlier_answer, get_delivery, record_first_delivery
+
+log = structlog.get_logger(module="webhooks")
+
+P = TypeVar("P")  # a handler's typed payload
+C = TypeVar("C")  # what `route` found (e.g. the number's owner)
+
+
+@dataclass(frozen=True)
+class RawDelivery:
+    """A provider's request as it reached us: the signed URL, the headers, the raw body."""
+
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class WebhookRefused(Exception):
+    """The request is not a delivery we accept: answered with `status`, nothing stored."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class Unrouted(Exception):
+    """The delivery belongs to nobody here (e.g. a number no tenant owns): answered, nothing stored."""
+
+    def __init__(self, answer: Answer) -> None:
+        super().__init__("unrouted delivery")
+        self.answer = answer
+
+
+class WebhookProvider(Protocol):
+    """A provider's verifier and wire format."""
+
+    name: str
+    max_body_bytes: int
+
+    def verify(self, delivery: RawDelivery) -> WebhookRefused | None:
+        """None when the delivery is authentic; otherwise why not, and the status to answer."""
+
+    def decode(self, delivery: RawDelivery) -> dict[str, Any]:
+        """The body as the ledger stores it (a form's fields, a JSON object)."""
+
+    def idempotency_token(self, delivery: RawDelivery) -> str | None:
+        """The provider's own retry token, a second dedupe key (Twilio's `I-Twilio-Idempotency-Token`)."""
+
+
+class WebhookHandler(Generic[P, C]):
+    """One kind of delivery: how it is parsed, keyed, routed, answered and applied.
+
+    `answer` is a pure function of the delivery (a retry gets the stored answer anyway); `apply` is
+    the effect, run once per first delivery and again only by `just replay-webhook`.
+    """
+
+    provider: ClassVar[WebhookProvider]
+    kind: ClassVar[str]
+    payload_type: ClassVar[type[Any]]
+
+    def key(self, payload: P) -> str:
+        """What makes two deliveries of this kind the same one."""
+        raise NotImplementedError
+
+    async def route(self, session: AsyncSession, payload: P) -> C | None:
+        """The tenant context, or None when the kind has none; raise `Unrouted` to refuse quietly."""
+        return None
+
+    def tenant_id(self, context: C | None) -> UUID | None:
+        return None
+
+    def answer(self, payload: P, context: C | None) -> Answer:
+        raise NotImplementedError
+
+    async def apply(self, session: AsyncSession, payload: P, context: C | None, received_at: datetime) -> None:
+        raise NotImplementedError
+
+
+def parse(handler: WebhookHandler[P, C], fields: Mapping[str, Any]) -> P:
+    """The typed payload; `msgspec.ValidationError` naming the bad field otherwise."""
+    parsed: P = msgspec.convert(fields, handler.payload_type, strict=False)
+    return parsed
+
+
+def signed_url(request: Request[Any, Any, Any]) -> str:
+    """The URL the provider signed: our public base URL + path (+ query), never the proxy's view."""
+    query = request.scope.get("query_string", b"").decode("latin-1")
+    url = get_settings().public_url(request.url.path)
+    return f"{url}?{query}" if query else url
+
+
+async def receive(
+    handler: WebhookHandler[P, C], request: Request[Any, Any, Any], session: AsyncSession
+) -> Response[str]:
+    """Steps 1 to 7 for one request; `session`'s transaction commits after the response is built."""
+    received_at = datetime.now(UTC)
+    provider = handler.provider
+    delivery = RawDelivery(url=signed_url(request), headers=request.headers, body=await request.body())
+    if refused := provider.verify(delivery):
+        _signature_failed(provider, handler.kind, delivery, refused)
+    fields = provider.decode(delivery)
+    try:
+        payload = parse(handler, fields)
+    except msgspec.ValidationError as exc:
+        log.info("webhook.malformed", provider=provider.name, kind=handler.kind, error=str(exc), http_status=400)
+        raise ValidationException(f"Malformed {handler.kind} webhook: {exc}") from None
+    try:
+        context = await handler.route(session, payload)
+    except Unrouted as unrouted:
+        log.info("webhook.unrouted", provider=provider.name, kind=handler.kind)
+        return _respond(unrouted.answer)
+    answer = handler.answer(payload, context)
+    first = Delivery(
+        provider=provider.name,
+        kind=handler.kind,
+        external_id=f"{handler.kind}:{handler.key(payload)}",
+        payload=fields,
+        idempotency_token=provider.idempotency_token(delivery),
+        tenant_id=handler.tenant_id(context),
+    )
+    if not await record_first_delivery(session, first, answer):
+        log.info("webhook.duplicate", provider=provider.name, kind=handler.kind, external_id=first.external_id)
+        return _respond(await earlier_answer(session, first) or answer)
+    if first.tenant_id:
+        structlog.contextvars.bind_contextvars(tenant_id=str(first.tenant_id))
+    await handler.apply(session, payload, context, received_at)
+    return _respond(answer)
+
+
+class ReplayRefused(ValueError):
+    """The stored delivery cannot be replayed; the message says why."""
+
+
+async def replay(
+    session: AsyncSession, webhook_event_id: UUID, handlers: Mapping[tuple[str, str], WebhookHandler[Any, Any]]
+) -> str:
+    """`just replay-webhook`: a stored delivery through parse → route → apply again.
+
+    For a bug fixed after the fact; the effects' own unique keys keep the exactly-once rules.
+    """
+    stored = await get_delivery(session, webhook_event_id)
+    if stored is None:
+        raise ReplayRefused(f"no webhook_events row {webhook_event_id}")
+    handler = handlers.get((stored.provider, stored.kind))
+    if handler is None:
+        raise ReplayRefused(f"no handler for {stored.provider} {stored.kind}")
+    payload = parse(handler, stored.payload)
+    try:
+        context = await handler.route(session, payload)
+    except Unrouted:
+        raise ReplayRefused(f"webhook {webhook_event_id} belongs to no tenant any more") from None
+    await handler.apply(session, payload, context, stored.received_at)
+    return f"replayed {stored.provider} {stored.kind} {stored.external_id}"
+
+
+def _signature_failed(provider: WebhookProvider, kind: str, delivery: RawDelivery, refused: WebhookRefused) -> None:
+    WEBHOOK_SIGNATURE_FAILURES.labels(provider=provider.name).inc()
+    log.warning(
+        "webhook.signature_failed",
+        provider=provider.name,
+        kind=kind,
+        reason=refused.reason,
+        headers=sorted(delivery.headers.keys()),
+        http_status=refused.status,
+    )
+    raise HTTPException(status_code=refused.status, detail=refused.reason)
+
+
+def _respond(answer: Answer) -> Response[str]:
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
