@@ -4,7 +4,8 @@ from nmc.observability.logging import configure_logging
 from nmc.queue.dramatiq import setup_broker
 from nmc.settings import get_settings
 
-# The jobs process logs like web and worker: JSON lines, phone numbers masked (runbook §5).
+# Each Dramatiq worker process logs like web and worker (LOG_FORMAT, masking; runbook §5): this replaces
+# any handler Dramatiq's CLI installed and writes to its stdout, the pipe the main process forwards.
 configure_logging(get_settings().LOG_LEVEL)
 broker = setup_broker()
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 Environment = Literal["development", "test", "production"]
 
+LOG_FORMATS = ("console", "json")
 DEFAULT_DATABASE_URL = "postgresql://127.0.0.1:5432/nmc"
 SECRET_NAMES = frozenset(
     {
@@ -117,6 +118,13 @@ def _log_level(raw: str) -> str:
     return value
 
 
+def _log_format(raw: str) -> str:
+    value = raw.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected console or json, got {raw!r}")
+    return value
+
+
 def _text(raw: str) -> str:
     return raw.strip()
 
@@ -134,6 +142,9 @@ class Settings:
     PUBLIC_BASE_URL: str = _setting("http://127.0.0.1:8000", _http_url)
     PORT: int = _setting("8000", _port)
     LOG_LEVEL: str = _setting("INFO", _log_level)
+    # Empty means "by ENVIRONMENT": json where machines read the lines (production, the test suite),
+    # console on a developer's terminal (`load_settings` fills it in).
+    LOG_FORMAT: str = _setting("", _log_format)
     # Twilio
     TWILIO_ACCOUNT_SID: str = _setting("")
     TWILIO_AUTH_TOKEN: str = _setting("")
@@ -206,6 +217,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise SettingsError(f"{spec.name}: {exc}") from None
     settings = Settings(**values)
+    if not settings.LOG_FORMAT:
+        settings = replace(settings, LOG_FORMAT="console" if settings.ENVIRONMENT == "development" else "json")
     if settings.is_production:
         missing = [name for name in REQUIRED_IN_PRODUCTION if not env.get(name, "").strip()]
         if missing:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 import structlog
@@ -23,8 +25,8 @@ from nmc.observability.logging import (
 
 
 @pytest.fixture
-def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
-    """`configure_logging` writing to the captured stdout; returns a reader of the JSON lines.
+def logged(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], str]]:
+    """What `configure_logging` wrote to the captured stdout since the last read.
 
     The previous structlog/stdlib logging set-up is restored afterwards, so later tests do not write
     into this test's (closed) capture stream.
@@ -33,16 +35,17 @@ def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Any]:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
     clear_context()
-
-    def read() -> list[dict[str, Any]]:
-        out = capsys.readouterr().out
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-    yield read
+    yield lambda: capsys.readouterr().out
     clear_context()
     structlog.configure(**saved_config)
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
+
+
+@pytest.fixture
+def json_logs(logged: Callable[[], str]) -> Callable[[], list[dict[str, Any]]]:
+    """A reader of the JSON lines written since the last read."""
+    return lambda: [json.loads(line) for line in logged().splitlines() if line.strip()]
 
 
 def test_mask_phone_keeps_country_and_area_prefix_and_last_four() -> None:
@@ -92,7 +95,7 @@ def test_scrub_keeps_bodies_at_debug_but_still_masks_phones_and_secrets() -> Non
 
 
 def test_configure_logging_prints_json_lines_with_the_runbook_keys(json_logs: Any) -> None:
-    configure_logging("INFO")
+    configure_logging("INFO", "json")
     use_correlation_id("abc-123")
     bind_event_context(event_name="call.missed", tenant_id="6f1c0b7e-0000-0000-0000-000000000001")
     structlog.get_logger(module="telephony").info(
@@ -114,7 +117,7 @@ def test_configure_logging_prints_json_lines_with_the_runbook_keys(json_logs: An
 
 
 def test_configure_logging_filters_below_the_level(json_logs: Any) -> None:
-    configure_logging("WARNING")
+    configure_logging("WARNING", "json")
     log = structlog.get_logger(module="x")
     log.info("quiet")
     log.warning("loud")
@@ -122,9 +125,110 @@ def test_configure_logging_filters_below_the_level(json_logs: Any) -> None:
 
 
 def test_standard_library_logs_are_json_and_masked_too(json_logs: Any) -> None:
-    configure_logging("INFO")
+    configure_logging("INFO", "json")
     logging.getLogger("pgqueuer.test").warning("lost connection while texting +15551234567")
     [line] = json_logs()
     assert line["level"] == "warning"
     assert line["logger"] == "pgqueuer.test"
     assert line["event"] == "lost connection while texting +1555***4567"
+
+
+@pytest.mark.parametrize("name", ["uvicorn.error", "dramatiq.WorkerProcess(0)"])
+def test_library_records_come_out_as_our_json_lines(json_logs: Any, name: str) -> None:
+    configure_logging("INFO", "json")
+    use_correlation_id("lib-42")
+    try:
+        raise RuntimeError("Twilio refused +15557654321")
+    except RuntimeError:
+        logging.getLogger(name).exception("failed while texting %s", "+15551234567")
+    [line] = json_logs()
+    assert line["logger"] == name
+    assert line["level"] == "error"
+    assert line["event"] == "failed while texting +1555***4567"
+    assert line["correlation_id"] == "lib-42"  # contextvars reach library lines too
+    assert "timestamp" in line
+    assert "RuntimeError: Twilio refused +1555***4321" in line["exception"]
+    assert "5551234567" not in json.dumps(line)
+    assert "5557654321" not in json.dumps(line)
+
+
+@pytest.fixture
+def uvicorn_access() -> Iterator[logging.Logger]:
+    """uvicorn's access logger as uvicorn leaves it with its access log on (the fakes' servers turn it off)."""
+    access = logging.getLogger("uvicorn.access")
+    saved_level, saved_propagate = access.level, access.propagate
+    access.setLevel(logging.INFO)
+    access.propagate = True
+    yield access
+    access.setLevel(saved_level)
+    access.propagate = saved_propagate
+
+
+def test_uvicorn_access_records_keep_method_path_status_and_mask_the_query(
+    json_logs: Any, uvicorn_access: logging.Logger
+) -> None:
+    configure_logging("INFO", "json")
+    # uvicorn's own call (httptools_impl.py): client, method, path with query, HTTP version, status.
+    uvicorn_access.info(
+        '%s - "%s %s HTTP/%s" %d', "10.0.0.1:5000", "GET", "/api/threads/+15551234567?token=s3cret&page=2", "1.1", 200
+    )
+    [line] = json_logs()
+    assert line["logger"] == "uvicorn.access"
+    assert line["event"] == "http.access"
+    assert line["method"] == "GET"
+    assert line["path"] == "/api/threads/+1555***4567?token=***&page=***"
+    assert line["http_status"] == 200
+    assert "s3cret" not in json.dumps(line)
+
+
+def test_console_format_is_readable_and_masked_too(logged: Callable[[], str]) -> None:
+    configure_logging("INFO", "console")
+    structlog.get_logger(module="telephony").info("sms.sent", caller="+15551234567", body="secret words")
+    logging.getLogger("uvicorn.error").warning("client +15557654321 went away")
+    out = logged()
+    lines = out.splitlines()
+    assert len(lines) == 2, out
+    for line in lines:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line)
+    assert "sms.sent" in lines[0]
+    assert "caller=+1555***4567" in lines[0]
+    assert "body=[redacted]" in lines[0]
+    assert "[warning" in lines[1]
+    assert "client +1555***4321 went away" in lines[1]
+    assert "[uvicorn.error]" in lines[1]
+    assert "5551234567" not in out
+    assert "5557654321" not in out
+    assert "secret words" not in out
+    assert "\x1b[" not in out  # no colours: the captured stdout is not a terminal
+
+
+def test_log_format_comes_from_the_settings_by_default(json_logs: Any, settings_env: Any) -> None:
+    settings_env(LOG_FORMAT="json")
+    configure_logging("INFO")
+    logging.getLogger("pgqueuer").info("ready")
+    assert json_logs()[0]["event"] == "ready"
+
+
+def test_loggers_with_handlers_of_their_own_log_through_ours(json_logs: Any) -> None:
+    own = logging.getLogger("nmc.test.own_handler")
+    own.addHandler(logging.StreamHandler(sys.stderr))
+    own.propagate = False
+    configure_logging("INFO", "json")
+    own.warning("to +15551234567")
+    assert json_logs() == [
+        {"event": "to +1555***4567", "logger": "nmc.test.own_handler", "level": "warning", "timestamp": ANY}
+    ]
+    assert own.handlers == []
+
+
+def test_the_served_app_logs_through_our_handler_not_litestars(json_logs: Any) -> None:
+    from nmc.cli import served_app
+
+    served_app()  # Litestar's default logging config runs in its constructor
+    [handler] = logging.getLogger().handlers
+    assert isinstance(handler.formatter, structlog.stdlib.ProcessorFormatter)
+    logging.getLogger("litestar").warning("litestar says hi")
+    [line] = json_logs()
+    assert line["logger"] == "litestar"
+    assert line["event"] == "litestar says hi"

@@ -133,6 +133,8 @@ def test_every_setting_is_read_from_its_own_env_var() -> None:
         ("TWILIO_API_BASE_URL", "api.twilio.com"),
         ("PUBLIC_BASE_URL", "ftp://example.com"),
         ("ENVIRONMENT", "staging-ish"),
+        ("LOG_FORMAT", "xml"),
+        ("LOG_FORMAT", ""),
     ],
 )
 def test_a_bad_value_raises_naming_the_variable(name: str, value: str) -> None:
@@ -140,6 +142,17 @@ def test_a_bad_value_raises_naming_the_variable(name: str, value: str) -> None:
         load_settings({name: value})
     assert str(raised.value).startswith(f"{name}:"), str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+def test_log_format_is_console_on_a_developer_terminal_and_json_where_machines_read() -> None:
+    assert load_settings({}).LOG_FORMAT == "console"
+    assert load_settings({"ENVIRONMENT": "test"}).LOG_FORMAT == "json"  # the suite parses the lines
+    assert load_settings(PRODUCTION_ENV).LOG_FORMAT == "json"
+
+
+def test_log_format_set_explicitly_wins() -> None:
+    assert load_settings({**PRODUCTION_ENV, "LOG_FORMAT": "console"}).LOG_FORMAT == "console"
+    assert load_settings({"LOG_FORMAT": " JSON "}).LOG_FORMAT == "json"
 
 
 def test_hold_ttl_abc_message_says_what_was_wrong() -> None:
@@ -221,3 +234,10 @@ def test_cli_with_a_bad_setting_exits_with_one_line_naming_it() -> None:
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
     assert os.environ.get("HOLD_TTL_MINUTES") is None  # the parent process was not touched
+
+
+def test_cli_with_an_unknown_log_format_refuses_naming_it() -> None:
+    result = run_nmc("tenants", "list", env={"LOG_FORMAT": "xml"}, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "nmc: invalid setting LOG_FORMAT: expected console or json, got 'xml'"
+    assert result.stdout == ""

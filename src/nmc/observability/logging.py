@@ -1,4 +1,5 @@
-"""structlog JSON logs with the runbook's context keys; phone numbers masked, bodies and secrets dropped."""
+"""structlog logs (JSON or console, LOG_FORMAT) with the runbook's context keys, for our lines and every
+library's; phone numbers masked, bodies and secrets dropped."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import EventDict, Processor
 
-from nmc.settings import SECRET_NAMES
+from nmc.settings import SECRET_NAMES, get_settings
 
 CONTEXT_KEYS = ("tenant_id", "module", "event_name", "correlation_id", "http_status")
 _PHONE = re.compile(r"\+\d{7,15}")
@@ -52,38 +54,82 @@ def scrub_private_data(_: Any, method: str, event_dict: MutableMapping[str, Any]
     return event_dict
 
 
-def processors() -> list[Any]:
+def processors(log_format: str = "json", stream: TextIO | None = None) -> list[Processor]:
+    """The chain every line goes through, ours and the libraries' alike."""
     return [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.format_exc_info,
         scrub_private_data,
-        structlog.processors.JSONRenderer(),
+        renderer(log_format, stream or sys.stdout),
     ]
 
 
-def configure_logging(level: str) -> None:
+def renderer(log_format: str, stream: TextIO) -> Processor:
+    if log_format == "json":
+        return structlog.processors.JSONRenderer()
+    # format_exc_info has already turned a traceback into (masked) text: print that, not a pretty
+    # re-rendering of the exception that would bypass the masking.
+    return structlog.dev.ConsoleRenderer(colors=stream.isatty(), exception_formatter=structlog.dev.plain_traceback)
+
+
+def mask_query(target: str) -> str:
+    """`/x?token=abc&page=2` → `/x?token=***&page=***`: parameter names stay, values never reach a log."""
+    path, _, query = target.partition("?")
+    if not query:
+        return path
+    return f"{path}?" + "&".join(f"{part.partition('=')[0]}=***" for part in query.split("&"))
+
+
+def describe_access(_: Any, __: str, event_dict: EventDict) -> EventDict:
+    """A `uvicorn.access` record becomes method, path (query values masked) and status fields."""
+    args = event_dict.pop("positional_args", ())
+    record = event_dict.get("_record")
+    if record is not None and record.name == "uvicorn.access" and len(args) == 5:
+        _client, method, target, _http_version, status = args
+        event_dict.update(event="http.access", method=method, path=mask_query(str(target)), http_status=status)
+    return event_dict
+
+
+def stdlib_formatter(log_format: str, stream: TextIO) -> structlog.stdlib.ProcessorFormatter:
+    """Renders standard-library records (uvicorn, Dramatiq, PgQueuer, asyncio…) like our own lines."""
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, describe_access],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *processors(log_format, stream)],
+        pass_foreign_args=True,
+    )
+
+
+def configure_logging(level: str, log_format: str | None = None, stream: TextIO | None = None) -> None:
+    """Our lines and every library's, one format (LOG_FORMAT unless given) on one stream (stdout)."""
     numeric = logging.getLevelName(level)
+    log_format = log_format or get_settings().LOG_FORMAT
+    stream = stream or sys.stdout
     structlog.configure(
-        processors=processors(),
+        processors=processors(log_format, stream),
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=True,
     )
-    # Libraries log through the standard library: same stream, same masking, as JSON.
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *processors()[1:]],
-            foreign_pre_chain=[structlog.stdlib.add_logger_name],
-        )
-    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(stdlib_formatter(log_format, stream))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO))
-    for noisy in ("httpx", "httpcore", "uvicorn.access", "sqlalchemy.engine"):
+    _send_library_loggers_to_root()
+    logging.captureWarnings(True)  # Python's warnings too, instead of bare lines on stderr
+    for noisy in ("httpx", "httpcore", "sqlalchemy.engine", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _send_library_loggers_to_root() -> None:
+    """Loggers that brought handlers of their own (Litestar's default config gives `litestar` one,
+    uvicorn's default config its loggers) log through the root handler instead."""
+    for logger in logging.root.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger) and any(type(h) is not logging.NullHandler for h in logger.handlers):
+            logger.handlers.clear()
+            logger.propagate = True
 
 
 def bind_event_context(**values: Any) -> None:
