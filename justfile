@@ -28,11 +28,12 @@ jobs:
 test *ARGS: install
     uv run pytest {{ARGS}}
 
-# ruff check, ruff format --check, mypy.
+# ruff check, ruff format --check, mypy, the module boundaries (import-linter contracts in pyproject.toml).
 lint: install
     uv run ruff check .
     uv run ruff format --check .
     uv run mypy
+    uv run lint-imports
 
 # Apply migrations (creates the database first when it is missing).
 migrate: install

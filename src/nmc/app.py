@@ -24,7 +24,6 @@ from litestar.types import Scope
 
 from nmc.conversations import MessagingSettingsController, ThreadController
 from nmc.db import get_alchemy_config
-from nmc.events import metrics as _outbox_metrics  # noqa: F401  (registers the outbox probe)
 from nmc.identity import ClerkAuthenticationMiddleware, TenantController
 from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz

@@ -279,7 +279,7 @@ def tenants_list() -> None:
 @click.option("--output", type=click.Path(dir_okay=False), default=None)
 def catalog(output: str | None) -> None:
     """Export every event's JSON Schema."""
-    from nmc.events.catalog import json_schemas
+    from nmc.events import json_schemas
 
     text = json.dumps(json_schemas(), indent=2, sort_keys=True)
     if output:
@@ -302,7 +302,8 @@ def replay_outbox(
     event_ids: tuple[str, ...], event_name: str | None, since: str | None, until: str | None, dry_run: bool
 ) -> None:
     """Move parked events from outbox_events_errors back to the outbox and dispatch them again."""
-    from nmc.events.replay import ReplayFilter, replay
+    from nmc.events import ReplayFilter
+    from nmc.events import replay_parked as replay
 
     if not (event_ids or event_name or since or until):
         raise click.ClickException("say what to replay: --event-id, --event-name and/or --since/--until")
@@ -329,7 +330,7 @@ def simulate() -> None:
 @click.option("--timeout", default=15.0, show_default=True, help="Seconds to wait for the first SMS.")
 def simulate_missed_call(to: str, caller: str, timeout: float) -> None:
     """Post signed voice webhooks for a missed call and wait for its first SMS."""
-    from nmc.telephony.simulate import simulate_missed_call as simulate_call
+    from nmc.telephony import simulate_missed_call as simulate_call
 
     settings = get_settings()
     result = run_async(

@@ -25,8 +25,7 @@ from pgqueuer.types import Channel
 
 from nmc.conversations import queue_due_follow_ups
 from nmc.db import dispose_engine
-from nmc.events.dispatcher import dispatch, release_deferred, sweep
-from nmc.events.subscribers import registry_complete
+from nmc.events import dispatch, registry_complete, release_deferred, sweep
 from nmc.messaging import PAUSED_REASON
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import clear_context, configure_logging

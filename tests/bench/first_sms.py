@@ -20,7 +20,7 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from nmc.telephony.simulate import dial_outcome_params, new_call_sid, signed_headers
+from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
 from tests.bench.common import BenchStack, fresh_database, summary, table
 from tests.conftest import MESSAGING_SERVICE_SID, TWILIO_SID, TWILIO_TOKEN, run_nmc
 from tests.fakes.twilio_api import FakeTwilio

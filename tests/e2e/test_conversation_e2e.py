@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from nmc.identity import TenantCreate, create_tenant
-from nmc.telephony.simulate import dial_outcome_params, new_call_sid, signed_headers
+from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
 from tests.conftest import TWILIO_TOKEN
 from tests.e2e.conftest import wait_for
 from tests.fakes.clerk import FakeClerk

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from nmc.identity import TenantCreate, create_tenant
-from nmc.telephony.simulate import dial_outcome_params, new_call_sid, signed_headers
+from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
 from tests.conftest import MESSAGING_SERVICE_SID, TWILIO_TOKEN, run_nmc
 from tests.e2e.conftest import Stack, wait_for
 

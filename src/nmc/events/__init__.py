@@ -22,10 +22,14 @@ from nmc.events.catalog import (
     OutboundSmsRequested,
     TenantCreated,
 )
-from nmc.events.dispatcher import Deferred, PermanentFailure
+from nmc.events import metrics as _outbox_health_probe  # noqa: F401  (registers the /metrics probe)
+from nmc.events.catalog import json_schemas
+from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, sweep
 from nmc.events.history import Unreadable, history, oldest_occurrence
 from nmc.events.outbox import publish, publish_on
-from nmc.events.subscribers import subscriber
+from nmc.events.replay import ReplayFilter, ReplayReport
+from nmc.events.replay import replay as replay_parked
+from nmc.events.subscribers import registry_complete, subscriber
 
 __all__ = [
     "E164",
@@ -45,11 +49,19 @@ __all__ = [
     "MessageStatusChanged",
     "OutboundSmsRequested",
     "PermanentFailure",
+    "ReplayFilter",
+    "ReplayReport",
     "TenantCreated",
     "Unreadable",
+    "dispatch",
     "history",
+    "json_schemas",
     "oldest_occurrence",
     "publish",
     "publish_on",
+    "registry_complete",
+    "release_deferred",
+    "replay_parked",
     "subscriber",
+    "sweep",
 ]
