@@ -4,6 +4,7 @@ Modules publish with `publish`/`publish_on` in their own transaction, subscribe 
 in their `handlers.py`, and signal a subscriber's verdict with `Deferred` or `PermanentFailure`.
 """
 
+from nmc.events import metrics as _outbox_health_probe  # noqa: F401  (registers the /metrics probe)
 from nmc.events.catalog import (
     E164,
     E164_PATTERN,
@@ -21,9 +22,8 @@ from nmc.events.catalog import (
     MessageStatusChanged,
     OutboundSmsRequested,
     TenantCreated,
+    json_schemas,
 )
-from nmc.events import metrics as _outbox_health_probe  # noqa: F401  (registers the /metrics probe)
-from nmc.events.catalog import json_schemas
 from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, sweep
 from nmc.events.history import Unreadable, history, oldest_occurrence
 from nmc.events.outbox import publish, publish_on
