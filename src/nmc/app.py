@@ -110,5 +110,6 @@ def create_app() -> Litestar:
             ),
         ),
         after_exception=[log_unexpected_error],
+        logging_config=None,  # ours (configure_logging above): Litestar's would replace the root handler
         debug=False,
     )

@@ -74,12 +74,9 @@ def web(port: int | None, host: str) -> None:
 def served_app() -> Litestar:
     """The app as `nmc web` serves it: its start-up heap frozen once it has started."""
     from nmc.app import create_app
-    from nmc.observability.logging import configure_logging
     from nmc.runtime import freeze_startup_heap
 
     app = create_app()
-    # Litestar's default logging config has just replaced the root handler with its own: take it back.
-    configure_logging(get_settings().LOG_LEVEL)
     app.on_startup.append(freeze_startup_heap)
     return app
 
