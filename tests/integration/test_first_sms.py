@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
 from nmc.events.dispatcher import dispatch
-from nmc.telephony.simulate import new_call_sid
+from nmc.telephony import dial_outcome_params, new_call_sid
 from tests.conftest import MESSAGING_SERVICE_SID
 from tests.integration.conftest import zone_at_local_hour
 from tests.integration.twilio_webhooks import missed_call, post_twilio
@@ -133,6 +133,17 @@ async def test_bad_or_missing_signature_is_403_and_stores_nothing(
     for table in ("webhook_events", "conv_calls"):
         assert await db.fetchval(f"SELECT count(*) FROM {table}") == 0
     assert await db.fetchval("SELECT count(*) FROM outbox_events WHERE event_name = 'call.missed'") == 0
+
+
+async def test_a_body_above_twilios_limit_is_413_and_stores_nothing(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any
+) -> None:
+    tenant = await make_tenant()
+    params = dial_outcome_params(new_call_sid(), CALLER, tenant.number) | {"Padding": "x" * 70_000}
+    response = await post_twilio(client, "/webhooks/twilio/voice/dial-status", params)  # correctly signed
+    assert response.status_code == 413
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    assert await db.fetchval("SELECT count(*) FROM conv_calls") == 0
 
 
 async def test_unknown_number_ends_the_call_politely(client: AsyncTestClient[Any], db: asyncpg.Connection) -> None:
