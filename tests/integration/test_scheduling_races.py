@@ -13,11 +13,9 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from nmc.db import get_alchemy_config
-from nmc.queue.worker import HOLD_GC_SCHEDULE, build_consumer
-from nmc.scheduling.booking import collect_expired_holds, create_booking, create_hold
-from nmc.scheduling.schemas import BookingCreate, HoldCreate
-from nmc.scheduling.service import SlotTaken
+from nmc.scheduling import BookingCreate, HoldCreate, SlotTaken, collect_expired_holds, create_booking, create_hold
 from nmc.settings import get_settings
+from nmc.worker import HOLD_GC_SCHEDULE, build_consumer
 from tests.integration.test_scheduling_api import Shop, events, expire_hold, local, make_shop, next_weekday
 
 Client = AsyncTestClient[Litestar]

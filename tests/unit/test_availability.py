@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from nmc.problems import InvalidField
 from nmc.scheduling.availability import (
     BusyIndex,
     JobShape,
@@ -19,7 +20,7 @@ from nmc.scheduling.availability import (
     within_working_hours,
     working_intervals,
 )
-from nmc.scheduling.service import InvalidField, check_ranges, check_weekly_hours
+from nmc.scheduling.service import check_ranges, check_weekly_hours
 
 NY = ZoneInfo("America/New_York")
 SPRING_FORWARD = date(2026, 3, 8)  # 02:00 EST → 03:00 EDT

@@ -8,7 +8,7 @@ was sent — including what fails the request schema (`nmc.problems.schema_probl
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 from uuid import UUID
 
 from advanced_alchemy.extensions.litestar.providers import create_service_provider
@@ -16,11 +16,12 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.di import NamedDependency, Provide
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
-from litestar.plugins.problem_details import ProblemDetailsException
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.identity.auth import Principal
+from nmc.identity import Principal
+from nmc.problems import domain_problem
 from nmc.scheduling import booking
+from nmc.scheduling.enums import BookingStatus
 from nmc.scheduling.metrics import booking_post_timer
 from nmc.scheduling.schemas import (
     AvailabilityRead,
@@ -42,7 +43,7 @@ from nmc.scheduling.schemas import (
     ResourceRead,
     ResourceUpdate,
 )
-from nmc.scheduling.service import BusyBlockService, JobTypeService, ResourceService, SchedulingError
+from nmc.scheduling.service import BusyBlockService, JobTypeService, ResourceService
 
 AuthedRequest = Request[Principal, Any, Any]
 
@@ -54,11 +55,8 @@ TAKEN = ResponseSpec(
 IN_USE = ResponseSpec(data_container=ConflictProblem, description="Still referenced by bookings")
 
 
-def scheduling_problem(exc: SchedulingError) -> ProblemDetailsException:
-    """Registered in `app.py`: a scheduling refusal as problem details."""
-    return ProblemDetailsException(
-        status_code=exc.status_code, title=exc.title, detail=exc.detail, extra=exc.problem_extra() or None
-    )
+# transitional: removed when app.py switches (scheduling's refusals are `DomainError`s: `domain_problem`)
+scheduling_problem = domain_problem
 
 
 class ResourceController(Controller):
@@ -273,7 +271,7 @@ class BookingController(Controller):
         start: FromQuery[datetime | None] = None,
         end: FromQuery[datetime | None] = None,
         resource_id: FromQuery[UUID | None] = None,
-        status: FromQuery[Literal["confirmed", "cancelled"] | None] = None,
+        status: FromQuery[BookingStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
         offset: Annotated[int, QueryParameter(ge=0)] = 0,
     ) -> list[BookingRead]:

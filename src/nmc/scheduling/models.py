@@ -34,10 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, TSTZRANGE, ExcludeConstraint, Range
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-HOLD = "hold"
-BOOKING = "booking"
-CONFIRMED = "confirmed"
-CANCELLED = "cancelled"
+from nmc.scheduling.enums import BookingSource, BookingStatus, BusyBlockSource
 
 DEFAULT_WEEKLY_HOURS: dict[str, list[list[str]]] = {
     day: [["08:00", "17:00"]] for day in ("mon", "tue", "wed", "thu", "fri")
@@ -109,7 +106,7 @@ class BusyBlock(UUIDAuditBase):
     resource_id: Mapped[UUID] = mapped_column(ForeignKey("sched_resources.id", ondelete="CASCADE"))
     during: Mapped[Range[datetime]] = mapped_column(TSTZRANGE)
     title: Mapped[str | None] = mapped_column(String(200), default=None)
-    source: Mapped[str] = mapped_column(String(20), default="api")  # api | google | jobber
+    source: Mapped[str] = mapped_column(String(20), default=BusyBlockSource.API)  # a BusyBlockSource
     external_id: Mapped[str | None] = mapped_column(String(255), default=None)
 
 
@@ -134,7 +131,7 @@ class Allocation(UUIDBase):
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     resource_id: Mapped[UUID] = mapped_column(ForeignKey("sched_resources.id", ondelete="CASCADE"))
     during: Mapped[Range[datetime]] = mapped_column(TSTZRANGE)
-    kind: Mapped[str] = mapped_column(String(10))
+    kind: Mapped[str] = mapped_column(String(10))  # an AllocationKind (nmc.scheduling.enums)
     expires_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
 
 
@@ -182,8 +179,8 @@ class Booking(UUIDBase):
     hold_id: Mapped[UUID | None] = mapped_column(default=None)  # the hold it was made from (holds are deleted)
     starts_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     ends_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
-    status: Mapped[str] = mapped_column(String(20), default=CONFIRMED)
-    source: Mapped[str] = mapped_column(String(20), default="api")  # api | sms
+    status: Mapped[str] = mapped_column(String(20), default=BookingStatus.CONFIRMED)
+    source: Mapped[str] = mapped_column(String(20), default=BookingSource.API)
     customer_name: Mapped[str | None] = mapped_column(String(200), default=None)
     customer_phone: Mapped[str | None] = mapped_column(String(20), default=None)
     notes: Mapped[str | None] = mapped_column(Text, default=None)

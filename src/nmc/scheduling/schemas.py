@@ -8,7 +8,8 @@ from uuid import UUID
 
 import msgspec
 
-from nmc.events.catalog import E164
+from nmc.events import E164
+from nmc.scheduling.enums import BookingSource, BookingStatus, BusyBlockSource, ConflictKind
 
 HHMM = Annotated[
     str,
@@ -120,7 +121,7 @@ class BusyBlockRead(msgspec.Struct):
     start: datetime
     end: datetime
     title: str | None
-    source: str
+    source: BusyBlockSource
     external_id: str | None
 
 
@@ -186,8 +187,8 @@ class BookingRead(msgspec.Struct):
     job_type_id: UUID
     start: datetime
     end: datetime
-    status: Literal["confirmed", "cancelled"]
-    source: str
+    status: BookingStatus
+    source: BookingSource
     hold_id: UUID | None
     customer_name: str | None
     customer_phone: str | None
@@ -209,7 +210,7 @@ class BookingReschedule(msgspec.Struct, forbid_unknown_fields=True):
 class Conflict(msgspec.Struct):
     """What a refused slot collided with: a booking, a live hold or a busy block (its blocked range)."""
 
-    kind: Literal["booking", "hold", "busy_block"]
+    kind: ConflictKind
     start: datetime
     end: datetime
 

@@ -1,7 +1,9 @@
-"""Scheduling's catalog: resources (weekly hours, date exceptions), job types, busy blocks; the
-errors and validation the whole module shares. Every query is scoped by the caller's tenant.
+"""Scheduling's catalog — resources (weekly hours, date exceptions), job types, busy blocks — and
+reading bookings, through advanced-alchemy services; the validation the whole module shares. Every
+query is scoped by the caller's tenant.
 
-Availability, holds and bookings — the hot path — live in `nmc.scheduling.booking`.
+Availability, holds and bookings — the hot path, in plain SQL — live in `nmc.scheduling.booking`
+(the statements in `nmc.scheduling.queries`).
 """
 
 from __future__ import annotations
@@ -9,26 +11,40 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import msgspec
-from advanced_alchemy.exceptions import ForeignKeyError, IntegrityError
+from advanced_alchemy.exceptions import ForeignKeyError, NotFoundError
+from advanced_alchemy.filters import LimitOffset
 from advanced_alchemy.repository import SQLAlchemyAsyncRepository
 from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
-from litestar.exceptions import ClientException
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, case, delete, select
 from sqlalchemy.dialects.postgresql import Range
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc import weekly_hours
-from nmc.db import json_column, raw_connection
-from nmc.scheduling.models import DEFAULT_WEEKLY_HOURS, Booking, BusyBlock, JobType, Resource, ResourceException
+from nmc.db import json_column
+from nmc.problems import DomainError, InvalidField, NotFound
+from nmc.scheduling.enums import BookingStatus, BusyBlockSource
+from nmc.scheduling.errors import HoldExpiredError as HoldExpiredError  # transitional re-export, see below
+from nmc.scheduling.errors import InUse, NameTaken, refused_on_unique
+from nmc.scheduling.models import (
+    DEFAULT_WEEKLY_HOURS,
+    Allocation,
+    Booking,
+    BusyBlock,
+    Hold,
+    JobType,
+    Resource,
+    ResourceException,
+)
+from nmc.scheduling.queries import BookingRow
 from nmc.scheduling.schemas import (
+    BookingRead,
     BusyBlockCreate,
     BusyBlockRead,
     BusyBlockUpdate,
-    Conflict,
     DateException,
     JobTypeCreate,
     JobTypeRead,
@@ -43,109 +59,12 @@ RESOURCE_NAME_UNIQUE = "uq_sched_resources_tenant_name"
 JOB_TYPE_NAME_UNIQUE = "uq_sched_job_types_tenant_name"
 BUSY_BLOCK_EXTERNAL_UNIQUE = "uq_sched_busy_blocks_external"
 
+# transitional: removed when conversations (booking_by_sms, service) imports `SCHEDULING_REFUSALS` and
+# `HoldExpiredError` from `nmc.scheduling`, `NotFound` from `nmc.problems`, and app.py drops its
+# `SchedulingError` entry (the whole family is `DomainError`, rendered by `domain_problem`).
+SchedulingError = DomainError
 
-# ---------------------------------------------------------------------------- errors
-class SchedulingError(ClientException):
-    """A request scheduling refuses, rendered as RFC 9457 problem details (`scheduling_problem`).
-
-    An HTTP client error, not a bare exception: a refused slot is an expected answer, and the app
-    logs other exceptions as unexpected errors, traceback and all — on the hot path, too.
-    """
-
-    title = "Bad request"
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail=detail)
-
-    def problem_extra(self) -> dict[str, Any]:
-        return {}
-
-
-class NotFound(SchedulingError):
-    status_code = 404
-    title = "Not found"
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"No such {what}")
-
-
-class InvalidField(SchedulingError):
-    """A field the caller sent cannot be used; `field` names it."""
-
-    status_code = 422
-    title = "Invalid field"
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-    def problem_extra(self) -> dict[str, Any]:
-        return {"field": self.field}
-
-
-class SlotTaken(SchedulingError):
-    """The database refused the slot: it overlaps a booking, a live hold or a busy block."""
-
-    status_code = 409
-    title = "Slot taken"
-
-    def __init__(self, conflict: Conflict | None) -> None:
-        what = (
-            f"a {conflict.kind.replace('_', ' ')} ({conflict.start.isoformat()} to {conflict.end.isoformat()})"
-            if conflict
-            else "another booking or hold"
-        )
-        super().__init__(f"The slot overlaps {what}")
-        self.conflict = conflict
-
-    def problem_extra(self) -> dict[str, Any]:
-        return {"conflict": msgspec.to_builtins(self.conflict)} if self.conflict else {}
-
-
-class HoldExpiredError(SchedulingError):
-    status_code = 409
-    title = "Hold expired"
-
-    def __init__(self) -> None:
-        super().__init__("The hold expired before it was booked; hold the slot again")
-
-
-class NotConfirmed(SchedulingError):
-    status_code = 409
-    title = "Booking cancelled"
-
-    def __init__(self) -> None:
-        super().__init__("A cancelled booking cannot be rescheduled")
-
-
-class NameTaken(SchedulingError):
-    status_code = 409
-    title = "Name taken"
-
-    def __init__(self, what: str, name: str) -> None:
-        super().__init__(f"A {what} named {name!r} exists already")
-
-    def problem_extra(self) -> dict[str, Any]:
-        return {"field": "name"}
-
-
-@contextmanager
-def unique_name(what: str, name: str, constraint: str) -> Iterator[None]:
-    """Turn the per-tenant unique-name violation (raised at flush) into `NameTaken`."""
-    try:
-        yield
-    except IntegrityError as exc:
-        if constraint in str(exc.__cause__):
-            raise NameTaken(what, name) from None
-        raise
-
-
-class InUse(SchedulingError):
-    status_code = 409
-    title = "In use"
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"The {what} has bookings; deactivate it instead (PATCH active=false)")
+ModelT = TypeVar("ModelT", Resource, JobType, BusyBlock, Booking)
 
 
 # ---------------------------------------------------------------------------- validation
@@ -182,6 +101,20 @@ def exceptions_by_day(value: Any) -> dict[date, Any]:
     return {date.fromisoformat(day): hours for day, hours in (json_column(value) or {}).items()}
 
 
+async def _owned(
+    service: SQLAlchemyAsyncRepositoryService[ModelT, Any], what: str, *filters: ColumnElement[bool]
+) -> ModelT:
+    """The one row the filters (id and tenant) select, or `NotFound(what)`: another tenant's is not found."""
+    try:
+        return await service.get_one(*filters)
+    except NotFoundError:
+        raise NotFound(what) from None
+
+
+def _session(service: SQLAlchemyAsyncRepositoryService[Any, Any]) -> AsyncSession:
+    return cast("AsyncSession", service.repository.session)
+
+
 # ---------------------------------------------------------------------------- resources
 class ResourceRepository(SQLAlchemyAsyncRepository[Resource]):
     model_type = Resource
@@ -194,16 +127,13 @@ class ResourceService(SQLAlchemyAsyncRepositoryService[Resource, ResourceReposit
         return await self.get_many(Resource.tenant_id == tenant_id, order_by=[(Resource.name, False)])
 
     async def get_for(self, tenant_id: UUID, resource_id: UUID) -> Resource:
-        found = await self.get_one_or_none(Resource.id == resource_id, Resource.tenant_id == tenant_id)
-        if found is None:
-            raise NotFound("resource")
-        return found
+        return await _owned(self, "resource", Resource.id == resource_id, Resource.tenant_id == tenant_id)
 
     async def create_for(self, tenant_id: UUID, data: ResourceCreate) -> Resource:
         hours = check_weekly_hours(data.weekly_hours if data.weekly_hours is not None else DEFAULT_WEEKLY_HOURS)
         resource = Resource(tenant_id=tenant_id, name=data.name, kind=data.kind, active=data.active, weekly_hours=hours)
         resource.exceptions = [_exception_row(tenant_id, e) for e in check_exceptions(data.exceptions).values()]
-        with unique_name("resource", data.name, RESOURCE_NAME_UNIQUE):
+        with refused_on_unique(RESOURCE_NAME_UNIQUE, NameTaken("resource", data.name)):
             return await self.repository.add(resource)
 
     async def update_for(self, tenant_id: UUID, resource_id: UUID, data: ResourceUpdate) -> Resource:
@@ -228,12 +158,12 @@ class ResourceService(SQLAlchemyAsyncRepositoryService[Resource, ResourceReposit
                     row.note = update.note
                     kept.append(row)
             resource.exceptions = kept + [_exception_row(tenant_id, e) for e in wanted.values()]
-        with unique_name("resource", resource.name, RESOURCE_NAME_UNIQUE):
+        with refused_on_unique(RESOURCE_NAME_UNIQUE, NameTaken("resource", resource.name)):
             return await self.repository.update(resource)
 
     async def delete_for(self, tenant_id: UUID, resource_id: UUID) -> None:
         await self.get_for(tenant_id, resource_id)
-        if await _has_bookings(cast("AsyncSession", self.repository.session), Booking.resource_id == resource_id):
+        if await BookingService(session=_session(self)).exists(Booking.resource_id == resource_id):
             raise InUse("resource")
         try:
             await self.delete(resource_id)  # its holds, allocations and busy blocks go with it
@@ -266,11 +196,6 @@ def _exception_row(tenant_id: UUID, exception: DateException) -> ResourceExcepti
     )
 
 
-async def _has_bookings(session: AsyncSession, condition: Any) -> bool:
-    found = await session.execute(select(Booking.id).where(condition).limit(1))
-    return found.first() is not None
-
-
 # ---------------------------------------------------------------------------- job types
 class JobTypeRepository(SQLAlchemyAsyncRepository[JobType]):
     model_type = JobType
@@ -283,13 +208,10 @@ class JobTypeService(SQLAlchemyAsyncRepositoryService[JobType, JobTypeRepository
         return await self.get_many(JobType.tenant_id == tenant_id, order_by=[(JobType.name, False)])
 
     async def get_for(self, tenant_id: UUID, job_type_id: UUID) -> JobType:
-        found = await self.get_one_or_none(JobType.id == job_type_id, JobType.tenant_id == tenant_id)
-        if found is None:
-            raise NotFound("job type")
-        return found
+        return await _owned(self, "job type", JobType.id == job_type_id, JobType.tenant_id == tenant_id)
 
     async def create_for(self, tenant_id: UUID, data: JobTypeCreate) -> JobType:
-        with unique_name("job type", data.name, JOB_TYPE_NAME_UNIQUE):
+        with refused_on_unique(JOB_TYPE_NAME_UNIQUE, NameTaken("job type", data.name)):
             return await self.repository.add(JobType(tenant_id=tenant_id, **msgspec.structs.asdict(data)))
 
     async def update_for(self, tenant_id: UUID, job_type_id: UUID, data: JobTypeUpdate) -> JobType:
@@ -297,54 +219,40 @@ class JobTypeService(SQLAlchemyAsyncRepositoryService[JobType, JobTypeRepository
         for name, value in msgspec.structs.asdict(data).items():
             if value is not msgspec.UNSET:
                 setattr(job_type, name, value)
-        with unique_name("job type", job_type.name, JOB_TYPE_NAME_UNIQUE):
+        with refused_on_unique(JOB_TYPE_NAME_UNIQUE, NameTaken("job type", job_type.name)):
             return await self.repository.update(job_type)
 
     async def delete_for(self, tenant_id: UUID, job_type_id: UUID) -> None:
         await self.get_for(tenant_id, job_type_id)
-        session = cast("AsyncSession", self.repository.session)
-        if await _has_bookings(session, Booking.job_type_id == job_type_id):
+        session = _session(self)
+        if await BookingService(session=session).exists(Booking.job_type_id == job_type_id):
             raise InUse("job type")
         # Its live holds go with it, allocation first (the hold row follows by cascade).
-        await (await raw_connection(session)).execute(
-            "DELETE FROM sched_allocations WHERE id IN "
-            "(SELECT allocation_id FROM sched_holds WHERE job_type_id = $1 AND tenant_id = $2)",
-            job_type_id,
-            tenant_id,
-        )
+        held = select(Hold.allocation_id).where(Hold.job_type_id == job_type_id, Hold.tenant_id == tenant_id)
+        await session.execute(delete(Allocation).where(Allocation.id.in_(held)))
         try:
             await self.delete(job_type_id)
         except ForeignKeyError:
             raise InUse("job type") from None
 
-    @staticmethod
-    def to_read(job_type: JobType) -> JobTypeRead:
-        return JobTypeRead(
-            id=job_type.id,
-            name=job_type.name,
-            duration_minutes=job_type.duration_minutes,
-            buffer_before_minutes=job_type.buffer_before_minutes,
-            buffer_after_minutes=job_type.buffer_after_minutes,
-            min_notice_minutes=job_type.min_notice_minutes,
-            active=job_type.active,
-            created_at=job_type.created_at,
-            updated_at=job_type.updated_at,
-        )
+    async def first_bookable(self, tenant_id: UUID, preferred: Sequence[UUID]) -> UUID | None:
+        """The first of `preferred` that is an active job type of the tenant, else its oldest active one."""
+        order: list[Any] = [JobType.created_at, JobType.id]
+        if preferred:  # ranked by first mention; the others (NULL) sort last
+            ranks = {job_type_id: rank for rank, job_type_id in enumerate(dict.fromkeys(preferred))}
+            order.insert(0, case(ranks, value=JobType.id))
+        query = select(JobType.id).where(JobType.tenant_id == tenant_id, JobType.active)
+        found: UUID | None = await _session(self).scalar(query.order_by(*order).limit(1))
+        return found
 
-
-_BOOKABLE_JOB_TYPE = """
-    SELECT id FROM sched_job_types
-    WHERE tenant_id = $1 AND active
-    ORDER BY coalesce(array_position($2::uuid[], id), 2147483647), created_at, id
-    LIMIT 1
-"""
+    def to_read(self, job_type: JobType) -> JobTypeRead:
+        return self.to_schema(job_type, schema_type=JobTypeRead)
 
 
 async def bookable_job_type(session: AsyncSession, tenant_id: UUID, preferred: Sequence[UUID | None]) -> UUID | None:
     """The first of `preferred` that is an active job type of the tenant, else its oldest active one."""
     wanted = [job_type_id for job_type_id in preferred if job_type_id is not None]
-    found: UUID | None = await (await raw_connection(session)).fetchval(_BOOKABLE_JOB_TYPE, tenant_id, wanted)
-    return found
+    return await JobTypeService(session=session).first_bookable(tenant_id, wanted)
 
 
 # ---------------------------------------------------------------------------- busy blocks
@@ -377,28 +285,23 @@ class BusyBlockService(SQLAlchemyAsyncRepositoryService[BusyBlock, BusyBlockRepo
         return await self.get_many(*filters, order_by=[(BusyBlock.during, False)])
 
     async def get_for(self, tenant_id: UUID, busy_block_id: UUID) -> BusyBlock:
-        found = await self.get_one_or_none(BusyBlock.id == busy_block_id, BusyBlock.tenant_id == tenant_id)
-        if found is None:
-            raise NotFound("busy block")
-        return found
+        return await _owned(self, "busy block", BusyBlock.id == busy_block_id, BusyBlock.tenant_id == tenant_id)
 
     async def create_for(self, tenant_id: UUID, data: BusyBlockCreate) -> BusyBlock:
-        session = cast("AsyncSession", self.repository.session)
-        await _resource_in_tenant(session, tenant_id, data.resource_id)
+        resources = ResourceService(session=_session(self))
+        if not await resources.exists(Resource.id == data.resource_id, Resource.tenant_id == tenant_id):
+            raise InvalidField("resource_id", "no such resource")
         block = BusyBlock(
             tenant_id=tenant_id,
             resource_id=data.resource_id,
             during=_during(data.start, data.end),
             title=data.title,
-            source="api",
+            source=BusyBlockSource.API,
             external_id=data.external_id,
         )
-        try:
+        taken = InvalidField("external_id", "this resource has a busy block with that external_id")
+        with refused_on_unique(BUSY_BLOCK_EXTERNAL_UNIQUE, taken):
             return await self.repository.add(block)
-        except IntegrityError as exc:
-            if BUSY_BLOCK_EXTERNAL_UNIQUE in str(exc.__cause__):
-                raise InvalidField("external_id", "this resource has a busy block with that external_id") from None
-            raise
 
     async def update_for(self, tenant_id: UUID, busy_block_id: UUID, data: BusyBlockUpdate) -> BusyBlock:
         block = await self.get_for(tenant_id, busy_block_id)
@@ -425,14 +328,50 @@ class BusyBlockService(SQLAlchemyAsyncRepositoryService[BusyBlock, BusyBlockRepo
             start=block.during.lower,
             end=block.during.upper,
             title=block.title,
-            source=block.source,
+            source=BusyBlockSource(block.source),
             external_id=block.external_id,
         )
 
 
-async def _resource_in_tenant(session: AsyncSession, tenant_id: UUID, resource_id: UUID) -> None:
-    found = await session.execute(
-        select(Resource.id).where(Resource.id == resource_id, Resource.tenant_id == tenant_id)
-    )
-    if found.first() is None:
-        raise InvalidField("resource_id", "no such resource")
+# ---------------------------------------------------------------------------- bookings (reading)
+class BookingRepository(SQLAlchemyAsyncRepository[Booking]):
+    model_type = Booking
+
+
+class BookingService(SQLAlchemyAsyncRepositoryService[Booking, BookingRepository]):
+    """Reads bookings; they are written by `nmc.scheduling.booking` (plain SQL, the exclusion constraint)."""
+
+    repository_type = BookingRepository
+
+    async def get_for(self, tenant_id: UUID, booking_id: UUID) -> Booking:
+        return await _owned(self, "booking", Booking.id == booking_id, Booking.tenant_id == tenant_id)
+
+    async def list_for(
+        self,
+        tenant_id: UUID,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        resource_id: UUID | None = None,
+        status: BookingStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> Sequence[Booking]:
+        """By start time; `start`/`end` keep the ones overlapping that window."""
+        filters: list[Any] = [Booking.tenant_id == tenant_id]
+        if start is not None:
+            filters.append(Booking.ends_at > start)
+        if end is not None:
+            filters.append(Booking.starts_at < end)
+        if resource_id is not None:
+            filters.append(Booking.resource_id == resource_id)
+        if status is not None:
+            filters.append(Booking.status == status)
+        return await self.get_many(
+            *filters,
+            LimitOffset(limit=limit, offset=offset),
+            order_by=[(Booking.starts_at, False), (Booking.id, False)],
+        )
+
+    def to_read(self, booking: Booking) -> BookingRead:
+        return self.to_schema(booking, schema_type=BookingRow).read()
