@@ -6,6 +6,10 @@ SQLAlchemy's statement building and ORM bookkeeping cost more there than the dat
 The database decides every race: the exclusion constraint on `sched_allocations` (see
 `nmc.scheduling.models`) refuses an overlapping insert, and the loser gets a 409 naming what it
 collided with. Every statement is scoped by the caller's tenant.
+
+These functions run in the caller's transaction and never end it: a refused write is rolled back to
+a savepoint taken just before it, so whatever the caller wrote or locked first (the SMS booking
+dialog locks its dialog row) is still there, and the caller decides whether to commit.
 """
 
 from __future__ import annotations
@@ -183,34 +187,32 @@ async def _write_or_conflict(
     resource_id: UUID,
     blocked: Interval,
     *,
-    locks: Sequence[UUID] = (),
     events: Sequence[DomainEvent] = (),
 ) -> T:
     """Run an allocating write; on an exclusion violation, answer with what it collided with.
 
     `events` are published first, so the resource's lock (taken by the write) is held only for the
-    write and the commit; a refused write rolls them back with it. The violation aborts the
-    transaction, so it is rolled back and the conflict read in a new one. If that conflict is gone
-    already (cancelled meanwhile), everything is tried once more in a new transaction, which takes
-    `locks` (a move's two resources) again first. Writers that lock their resources cannot deadlock
-    each other; a deadlock with something else (the hold GC) is retried the same way.
+    write and the commit. Both run after a savepoint: a violation aborts them, and they are rolled
+    back to it — the events with the write, whatever the caller did before kept, its locks included —
+    and the conflict is read in the same transaction. If that conflict is gone already (cancelled
+    meanwhile), the events and the write are tried once more. Writers that lock their resources
+    cannot deadlock each other; a deadlock with something else (the hold GC) is retried the same way.
     """
+    connection = await raw_connection(session)
+    await queries.savepoint(connection)
     for attempt in (1, 2):
-        connection = await raw_connection(session)
-        if attempt == 2 and locks:
-            await queries.lock_resources(connection, locks)
         for event in events:
             await publish(session, event)
         try:
             return await write(connection)
         except asyncpg.DeadlockDetectedError:
-            await session.rollback()
+            await queries.rollback_to_savepoint(connection)
             if attempt == 1:
                 continue
             raise
         except asyncpg.ExclusionViolationError:
-            await session.rollback()
-            found = await queries.conflict(await raw_connection(session), resource_id, blocked)
+            await queries.rollback_to_savepoint(connection)
+            found = await queries.conflict(connection, resource_id, blocked)
             if found is None and attempt == 1:
                 continue
             SCHEDULING_BOOK_CONFLICTS.inc()
@@ -360,11 +362,15 @@ def _confirmed(tenant_id: UUID, booking: BookingRead) -> BookingConfirmed:
 async def _book_hold(
     session: AsyncSession, tenant_id: UUID, hold_id: UUID, data: BookingCreate, source: BookingSource
 ) -> queries.BookingRow:
+    """The hold turned into a booking, after a savepoint: a hold that expired is refused, and the
+    statement's deletion of its row is rolled back to the savepoint (the caller's writes stay)."""
+    connection = await raw_connection(session)
     booking_id = uuid4()
+    await queries.savepoint(connection)
     for attempt in (1, 2):
         try:
             booked = await queries.book_hold(
-                await raw_connection(session),
+                connection,
                 tenant_id,
                 hold_id,
                 booking_id=booking_id,
@@ -374,15 +380,15 @@ async def _book_hold(
                 notes=data.notes,
             )
         except asyncpg.DeadlockDetectedError:  # with the hold GC, at the very instant the hold expires
-            await session.rollback()
+            await queries.rollback_to_savepoint(connection)
             if attempt == 1:
                 continue
             booked = None
         if booked is not None:
             return booked
         break
-    await session.rollback()  # the statement may have deleted the (expired) hold row: undo that
-    if await queries.hold_expires_at(await raw_connection(session), tenant_id, hold_id) is not None:
+    await queries.rollback_to_savepoint(connection)  # the statement may have deleted the (expired) hold row
+    if await queries.hold_expires_at(connection, tenant_id, hold_id) is not None:
         SCHEDULING_BOOK_CONFLICTS.inc()
         raise HoldExpiredError()
     raise NotFound("hold (it may have expired and been released)")
@@ -416,7 +422,11 @@ async def cancel_booking(
 async def reschedule_booking(
     session: AsyncSession, tenant_id: UUID, booking_id: UUID, data: BookingReschedule
 ) -> BookingRead:
-    """Move a confirmed booking (time and/or resource); the exclusion constraint judges the new range."""
+    """Move a confirmed booking (time and/or resource); the exclusion constraint judges the new range.
+
+    The booking's row lock and its resources' locks (one order everywhere: sorted keys) are taken
+    before the move's savepoint, so a refused or retried move keeps them.
+    """
     connection = await raw_connection(session)
     current = await queries.booking_for_update(connection, tenant_id, booking_id)
     if current is None:
@@ -424,8 +434,7 @@ async def reschedule_booking(
     if current.status != BookingStatus.CONFIRMED:
         raise NotConfirmed()
     resource_id = data.resource_id or current.resource_id
-    locks = [current.resource_id, resource_id]
-    await queries.lock_resources(connection, locks)
+    await queries.lock_resources(connection, [current.resource_id, resource_id])
     slot = await _validated_slot(
         session, tenant_id, resource_id, current.job_type_id, data.start, moving=current.allocation_id
     )
@@ -443,9 +452,8 @@ async def reschedule_booking(
         ),
         resource_id,
         slot.blocked,
-        locks=locks,
     )
-    if moved is None:  # cancelled while this request waited for a retry
+    if moved is None:  # no longer a confirmed booking with that allocation
         raise NotConfirmed()
     row, expired = moved
     await _publish_expired(session, expired)

@@ -259,6 +259,13 @@ _MOVE = f"""
     SELECT booking.*, {_EXPIRED_JSON} FROM booking
 """
 
+# A refused write (exclusion violation, deadlock) aborts what it ran in. It runs after a savepoint,
+# and a refusal rolls back to that savepoint only: whatever the caller wrote or locked earlier in its
+# transaction stays. One statement on the way in; no RELEASE on success (COMMIT releases it), and a
+# retry reuses it (ROLLBACK TO keeps the savepoint).
+_SAVEPOINT = "SAVEPOINT scheduling_write"
+_ROLLBACK_TO_SAVEPOINT = "ROLLBACK TO SAVEPOINT scheduling_write"
+
 # ---------------------------------------------------------------------------- hold GC
 # Batches of expired hold allocations (SKIP LOCKED: a hold being booked right now is left alone; the
 # re-checked kind/expiry make a concurrent conversion win). Hold rows go by cascade; the statement
@@ -456,6 +463,14 @@ async def slot_context(
     return context
 
 
+async def savepoint(connection: asyncpg.Connection) -> None:
+    await connection.execute(_SAVEPOINT)
+
+
+async def rollback_to_savepoint(connection: asyncpg.Connection) -> None:
+    await connection.execute(_ROLLBACK_TO_SAVEPOINT)
+
+
 async def insert_hold(
     connection: asyncpg.Connection,
     tenant_id: UUID,
@@ -538,7 +553,7 @@ async def book_hold(
     notes: str | None,
 ) -> BookingRow | None:
     """The hold turned into a booking in place; None when it is gone or expired (the statement may
-    then have deleted the expired hold's row: roll back)."""
+    then have deleted the expired hold's row: roll back to the savepoint)."""
     row = await connection.fetchrow(
         _BOOK_HOLD,
         tenant_id,
