@@ -25,7 +25,7 @@ from nmc.events.catalog import (
     json_schemas,
 )
 from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, sweep
-from nmc.events.history import Unreadable, history, oldest_occurrence
+from nmc.events.history import Unreadable, held_events, oldest_occurrence
 from nmc.events.outbox import publish, publish_on
 from nmc.events.replay import ReplayFilter, ReplayReport
 from nmc.events.replay import replay as replay_parked
@@ -54,7 +54,7 @@ __all__ = [
     "TenantCreated",
     "Unreadable",
     "dispatch",
-    "history",
+    "held_events",
     "json_schemas",
     "oldest_occurrence",
     "publish",

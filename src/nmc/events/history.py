@@ -42,7 +42,7 @@ async def oldest_occurrence(connection: asyncpg.Connection, names: Sequence[str]
     return oldest
 
 
-async def history(connection: asyncpg.Connection, names: Sequence[str]) -> AsyncIterator[DomainEvent | Unreadable]:
+async def held_events(connection: asyncpg.Connection, names: Sequence[str]) -> AsyncIterator[DomainEvent | Unreadable]:
     """Every held event of these names, oldest first, validated against the catalog.
 
     Streams with a server-side cursor: `connection` must be in a transaction.

@@ -40,11 +40,17 @@ def registry_complete() -> None:
     _complete = True
 
 
-def handlers_for(event_name: str) -> list[Handler]:
+def _require_complete() -> None:
     if not _complete:
         raise SubscribersNotLoaded("the worker dispatches only after nmc.worker.load_subscribers()")
+
+
+def handlers_for(event_name: str) -> list[Handler]:
+    _require_complete()
     return list(_REGISTRY.get(event_name, ()))
 
 
 def subscribed_event_names() -> list[str]:
+    """What this process handles; the sweep settles every other event, so it must know them all."""
+    _require_complete()
     return [name for name, handlers in _REGISTRY.items() if handlers]

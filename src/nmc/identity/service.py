@@ -15,8 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import raw_connection, session_scope
-from nmc.events.catalog import TenantCreated
-from nmc.events.outbox import publish
+from nmc.events import TenantCreated, publish
 from nmc.identity.models import Tenant, TenantPhoneNumber, TenantStatus
 from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, TenantUpdate
 from nmc.observability.correlation import current_correlation_id

@@ -40,7 +40,7 @@ from nmc.events import (
     FirstSmsSent,
     MessageReceived,
     Unreadable,
-    history,
+    held_events,
     oldest_occurrence,
 )
 
@@ -143,7 +143,7 @@ async def rebuild(*, everything: bool = False) -> RebuildReport:
                 return report
             await connection.execute("DELETE FROM conv_kpi_facts WHERE occurred_at >= $1", report.window_start)
         batch: list[tuple[Any, ...]] = []
-        async for event in history(connection, names):
+        async for event in held_events(connection, names):
             if isinstance(event, Unreadable):
                 report.unreadable += 1
                 continue

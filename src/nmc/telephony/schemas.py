@@ -6,7 +6,7 @@ from typing import Annotated
 
 import msgspec
 
-from nmc.events.catalog import E164
+from nmc.events import E164
 
 CallSid = Annotated[str, msgspec.Meta(pattern=r"^CA[0-9a-fA-F]{32}$")]
 MessageSid = Annotated[str, msgspec.Meta(pattern=r"^(SM|MM)[0-9a-fA-F]{32}$")]
