@@ -31,8 +31,7 @@ from nmc.observability.correlation import correlation_middleware
 from nmc.observability.logging import configure_logging
 from nmc.observability.metrics import MetricsController
 from nmc.problems import DomainError, domain_problem, schema_problem
-from nmc.scheduling.controllers import SCHEDULING_CONTROLLERS, scheduling_problem
-from nmc.scheduling.service import SchedulingError
+from nmc.scheduling import SCHEDULING_CONTROLLERS
 from nmc.settings import get_settings
 from nmc.telephony import TwilioWebhooks
 
@@ -69,7 +68,6 @@ async def log_unexpected_error(exc: Exception, scope: Scope) -> None:
 PROBLEM_DETAILS: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
     DomainError: domain_problem,
     NotFoundError: _not_found,
-    SchedulingError: scheduling_problem,
     DuplicateKeyError: _conflict,
 }
 

@@ -31,7 +31,7 @@ from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import clear_context, configure_logging
 from nmc.queue.pgq import OUTBOX_DISPATCH
 from nmc.runtime import freeze_startup_heap
-from nmc.scheduling.booking import collect_expired_holds  # transitional: the face is being written
+from nmc.scheduling import collect_expired_holds
 from nmc.settings import Settings, get_settings
 
 log = structlog.get_logger(module="worker")

@@ -5,8 +5,9 @@ row (locked), the hold or booking (scheduling's own functions, so the exclusion 
 every race, exactly as for the REST API) and the reply, queued with the key `booking:<message id>`
 like every other text. A redelivered event finds its reply and changes nothing; a crash before the
 commit leaves nothing behind and the redelivery does the whole turn. When scheduling refuses (the
-time was taken by someone else, the hold ran out) scheduling has rolled the transaction back; the
-turn starts again and offers fresh times instead.
+time was taken by someone else, the hold ran out) it has undone only its own write (a savepoint); this
+subscriber, which owns the transaction, undoes the rest of the turn and starts again, offering fresh
+times instead.
 """
 
 from __future__ import annotations
@@ -29,9 +30,19 @@ from nmc.db import json_column, raw_connection, session_scope
 from nmc.events import HoldExpired, MessageReceived
 from nmc.identity import TenantService
 from nmc.messaging import MessageKind
-from nmc.scheduling.booking import create_booking, create_hold, release_hold, search_availability
-from nmc.scheduling.schemas import BookingCreate, HoldCreate
-from nmc.scheduling.service import HoldExpiredError, NotFound, SchedulingError, bookable_job_type
+from nmc.problems import DomainError, NotFound
+from nmc.scheduling import (
+    SCHEDULING_REFUSALS,
+    BookingCreate,
+    BookingSource,
+    HoldCreate,
+    HoldExpiredError,
+    bookable_job_type,
+    create_booking,
+    create_hold,
+    release_hold,
+    search_availability,
+)
 from nmc.settings import get_settings
 
 log = structlog.get_logger(module="booking_by_sms")
@@ -126,8 +137,8 @@ async def converse(event: MessageReceived) -> None:
         turn, reading, action = found
         try:
             await _carry_out(session, turn, action, reading)
-        except SchedulingError as refused:
-            await session.rollback()  # scheduling may have rolled back already; the lock went with it
+        except SCHEDULING_REFUSALS as refused:
+            await session.rollback()  # the turn's own writes too: it starts again from the stored state
             again = await _locked_turn(session, event.thread_id, event.tenant_id, turn.reply_key, turn.causation_id)
             if again is None:
                 return
@@ -308,7 +319,10 @@ async def _confirm(session: AsyncSession, turn: Turn) -> None:
     assert turn.hold_id is not None
     assert turn.hold_start is not None
     booking = await create_booking(
-        session, turn.tenant_id, BookingCreate(hold_id=turn.hold_id, customer_phone=turn.caller), source="sms"
+        session,
+        turn.tenant_id,
+        BookingCreate(hold_id=turn.hold_id, customer_phone=turn.caller),
+        source=BookingSource.SMS,
     )
     await _save(session, turn, DialogState.BOOKED, booking_id=booking.id)
     await _say(session, turn, dialog.booked_text(turn.business_name, booking.start.astimezone(turn.zone)))
@@ -321,7 +335,7 @@ async def _release(session: AsyncSession, turn: Turn) -> None:
         await release_hold(session, turn.tenant_id, turn.hold_id)
 
 
-def _refusal_lead(refused: SchedulingError, turn: Turn) -> str:
+def _refusal_lead(refused: DomainError, turn: Turn) -> str:
     if isinstance(refused, HoldExpiredError | NotFound):
         return dialog.expired_lead(_local(turn, turn.hold_start))
     return dialog.TAKEN_LEAD

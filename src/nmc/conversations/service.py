@@ -46,8 +46,7 @@ from nmc.conversations.threads import preview
 from nmc.db import json_column, raw_connection
 from nmc.messaging import LANDLINE_SQL, UNREACHABLE_LANDLINE, LineType, MessageKind, mark_line_type
 from nmc.problems import Conflict, InvalidField, NotFound
-from nmc.scheduling.service import JobTypeService
-from nmc.scheduling.service import NotFound as JobTypeNotFound
+from nmc.scheduling import JobTypeService
 
 log = structlog.get_logger(module="conversations")
 
@@ -365,7 +364,7 @@ class InboxService:
     async def _check_bookable(self, tenant_id: UUID, job_type_id: UUID) -> None:
         try:
             job_type = await JobTypeService(session=self.session).get_for(tenant_id, job_type_id)
-        except JobTypeNotFound:
+        except NotFound:
             raise InvalidField("booking_job_type_id", "no such job type") from None
         if not job_type.active:
             raise InvalidField("booking_job_type_id", "the job type is not active")

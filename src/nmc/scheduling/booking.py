@@ -291,7 +291,7 @@ async def create_booking(
     tenant_id: UUID,
     data: BookingCreate,
     *,
-    source: BookingSource | str = BookingSource.API,  # transitional `| str`: until callers pass the enum
+    source: BookingSource = BookingSource.API,
 ) -> BookingRead:
     """Book a held slot (`hold_id`) or a slot directly (`resource_id` + `job_type_id` + `start`)."""
     source = BookingSource(source)

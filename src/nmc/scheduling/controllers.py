@@ -19,7 +19,6 @@ from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.identity import Principal
-from nmc.problems import domain_problem
 from nmc.scheduling import booking
 from nmc.scheduling.enums import BookingStatus
 from nmc.scheduling.metrics import booking_post_timer
@@ -53,10 +52,6 @@ TAKEN = ResponseSpec(
     description="The slot overlaps a booking, a live hold or a busy block; `conflict` is that interval",
 )
 IN_USE = ResponseSpec(data_container=ConflictProblem, description="Still referenced by bookings")
-
-
-# transitional: removed when app.py switches (scheduling's refusals are `DomainError`s: `domain_problem`)
-scheduling_problem = domain_problem
 
 
 class ResourceController(Controller):

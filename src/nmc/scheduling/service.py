@@ -25,9 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc import weekly_hours
 from nmc.db import json_column
-from nmc.problems import DomainError, InvalidField, NotFound
+from nmc.problems import InvalidField, NotFound
 from nmc.scheduling.enums import BookingStatus, BusyBlockSource
-from nmc.scheduling.errors import HoldExpiredError as HoldExpiredError  # transitional re-export, see below
 from nmc.scheduling.errors import InUse, NameTaken, refused_on_unique
 from nmc.scheduling.models import (
     DEFAULT_WEEKLY_HOURS,
@@ -58,11 +57,6 @@ from nmc.weekly_hours import WEEKDAYS
 RESOURCE_NAME_UNIQUE = "uq_sched_resources_tenant_name"
 JOB_TYPE_NAME_UNIQUE = "uq_sched_job_types_tenant_name"
 BUSY_BLOCK_EXTERNAL_UNIQUE = "uq_sched_busy_blocks_external"
-
-# transitional: removed when conversations (booking_by_sms, service) imports `SCHEDULING_REFUSALS` and
-# `HoldExpiredError` from `nmc.scheduling`, `NotFound` from `nmc.problems`, and app.py drops its
-# `SchedulingError` entry (the whole family is `DomainError`, rendered by `domain_problem`).
-SchedulingError = DomainError
 
 ModelT = TypeVar("ModelT", Resource, JobType, BusyBlock, Booking)
 
