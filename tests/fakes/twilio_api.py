@@ -72,6 +72,7 @@ ERROR_MESSAGES: dict[int, str] = {
 }
 DEFAULT_CODE_FOR_STATUS: dict[int, int] = {400: 20001, 401: 20003, 404: 20404, 429: 20429, 503: 20503}
 SCRIPT_KEYS = frozenset({"status", "code", "message", "delay", "drop_after_create"})
+OUTAGE_KEYS = SCRIPT_KEYS | {"retry_after"}
 PAGING_KEYS = frozenset({"Page", "PageSize", "PageToken"})
 GSM7_CHARS = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
@@ -264,6 +265,15 @@ def validate_script(responses: Any) -> list[Script]:
     return responses
 
 
+def validate_outage(outage: Any) -> Script:
+    """An outage is a scripted response for every Messages request until healed; ``retry_after`` adds
+    the header, and without ``status`` it is latency only (``delay``, then the normal answer)."""
+    if not isinstance(outage, dict) or not set(outage) <= OUTAGE_KEYS:
+        raise ValueError(f"bad outage {outage!r}; allowed keys: {sorted(OUTAGE_KEYS)}")
+    validate_script([{key: value for key, value in outage.items() if key != "retry_after"}])
+    return outage
+
+
 @dataclass
 class TwilioState:
     account_sid: str
@@ -374,6 +384,7 @@ class FakeTwilioApp:
 
     def __init__(self, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN) -> None:
         self.state = TwilioState(account_sid, auth_token)
+        self.outage: Script | None = None  # every Messages request (create, list, fetch) until healed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         received_at = time.time()
@@ -394,6 +405,10 @@ class FakeTwilioApp:
         if target is None:
             return not_found(request.path)
         account_sid, message_sid = target
+        if self.outage is not None:
+            if "status" in self.outage:
+                return await self.refuse(request, account_sid, message_sid, self.outage)
+            await asyncio.sleep(float(self.outage.get("delay", 0)))
         if message_sid is not None:
             return self.fetch(request, account_sid, message_sid)
         if request.method == "POST":
@@ -432,6 +447,25 @@ class FakeTwilioApp:
         if dropped:
             return twilio_error(script.get("status", 500), script.get("code"), script.get("message"))
         return Response(201, resource)
+
+    async def refuse(self, request: Request, account_sid: str, message_sid: str | None, outage: Script) -> Response:
+        """The outage's answer after its delay (a hang, when that outlasts the client's timeout). A create
+        is recorded; with ``drop_after_create`` the text is created first and only the answer is lost."""
+        record = None
+        if request.method == "POST" and message_sid is None:
+            form = parse_qs(request.body.decode(errors="replace"), keep_blank_values=True)
+            record = self.state.record(request.received_at, account_sid, form)
+            record["script"] = {"outage": outage}
+            authentic = self.authorize(request, account_sid) is None and validate_create(form) is None
+            if outage.get("drop_after_create") and authentic:
+                record["sid"] = self.state.create_message(account_sid, form)["sid"]
+        await asyncio.sleep(float(outage.get("delay", 0)))
+        response = twilio_error(outage["status"], outage.get("code"), outage.get("message"))
+        if outage.get("retry_after") is not None:
+            response.headers = header_pairs([("retry-after", str(outage["retry_after"]))])
+        if record is not None:
+            record["status"] = response.status
+        return response
 
     def list_messages(self, request: Request, account_sid: str) -> Response:
         denied = self.authorize(request, account_sid)
@@ -479,6 +513,16 @@ class FakeTwilioApp:
             return Response(200, {"ok": True})
         if route == ("POST", "/_fake/reset"):
             self.state.reset()
+            self.outage = None
+            return Response(200, {"ok": True})
+        if route == ("POST", "/_fake/outage"):
+            try:
+                self.outage = validate_outage(json.loads(request.body or b"{}"))
+            except ValueError as exc:
+                return Response(400, {"error": str(exc)})
+            return Response(200, {"ok": True})
+        if route == ("DELETE", "/_fake/outage"):
+            self.outage = None
             return Response(200, {"ok": True})
         if route == ("POST", "/_fake/script"):
             return self.add_script(request.body)
@@ -617,6 +661,15 @@ class FakeTwilio:
 
     def reset(self) -> None:
         self._control().post("/_fake/reset").raise_for_status()
+
+    def outage(self, **outage: Any) -> None:
+        """Every Messages request answered this way until :meth:`heal`: ``status`` (and ``code``,
+        ``message``, ``retry_after``) after ``delay`` seconds; ``drop_after_create`` creates the text
+        first; no ``status`` is latency only. E.g. ``outage(status=429, retry_after=2)``."""
+        self._control().post("/_fake/outage", json=outage).raise_for_status()
+
+    def heal(self) -> None:
+        self._control().delete("/_fake/outage").raise_for_status()
 
     def set_line_type(self, number: str, line_type: str) -> None:
         """What Lookup v2 answers for ``number`` (default ``mobile``)."""
