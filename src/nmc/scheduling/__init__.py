@@ -3,11 +3,9 @@
 What other modules may use is named here (`__all__`); everything else in the package is its own.
 Refusals are members of the one family (`nmc.problems`): a missing id is `NotFound`, an unusable
 value `InvalidField`, the rest 409 `Conflict`s named here. A caller that answers a refused hold or
-booking with fresh times catches `SCHEDULING_REFUSALS`. `models` is here for the model registry
-(`nmc.models`, Alembic).
+booking with fresh times catches `SCHEDULING_REFUSALS`.
 """
 
-from nmc.scheduling import models
 from nmc.scheduling.booking import (
     collect_expired_holds,
     create_booking,
@@ -38,7 +36,6 @@ __all__ = [
     "collect_expired_holds",
     "create_booking",
     "create_hold",
-    "models",
     "release_hold",
     "search_availability",
 ]
