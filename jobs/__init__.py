@@ -9,6 +9,11 @@ from nmc.settings import get_settings
 configure_logging(get_settings().LOG_LEVEL)
 broker = setup_broker()
 
+from jobs.heartbeat import JobsHeartbeat  # noqa: E402
+
+if not any(isinstance(m, JobsHeartbeat) for m in broker.middleware):
+    broker.add_middleware(JobsHeartbeat())
+
 from jobs.retention import purge_expired_rows  # noqa: E402
 
 __all__ = ["broker", "purge_expired_rows"]

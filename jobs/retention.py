@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import dramatiq
 import psycopg
 import structlog
 
+from nmc.observability.maintenance import RECORD_SUCCESS_SQL, RETENTION
 from nmc.queue.dramatiq import MAINTENANCE_QUEUE
 from nmc.settings import get_settings
 
@@ -37,6 +40,7 @@ def purge_expired() -> dict[str, int]:
     """Apply every rule; returns how many rows each table lost."""
     with psycopg.connect(get_settings().DATABASE_URL, autocommit=True) as connection:
         counts = {table: purge_table(connection, table, condition) for table, condition in RULES}
+        connection.execute(RECORD_SUCCESS_SQL, (RETENTION, json.dumps(counts)))  # the "not run for 2 days" alert
     log.info("retention.purged", **counts)
     return counts
 

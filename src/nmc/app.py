@@ -29,7 +29,9 @@ from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz
 from nmc.observability.correlation import correlation_middleware
 from nmc.observability.logging import configure_logging
+from nmc.observability.maintenance import maintenance_runs as _maintenance_probe  # noqa: F401 (registers it)
 from nmc.observability.metrics import MetricsController
+from nmc.observability.providers import provider_requests as _provider_requests_probe  # noqa: F401 (registers it)
 from nmc.problems import DomainError, domain_problem, schema_problem
 from nmc.scheduling import SCHEDULING_CONTROLLERS
 from nmc.settings import get_settings

@@ -7,6 +7,7 @@ from nmc.events import models as events_models
 from nmc.identity import models as identity_models
 from nmc.kpis import models as kpis_models
 from nmc.messaging import models as messaging_models
+from nmc.observability import models as observability_models
 from nmc.scheduling import models as scheduling_models
 from nmc.telephony import models as telephony_models
 from nmc.webhooks import models as webhooks_models
@@ -19,6 +20,7 @@ __all__ = [
     "kpis_models",
     "messaging_models",
     "metadata",
+    "observability_models",
     "scheduling_models",
     "telephony_models",
     "webhooks_models",

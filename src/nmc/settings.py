@@ -25,6 +25,7 @@ SECRET_NAMES = frozenset(
         "STRIPE_WEBHOOK_SECRET",
         "GOOGLE_CLIENT_SECRET",
         "JOBBER_API_TOKEN",
+        "METRICS_TOKEN",
     }
 )
 # Secrets a production process refuses to start without (billing and calendars are per-tenant
@@ -145,6 +146,8 @@ class Settings:
     # Empty means "by ENVIRONMENT": json where machines read the lines (production, the test suite),
     # console on a developer's terminal (`load_settings` fills it in).
     LOG_FORMAT: str = _setting("", _log_format)
+    # Issue #13: with a token, `/metrics` answers only `Authorization: Bearer <token>` (set in production).
+    METRICS_TOKEN: str = _setting("")
     # Twilio
     TWILIO_ACCOUNT_SID: str = _setting("")
     TWILIO_AUTH_TOKEN: str = _setting("")

@@ -126,9 +126,12 @@ async def test_outbox_dispatch_lag_reflects_the_oldest_undispatched_row(
     assert 120 <= lag < 3600
     assert sample_value(response.text, "outbox_events_pending") == 2
 
-    # A row deferred on purpose (quiet hours) is not lag until it falls due.
+    # A row deferred on purpose (quiet hours: the dispatcher's deferral note) is not lag until it falls due.
     await db.execute("DELETE FROM outbox_events")
-    await db.execute(insert.replace("now() - $1::interval, $2)", "now() + $1::interval, $2)"), timedelta(hours=8), None)
+    deferred = insert.replace("dispatched_at)", "dispatched_at, last_error)").replace(
+        "now() - $1::interval, $2)", "now() + $1::interval, $2, 'deferred: quiet hours')"
+    )
+    await db.execute(deferred, timedelta(hours=8), None)
     response = await client.get("/metrics")
     assert sample_value(response.text, "outbox_dispatch_lag_seconds") == 0.0
 

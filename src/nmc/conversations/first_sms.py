@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
+from nmc.conversations.metrics import DELIBERATE_WAITS, latency_rollup_cte
 from nmc.conversations.models import PREVIEW_LENGTH
 from nmc.conversations.optouts import OPTED_OUT_SQL
 from nmc.conversations.outbound import outgoing_from, quiet_window, record_rejection
@@ -96,19 +97,22 @@ _CONTEXT = f"""
 _UPSERT_MESSAGE = """
     INSERT INTO conv_messages (id, tenant_id, thread_id, call_id, idempotency_key, direction, kind,
                                to_number, from_number, body, status, suppressed_reason, scheduled_for,
-                               send_started_at)
-    VALUES ($1, $2, $3, $4, $5, 'outbound', 'first_sms', $6, $7, $8, $9, $10, $11, $12)
+                               send_started_at, held_on_purpose)
+    VALUES ($1, $2, $3, $4, $5, 'outbound', 'first_sms', $6, $7, $8, $9, $10, $11, $12, $13)
     ON CONFLICT (idempotency_key) DO UPDATE SET
         status = EXCLUDED.status, body = EXCLUDED.body, suppressed_reason = EXCLUDED.suppressed_reason,
-        scheduled_for = EXCLUDED.scheduled_for, send_started_at = EXCLUDED.send_started_at
+        scheduled_for = EXCLUDED.scheduled_for, send_started_at = EXCLUDED.send_started_at,
+        held_on_purpose = conv_messages.held_on_purpose OR EXCLUDED.held_on_purpose
     RETURNING id, send_started_at
 """
-# With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it).
+# With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it), and the
+# `first_sms_latency_seconds` roll-up (`conv_first_sms_latency`, issue #13): no extra round trip.
 _TEXTED_BACK_FACT = fact_cte(
     "texted_back_fact", Metric.TEXTED_BACK, event_id="$5", tenant_id="$6", occurred_at="$7", value="$4"
 )
 _ACCEPTED = f"""
-    WITH {_TEXTED_BACK_FACT}
+    WITH {_TEXTED_BACK_FACT},
+         {latency_rollup_cte("latency_rollup", message_id="$1", latency_ms="$4")}
     UPDATE conv_messages SET status = $2, twilio_sid = $3, sent_at = now(), latency_ms = $4 WHERE id = $1
 """
 # The thread shows the text; with follow-ups on (`follow_up_delay_minutes`), the thread's one
@@ -182,6 +186,7 @@ async def _record(
     reason: str | None = None,
     scheduled_for: datetime | None = None,
     send_started_at: datetime | None = None,
+    held_on_purpose: bool = False,
 ) -> asyncpg.Record:
     return await connection.fetchrow(
         _UPSERT_MESSAGE,
@@ -197,6 +202,7 @@ async def _record(
         reason,
         scheduled_for,
         send_started_at,
+        held_on_purpose,
     )
 
 
@@ -225,7 +231,15 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
             await _record(connection, event, thread_id, body, MessageStatus.SUPPRESSED, reason=verdict.reason)
             log.info("first_sms.suppressed", reason=verdict.reason, caller=event.caller)
             return None
-        await _record(connection, event, thread_id, body, verdict.status, scheduled_for=verdict.scheduled_for)
+        await _record(
+            connection,
+            event,
+            thread_id,
+            body,
+            verdict.status,
+            scheduled_for=verdict.scheduled_for,
+            held_on_purpose=verdict.reason in DELIBERATE_WAITS,
+        )
     raise Deferred(verdict.until, verdict.reason)
 
 

@@ -11,11 +11,13 @@ from uuid import UUID
 from advanced_alchemy.base import DefaultBase, UUIDBase
 from advanced_alchemy.types import DateTimeUTC
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     Time,
@@ -123,6 +125,9 @@ class Message(UUIDBase):
     sent_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     # Webhook received → Messages API accepted, for first SMS (the SLO).
     latency_ms: Mapped[float | None] = mapped_column(Float, default=None)
+    # The text waited on purpose (quiet hours, the operator's pause) before it was sent: its latency is a
+    # decision, not slowness, and stays out of the first-SMS SLO (issue #13).
+    held_on_purpose: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
 
 
@@ -180,3 +185,17 @@ class MessagingSettings(DefaultBase):
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+class FirstSmsLatency(DefaultBase):
+    """The `first_sms_latency_seconds` histogram, kept as first SMS are accepted (the acceptance statement
+    upserts one bucket row; `metrics.py` reads a few hundred rows at most). Retention never touches it,
+    so the counts never go backwards. `le` is the bucket's upper bound in seconds (`Infinity` above the
+    last); `shard` spreads concurrent acceptances over several rows of one bucket."""
+
+    __tablename__ = "conv_first_sms_latency"
+
+    le: Mapped[float] = mapped_column(Float, primary_key=True)
+    shard: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    held_on_purpose: Mapped[bool] = mapped_column(Boolean, primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    sum_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))

@@ -26,6 +26,7 @@ from nmc.events.catalog import (
 )
 from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, sweep
 from nmc.events.history import Unreadable, held_events, oldest_occurrence
+from nmc.events.metrics import Overdue, overdue_events
 from nmc.events.outbox import publish, publish_on
 from nmc.events.replay import ReplayFilter, ReplayReport
 from nmc.events.replay import replay as replay_parked
@@ -48,6 +49,7 @@ __all__ = [
     "MessageReceived",
     "MessageStatusChanged",
     "OutboundSmsRequested",
+    "Overdue",
     "PermanentFailure",
     "ReplayFilter",
     "ReplayReport",
@@ -57,6 +59,7 @@ __all__ = [
     "held_events",
     "json_schemas",
     "oldest_occurrence",
+    "overdue_events",
     "publish",
     "publish_on",
     "registry_complete",

@@ -19,6 +19,7 @@ import aiohttp
 import structlog
 
 from nmc.observability.logging import mask_phone
+from nmc.observability.providers import Timer, failure_outcome, observe_request, status_outcome
 from nmc.settings import Settings, get_settings
 
 log = structlog.get_logger(module="messaging")
@@ -82,12 +83,15 @@ class TwilioSmsSender:
         }
         if self._settings.TWILIO_MESSAGING_SERVICE_SID:
             form["MessagingServiceSid"] = self._settings.TWILIO_MESSAGING_SERVICE_SID
+        timer = Timer()
         try:
             async with self._client().post(self._url, data=form) as response:
                 status = response.status
                 payload = await _json(response)
         except (TimeoutError, aiohttp.ClientError) as exc:
+            observe_request("twilio", "messages.create", failure_outcome(exc), None, timer.seconds)
             raise SmsOutcomeUnknown(f"{type(exc).__name__} talking to Twilio") from exc
+        observe_request("twilio", "messages.create", status_outcome(status), status, timer.seconds)
         if status >= 500:
             raise SmsOutcomeUnknown(f"Twilio {status}")
         if status >= 400:
@@ -164,12 +168,15 @@ class LineTypeLookup:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(headers=self._auth_header, timeout=LOOKUP_TIMEOUT)
         url = f"{self._base_url}/v2/PhoneNumbers/{quote(number)}"
+        timer = Timer()
         try:
             async with self._session.get(url, params={"Fields": "line_type_intelligence"}) as response:
                 status = response.status
                 payload = await _json(response)
         except (aiohttp.ClientError, TimeoutError) as exc:
+            observe_request("twilio", "lookup.line_type", failure_outcome(exc), None, timer.seconds)
             raise LookupFailed(f"{type(exc).__name__} talking to Twilio Lookup") from exc
+        observe_request("twilio", "lookup.line_type", status_outcome(status), status, timer.seconds)
         if status == 404:
             return "unknown"
         if status >= 400:

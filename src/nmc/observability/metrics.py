@@ -8,16 +8,20 @@ hosts with no scrape port.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 import structlog
-from litestar import Controller, get
+from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from nmc.settings import get_settings
 
 log = structlog.get_logger(module="observability")
 
@@ -76,8 +80,69 @@ class MetricsController(Controller):
     include_in_schema = False
 
     @get()
-    async def metrics(self, db_session: NamedDependency[AsyncSession]) -> Response[bytes]:
+    async def metrics(self, request: Request, db_session: NamedDependency[AsyncSession]) -> Response[bytes]:
+        if not scrape_allowed(request.headers.get("authorization", "")):
+            return Response(
+                b"metrics: bearer token required\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain"},
+            )
         await SCRAPE_TIME_FIGURES.refresh(db_session)
         # As a header, not `media_type`: Litestar would append a second `charset` to a text/* media type,
         # and a repeated parameter makes the Content-Type invalid for Prometheus 3's scraper.
         return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def scrape_allowed(authorization: str) -> bool:
+    """With `METRICS_TOKEN` set (production), a scrape must send `Authorization: Bearer <token>`."""
+    token = get_settings().METRICS_TOKEN
+    if not token:
+        return True
+    scheme, _, presented = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+# Database saturation (runbook §6: connections > 80% for 10 minutes). The database's CPU is not visible
+# from SQL: Render shows it on the database's Metrics page (docs/runbook.md §6).
+_DATABASE = text(
+    """
+    SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS in_use,
+           count(*) FILTER (WHERE backend_type = 'client backend' AND state = 'active') AS active,
+           count(*) FILTER (WHERE backend_type = 'client backend' AND state LIKE 'idle in transaction%')
+               AS idle_in_transaction,
+           count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_on_locks,
+           coalesce(extract(epoch FROM now() - min(xact_start) FILTER (WHERE backend_type = 'client backend'
+                                                                     AND pid <> pg_backend_pid())), 0)
+               AS oldest_transaction,
+           current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int
+               AS max_connections
+    FROM pg_stat_activity
+    """
+)
+
+
+@scrape_time_probe
+async def database_saturation(session: AsyncSession) -> Iterable[Metric]:
+    row = (await session.execute(_DATABASE)).one()
+    return [
+        GaugeMetricFamily(
+            "db_connections_in_use", "Client connections open on the server (every role)", value=row.in_use
+        ),
+        GaugeMetricFamily(
+            "db_connections_max",
+            "Connections clients may open: max_connections less superuser_reserved_connections",
+            value=row.max_connections,
+        ),
+        GaugeMetricFamily("db_connections_active", "Client connections running a statement", value=row.active),
+        GaugeMetricFamily(
+            "db_connections_idle_in_transaction",
+            "Client connections idle inside a transaction",
+            value=row.idle_in_transaction,
+        ),
+        GaugeMetricFamily("db_lock_waits", "Backends waiting for a lock (runbook §7.6)", value=row.waiting_on_locks),
+        GaugeMetricFamily(
+            "db_oldest_transaction_seconds",
+            "Age of the oldest open transaction of another client",
+            value=float(row.oldest_transaction),
+        ),
+    ]

@@ -1,0 +1,49 @@
+"""Observability's own tables: figures the worker and jobs processes observe, for the web's `/metrics`.
+
+- `obs_provider_requests` / `obs_provider_latency`: provider request counts by outcome and status, and
+  latency buckets (`providers.py` flushes each process's increments every few seconds);
+- `obs_maintenance_runs`: when each maintenance task (retention) last succeeded.
+
+Counters only grow: rows are upserted with `count = count + delta`, never deleted by retention.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from advanced_alchemy.base import DefaultBase
+from advanced_alchemy.types import DateTimeUTC
+from sqlalchemy import BigInteger, Float, String, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+
+class ProviderRequests(DefaultBase):
+    __tablename__ = "obs_provider_requests"
+
+    provider: Mapped[str] = mapped_column(String(30), primary_key=True)  # twilio, later stripe, google, jobber
+    operation: Mapped[str] = mapped_column(String(60), primary_key=True)  # messages.create, messages.list, ...
+    # accepted | refused | rate_limited | server_error | timeout | network_error
+    outcome: Mapped[str] = mapped_column(String(30), primary_key=True)
+    status: Mapped[str] = mapped_column(String(10), primary_key=True)  # the HTTP status, or "none"
+    count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class ProviderLatency(DefaultBase):
+    __tablename__ = "obs_provider_latency"
+
+    provider: Mapped[str] = mapped_column(String(30), primary_key=True)
+    operation: Mapped[str] = mapped_column(String(60), primary_key=True)
+    le: Mapped[float] = mapped_column(Float, primary_key=True)  # the bucket's upper bound (s), Infinity last
+    count: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    sum_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+
+
+class MaintenanceRun(DefaultBase):
+    __tablename__ = "obs_maintenance_runs"
+
+    task: Mapped[str] = mapped_column(String(40), primary_key=True)  # retention
+    succeeded_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB, default=None)
