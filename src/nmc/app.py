@@ -21,9 +21,10 @@ from litestar.plugins.problem_details import (
 )
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import Scope
+from sqlalchemy.exc import DBAPIError
 
 from nmc.conversations import MessagingSettingsController, ThreadController
-from nmc.db import get_alchemy_config
+from nmc.db import DATABASE_UNAVAILABLE, database_unavailable, get_alchemy_config
 from nmc.identity import ClerkAuthenticationMiddleware, TenantController
 from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz
@@ -55,22 +56,40 @@ def _conflict(exc: DuplicateKeyError) -> ProblemDetailsException:
     return ProblemDetailsException(status_code=409, title="Conflict", detail="That resource already exists")
 
 
+def _database_error(exc: Exception) -> ProblemDetailsException:
+    """The database unreachable: a fast 503 and one line, not a traceback per request. Any other
+    database error is a bug: a 500, logged with its traceback."""
+    log = structlog.get_logger(module="http")
+    if not database_unavailable(exc):
+        log.error("http.unhandled_error", http_status=500, exc_info=exc)
+        return ProblemDetailsException(status_code=500, title="Internal Server Error")
+    log.warning("db.unavailable", error=type(exc).__name__, http_status=503)
+    return ProblemDetailsException(
+        status_code=503,
+        title="Service unavailable",
+        detail="The database cannot be reached; retry shortly",
+        headers={"Retry-After": "2"},
+    )
+
+
 async def log_unexpected_error(exc: Exception, scope: Scope) -> None:
     """Every unhandled error is logged with its traceback; expected (4xx) errors are not noise."""
     if isinstance(exc, HTTPException) and exc.status_code < 500:
         return
     if isinstance(exc, tuple(PROBLEM_DETAILS)):
-        return  # rendered as a 4xx problem by the plugin
+        return  # rendered as a problem by the plugin (a database error logs itself)
     structlog.get_logger(module="http").error(
         "http.unhandled_error", path=scope.get("path"), http_status=500, exc_info=exc
     )
 
 
-# Domain errors and the 4xx problem each becomes.
+# Domain errors and the problem each becomes (4xx; 503 while the database is unreachable).
 PROBLEM_DETAILS: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
     DomainError: domain_problem,
     NotFoundError: _not_found,
     DuplicateKeyError: _conflict,
+    DBAPIError: _database_error,
+    **dict.fromkeys(DATABASE_UNAVAILABLE, _database_error),
 }
 
 

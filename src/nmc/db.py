@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.pool import NullPool
 
@@ -36,7 +38,9 @@ def alchemy_config(settings: Settings | None = None) -> SQLAlchemyAsyncConfig:
         # No pre-ping: it cost three round trips per checkout on the webhook path. A connection
         # broken by a Postgres restart fails one request (providers retry webhooks), SQLAlchemy
         # then invalidates the pool; recycling bounds how long an idle connection is trusted.
-        else EngineConfig(pool_size=10, max_overflow=10, pool_recycle=600)
+        # A fixed size, no overflow: the process never opens more than its share of the server's
+        # connections (README "Connection budget"); a burst waits for a connection instead.
+        else EngineConfig(pool_size=settings.DB_POOL_SIZE, max_overflow=0, pool_timeout=30, pool_recycle=600)
     )
     return SQLAlchemyAsyncConfig(
         connection_string=settings.sqlalchemy_url,
@@ -99,6 +103,25 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
     return driver_connection
 
 
+# Postgres is down, restarting or full: a request cannot be served now, but may be in a moment.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    ConnectionError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Is `exc` the database being unreachable (rather than a query or a bug)?"""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or (exc.orig is not None and database_unavailable(exc.orig))
+    cause = exc.__cause__
+    return isinstance(exc, DATABASE_UNAVAILABLE) or isinstance(cause, DATABASE_UNAVAILABLE)
+
+
 def json_column(value: Any) -> Any:
     """A JSON column's value: text on the session's raw connection (as on SQLAlchemy's own asyncpg
     connections), already decoded on the hot pool."""
@@ -109,6 +132,16 @@ def json_column(value: Any) -> Any:
 # statements was larger than the database round trips (benchmarked; see README). JSON columns are
 # exchanged as JSON text, as on SQLAlchemy's own asyncpg connections, so SQL helpers work on both.
 _hot_pool: asyncpg.Pool | None = None
+_hot_pool_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+
+def _creation_lock() -> asyncio.Lock:
+    """A lock of the running loop's (tests run more than one loop in a process)."""
+    global _hot_pool_lock
+    loop = asyncio.get_running_loop()
+    if _hot_pool_lock is None or _hot_pool_lock[0] is not loop:
+        _hot_pool_lock = (loop, asyncio.Lock())
+    return _hot_pool_lock[1]
 
 
 async def _json_codecs(connection: asyncpg.Connection) -> None:
@@ -128,16 +161,20 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 async def hot_pool() -> asyncpg.Pool:
+    """The process's one pool, created once even when a backlog of dispatches asks for it at once."""
     global _hot_pool
-    if _hot_pool is None:
-        _hot_pool = await asyncpg.create_pool(
-            get_settings().DATABASE_URL,
-            min_size=2,
-            max_size=10,
-            init=_json_codecs,
-            reset=_keep_session,
-            max_inactive_connection_lifetime=60,
-        )
+    if _hot_pool is not None:
+        return _hot_pool
+    async with _creation_lock():
+        if _hot_pool is None:
+            _hot_pool = await asyncpg.create_pool(
+                get_settings().DATABASE_URL,
+                min_size=1,
+                max_size=get_settings().DB_HOT_POOL_SIZE,
+                init=_json_codecs,
+                reset=_keep_session,
+                max_inactive_connection_lifetime=60,
+            )
     return _hot_pool
 
 

@@ -26,6 +26,7 @@ SECRET_NAMES = frozenset(
         "GOOGLE_CLIENT_SECRET",
         "JOBBER_API_TOKEN",
         "METRICS_TOKEN",
+        "TWILIO_AUTH_TOKEN_PREVIOUS",
     }
 )
 # Secrets a production process refuses to start without (billing and calendars are per-tenant
@@ -151,6 +152,8 @@ class Settings:
     # Twilio
     TWILIO_ACCOUNT_SID: str = _setting("")
     TWILIO_AUTH_TOKEN: str = _setting("")
+    # During a token rotation only: webhook signatures made with it are accepted too (docs/oncall.md).
+    TWILIO_AUTH_TOKEN_PREVIOUS: str = _setting("")
     TWILIO_MESSAGING_SERVICE_SID: str = _setting("")
     TWILIO_API_BASE_URL: str = _setting("https://api.twilio.com", _http_url)
     TWILIO_LOOKUP_BASE_URL: str = _setting("https://lookups.twilio.com", _http_url)
@@ -176,6 +179,10 @@ class Settings:
     POLL_INTERVAL_JOBBER_SECONDS: int = _setting("120", _positive_int)
     OUTBOX_BATCH_SIZE: int = _setting("100", _positive_int)
     OUTBOX_CONCURRENCY: int = _setting("2", _positive_int)
+    # Connections per process (README "Connection budget"): the SQLAlchemy pool of every process and
+    # the jobs process's broker pool; the worker's asyncpg pool for the first-SMS path.
+    DB_POOL_SIZE: int = _setting("10", _positive_int)
+    DB_HOT_POOL_SIZE: int = _setting("10", _positive_int)
     # Added by DESIGN.md/issues: how long a claimed outbox row is invisible to other dispatchers
     # (also PgQueuer's heartbeat timeout), and how many attempts before a row is parked.
     OUTBOX_LEASE_SECONDS: int = _setting("30", _positive_int)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import os
 import signal
+import socket
 from datetime import timedelta
 from functools import cache
 from uuid import UUID, uuid4
@@ -25,7 +27,7 @@ from pgqueuer.types import Channel
 
 from nmc.conversations import queue_due_follow_ups
 from nmc.db import dispose_engine
-from nmc.events import dispatch, registry_complete, release_deferred, sweep
+from nmc.events import dispatch, registry_complete, release_deferred, set_dispatcher_id, sweep
 from nmc.messaging import PAUSED_REASON
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import clear_context, configure_logging
@@ -40,7 +42,8 @@ log = structlog.get_logger(module="worker")
 # and current even while a text waits), then conversations, then booking by SMS.
 SUBSCRIBER_MODULES = ("nmc.kpis.handlers", "nmc.conversations.handlers", "nmc.booking_by_sms.handlers")
 
-SWEEP_EVERY_SECONDS = 5.0
+SWEEP_EVERY_SECONDS = 2.0  # with HEARTBEAT_STALE_SECONDS: a dead worker's texts go out within ~8 s
+HEARTBEAT_SECONDS = 1.0
 RECONNECT_BACKOFF_SECONDS = (0.5, 1, 2, 5)
 RETENTION_SCHEDULE = "15 3 * * *"
 HOLD_GC_SCHEDULE = "* * * * *"  # runbook §1: expired holds are deleted every minute
@@ -88,16 +91,26 @@ def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_s
 
 
 async def run_consumer(index: int, settings: Settings, stopping: asyncio.Event) -> None:
-    """One PgQueuer consumer, rebuilt on a fresh connection whenever the old one is lost."""
+    """One PgQueuer consumer, rebuilt on a fresh connection whenever the old one is lost or fails.
+
+    Whatever ended it is logged with its exception and retried with backoff, never in a tight loop.
+    """
     failures = 0
     while not stopping.is_set():
         try:
             await _consume_until_lost(index, settings, stopping)
             failures = 0
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
+        except Exception as exc:
             delay = RECONNECT_BACKOFF_SECONDS[min(failures, len(RECONNECT_BACKOFF_SECONDS) - 1)]
             failures += 1
-            log.warning("worker.consumer_reconnecting", consumer=index, error=str(exc), retry_in=delay)
+            log.warning(
+                "worker.consumer_restarting",
+                consumer=index,
+                error=f"{type(exc).__name__}: {exc}",
+                failures=failures,
+                retry_in=delay,
+                exc_info=not isinstance(exc, OSError | asyncpg.PostgresError | asyncpg.InterfaceError),
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
 
@@ -124,11 +137,56 @@ async def _consume_until_lost(index: int, settings: Settings, stopping: asyncio.
         for watcher in watchers:
             watcher.cancel()
         with contextlib.suppress(asyncio.TimeoutError, Exception):
-            await asyncio.wait_for(run, 10)
+            await asyncio.wait_for(asyncio.shield(run), 10)
         if not connection.is_closed():
             await connection.close()
-    if lost.is_set() and not stopping.is_set():
+    if stopping.is_set():
+        return
+    if run.done() and not run.cancelled() and (failed := run.exception()) is not None:
+        raise failed
+    if lost.is_set():
         raise ConnectionError("PgQueuer connection lost")
+    raise RuntimeError("PgQueuer stopped by itself")
+
+
+_BEAT = """
+    INSERT INTO worker_heartbeats (worker_id, process, host, pid) VALUES ($1, 'worker', $2, $3)
+    ON CONFLICT (worker_id) DO UPDATE SET beat_at = now()
+"""
+
+
+class Heartbeat:
+    """This worker's row in `worker_heartbeats`, beaten every second on a connection of its own (never
+    waiting behind a busy pool: a worker that looks dead has its claims taken over)."""
+
+    def __init__(self, worker_id: UUID, settings: Settings) -> None:
+        self.worker_id = worker_id
+        self._url = settings.DATABASE_URL
+        self._connection: asyncpg.Connection | None = None
+
+    async def beat(self) -> None:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = await asyncpg.connect(self._url)
+        await self._connection.execute(_BEAT, self.worker_id, socket.gethostname(), os.getpid())
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        try:
+            while not stopping.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), HEARTBEAT_SECONDS)
+                try:
+                    await self.beat()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.warning("worker.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        """A clean stop: nothing of ours is left to reclaim."""
+        with contextlib.suppress(Exception):
+            if self._connection is not None and not self._connection.is_closed():
+                await self._connection.execute("DELETE FROM worker_heartbeats WHERE worker_id = $1", self.worker_id)
+                await self._connection.close()
 
 
 async def run_sweeper(stopping: asyncio.Event) -> None:
@@ -157,7 +215,11 @@ async def run_worker() -> None:
         loop.add_signal_handler(sig, stopping.set)
     if not settings.PAUSE_OUTBOUND_SMS and (released := await release_deferred(PAUSED_REASON)):
         log.info("worker.released_paused_texts", count=released)
+    heartbeat = Heartbeat(uuid4(), settings)
+    await heartbeat.beat()  # before the first claim: a claim of ours is never mistaken for a dead worker's
+    set_dispatcher_id(heartbeat.worker_id)
     tasks = [run_consumer(i, settings, stopping) for i in range(settings.OUTBOX_CONCURRENCY)]
+    tasks.append(heartbeat.run(stopping))
     freeze_startup_heap()
     log.info("worker.started", consumers=settings.OUTBOX_CONCURRENCY, batch=settings.OUTBOX_BATCH_SIZE)
     try:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 import structlog
@@ -81,11 +81,26 @@ async def dispatch(event_id: UUID) -> None:
         await _mark_dispatched(event_id)
 
 
+# This process's identity in `worker_heartbeats` (set by the worker at start; a process that never
+# beats, e.g. a test, holds its claims for the whole lease).
+_dispatcher_id: UUID = uuid4()
+HEARTBEAT_STALE_SECONDS = 5  # a worker silent this long is dead: its claims are taken over
+
+
+def set_dispatcher_id(worker_id: UUID) -> None:
+    global _dispatcher_id
+    _dispatcher_id = worker_id
+
+
 # Claim and completion run once per event on the first-SMS path: single statements on the hot pool.
-_CLAIM = """
-    UPDATE outbox_events
-    SET attempts = attempts + 1, available_at = now() + make_interval(secs => $2)
-    WHERE id = $1 AND dispatched_at IS NULL AND available_at <= now()
+# A row is claimable when due, or when the worker holding its lease has stopped beating.
+_CLAIM = f"""
+    UPDATE outbox_events e
+    SET attempts = attempts + 1, available_at = now() + make_interval(secs => $2), claimed_by = $3
+    WHERE id = $1 AND dispatched_at IS NULL
+      AND (available_at <= now() OR (claimed_by IS NOT NULL AND claimed_by <> $3 AND NOT EXISTS (
+          SELECT 1 FROM worker_heartbeats h
+          WHERE h.worker_id = e.claimed_by AND h.beat_at > now() - interval '{HEARTBEAT_STALE_SECONDS} seconds')))
     RETURNING event_name, event_version, payload, attempts, correlation_id, tenant_id
 """
 _MARK_DISPATCHED = "UPDATE outbox_events SET dispatched_at = now() WHERE id = $1"
@@ -93,7 +108,7 @@ _MARK_DISPATCHED = "UPDATE outbox_events SET dispatched_at = now() WHERE id = $1
 
 async def _claim(event_id: UUID) -> dict[str, Any] | None:
     pool = await hot_pool()
-    found = await pool.fetchrow(_CLAIM, event_id, float(get_settings().OUTBOX_LEASE_SECONDS))
+    found = await pool.fetchrow(_CLAIM, event_id, float(get_settings().OUTBOX_LEASE_SECONDS), _dispatcher_id)
     return dict(found) if found else None
 
 
@@ -179,9 +194,20 @@ _SETTLE_UNHANDLED = """
 """
 
 
+# Rows held by a worker that stopped beating: their job died with it (PgQueuer would retry it only
+# after its own heartbeat timeout), so they get a job of their own now.
+_ORPHANED = f"""
+    SELECT e.id, e.claimed_by FROM outbox_events e
+    WHERE e.dispatched_at IS NULL AND e.available_at > now() AND e.claimed_by IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM worker_heartbeats h WHERE h.worker_id = e.claimed_by
+                      AND h.beat_at > now() - interval '{HEARTBEAT_STALE_SECONDS} seconds')
+    LIMIT {SWEEP_LIMIT}
+"""
+
+
 async def sweep() -> int:
     """Settle due rows nobody handles; re-enqueue rows whose job was lost (crash, lease expired,
-    backoff due). Returns how many were re-enqueued."""
+    backoff due) or whose worker died. Returns how many were re-enqueued."""
     async with session_scope() as session:
         connection = await raw_connection(session)
         await connection.execute(_SETTLE_UNHANDLED, subscribed_event_names())
@@ -195,7 +221,12 @@ async def sweep() -> int:
         ids = list(due.scalars())
         for event_id in ids:
             await enqueue_dispatch(connection, event_id)
-    return len(ids)
+        orphaned = await connection.fetch(_ORPHANED)
+        for row in orphaned:
+            await enqueue_dispatch(connection, row["id"], key_suffix=f":reclaim:{row['claimed_by']}")
+    if orphaned:
+        log.warning("outbox.reclaimed_from_dead_worker", count=len(orphaned))
+    return len(ids) + len(orphaned)
 
 
 def _describe(exc: BaseException) -> str:

@@ -26,6 +26,9 @@ class _OutboxColumns:
     dispatched_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The worker process that holds the current claim (`worker_heartbeats`): a claim whose worker
+    # stopped beating is taken over at once, not after the lease.
+    claimed_by: Mapped[UUID | None] = mapped_column(default=None)
 
 
 class OutboxEvent(_OutboxColumns, DefaultBase):
@@ -48,3 +51,16 @@ class OutboxEventError(_OutboxColumns, DefaultBase):
     __table_args__ = (Index("ix_outbox_events_errors_name_created", "event_name", "created_at"),)
 
     failed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class WorkerHeartbeat(DefaultBase):
+    """One row per running worker process, beaten every `HEARTBEAT_SECONDS`; deleted on a clean stop."""
+
+    __tablename__ = "worker_heartbeats"
+
+    worker_id: Mapped[UUID] = mapped_column(primary_key=True)
+    process: Mapped[str] = mapped_column(String(20))  # worker | jobs
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+    beat_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dramatiq
 from dramatiq_postgres import PostgresBroker
+from dramatiq_postgres.utils import make_pool
 
 from nmc.settings import get_settings
 
@@ -15,7 +16,9 @@ def setup_broker() -> PostgresBroker:
     current = dramatiq.get_broker() if _has_broker() else None
     if isinstance(current, PostgresBroker):
         return current
-    broker = PostgresBroker(url=get_settings().DATABASE_URL, results=False)
+    settings = get_settings()
+    # dramatiq-postgres opens up to 16 connections by default: bounded like every other pool here.
+    broker = PostgresBroker(pool=make_pool(settings.DATABASE_URL, maxconn=settings.DB_POOL_SIZE), results=False)
     dramatiq.set_broker(broker)
     return broker
 
