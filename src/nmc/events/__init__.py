@@ -24,7 +24,7 @@ from nmc.events.catalog import (
     TenantCreated,
     json_schemas,
 )
-from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, sweep
+from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, set_dispatcher_id, sweep
 from nmc.events.history import Unreadable, held_events, oldest_occurrence
 from nmc.events.metrics import Overdue, overdue_events
 from nmc.events.outbox import publish, publish_on
@@ -65,6 +65,7 @@ __all__ = [
     "registry_complete",
     "release_deferred",
     "replay_parked",
+    "set_dispatcher_id",
     "subscriber",
     "sweep",
 ]
