@@ -84,3 +84,48 @@ replay-webhook ID:
 # Runbook §4.6 synthetic test against PUBLIC_BASE_URL: just smoke +1TENANTNUMBER +1CALLER
 smoke TO FROM:
     uv run nmc simulate missed-call --to {{TO}} --from {{FROM}}
+
+# ---------------------------------------------------------------- operations (issue #13, docs/runbook.md)
+
+# Move a poison event to outbox_events_errors (runbook §7.2 step 4): just park EVENT_ID --reason "why"
+[positional-arguments]
+park EVENT_ID *ARGS:
+    uv run nmc park "$@"
+
+# Run the retention deletes now (runbook §8) and print what each table lost.
+retention-run:
+    uv run nmc retention run
+
+# Tail a Render service's logs: just logs web|worker|jobs (render CLI; RENDER_WEB/RENDER_WORKER/RENDER_JOBS = srv-…)
+logs SERVICE="worker":
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "{{SERVICE}}" in
+      web) id="${RENDER_WEB:?set RENDER_WEB to the web service id (render services -o json)}" ;;
+      worker) id="${RENDER_WORKER:?set RENDER_WORKER to the worker service id}" ;;
+      jobs) id="${RENDER_JOBS:?set RENDER_JOBS to the jobs service id}" ;;
+      *) echo "just logs web|worker|jobs" >&2; exit 2 ;;
+    esac
+    exec render logs -r "$id" --tail -o text
+
+# Set a Render service's instance count: just scale worker 2 (Render API; RENDER_API_KEY)
+scale SERVICE COUNT:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    case "{{SERVICE}}" in
+      web) id="${RENDER_WEB:?set RENDER_WEB}" ;;
+      worker) id="${RENDER_WORKER:?set RENDER_WORKER}" ;;
+      jobs) id="${RENDER_JOBS:?set RENDER_JOBS}" ;;
+      *) echo "just scale web|worker|jobs COUNT" >&2; exit 2 ;;
+    esac
+    curl -fsS -X POST "https://api.render.com/v1/services/$id/scale" \
+      -H "Authorization: Bearer ${RENDER_API_KEY:?set RENDER_API_KEY}" -H "Content-Type: application/json" \
+      -d '{"numInstances": {{COUNT}}}'
+    echo "{{SERVICE}}: {{COUNT}} instance(s) requested"
+
+# A SQL console on the production database (render psql; RENDER_DB = dpg-…), or on DATABASE_URL with --local.
+psql *ARGS:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ "{{ARGS}}" = "--local" ]; then exec psql "${DATABASE_URL:-postgresql://127.0.0.1:5432/nmc}"; fi
+    exec render psql "${RENDER_DB:?set RENDER_DB to the database id (dpg-…)}" {{ARGS}}

@@ -390,6 +390,16 @@ def replay_webhook(webhook_event_id: str) -> None:
     click.echo(outcome)
 
 
+def _register_ops_commands() -> None:
+    """Issue #13's runbook actions (`nmc/ops_cli.py`): park, retention run, restore-drill, pause-sms."""
+    from nmc.ops_cli import register
+
+    register(cli)
+
+
+_register_ops_commands()
+
+
 def main() -> None:
     try:
         cli(prog_name="nmc")

@@ -20,5 +20,7 @@ async def run_named_query(name: str) -> list[dict[str, Any]]:
     if "/" in name or not path.is_file():
         raise FileNotFoundError(f"no query {name!r}; available: {', '.join(named_queries())}")
     async with session_scope() as session:
+        # Ops queries only read: the transaction is READ ONLY, so none can write (issue #13).
+        await session.execute(text("SET TRANSACTION READ ONLY"))
         result = await session.execute(text(path.read_text()))
         return [dict(row) for row in result.mappings()]

@@ -28,6 +28,7 @@ from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_
 from nmc.events.history import Unreadable, held_events, oldest_occurrence
 from nmc.events.metrics import Overdue, overdue_events
 from nmc.events.outbox import publish, publish_on
+from nmc.events.parking import Parked, ParkRefused, park
 from nmc.events.replay import ReplayFilter, ReplayReport
 from nmc.events.replay import replay as replay_parked
 from nmc.events.subscribers import registry_complete, subscriber
@@ -50,6 +51,8 @@ __all__ = [
     "MessageStatusChanged",
     "OutboundSmsRequested",
     "Overdue",
+    "ParkRefused",
+    "Parked",
     "PermanentFailure",
     "ReplayFilter",
     "ReplayReport",
@@ -60,6 +63,7 @@ __all__ = [
     "json_schemas",
     "oldest_occurrence",
     "overdue_events",
+    "park",
     "publish",
     "publish_on",
     "registry_complete",

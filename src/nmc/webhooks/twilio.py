@@ -27,10 +27,17 @@ class TwilioProvider:
     max_body_bytes = 64 * 1024
 
     def verify(self, delivery: RawDelivery) -> WebhookRefused | None:
+        """Signed with the auth token, or during a rotation with the previous one
+        (`TWILIO_AUTH_TOKEN_PREVIOUS`, docs/oncall.md "Secret rotation")."""
         signature = delivery.headers.get(SIGNATURE_HEADER, "")
-        validator = RequestValidator(get_settings().TWILIO_AUTH_TOKEN)
-        if signature and validator.validate(delivery.url, form_fields(delivery.body), signature):
-            return None
+        if signature:
+            settings = get_settings()
+            fields = form_fields(delivery.body)
+            tokens = [settings.TWILIO_AUTH_TOKEN]
+            if settings.TWILIO_AUTH_TOKEN_PREVIOUS:
+                tokens.append(settings.TWILIO_AUTH_TOKEN_PREVIOUS)
+            if any(RequestValidator(token).validate(delivery.url, fields, signature) for token in tokens):
+                return None
         return WebhookRefused(403, "Invalid Twilio signature")
 
     def decode(self, delivery: RawDelivery) -> dict[str, Any]:
