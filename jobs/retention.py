@@ -20,6 +20,8 @@ RULES: tuple[tuple[str, str], ...] = (
     ("webhook_events", "received_at < now() - interval '90 days'"),
     ("outbox_events", "dispatched_at < now() - interval '30 days'"),
     ("conv_messages", "created_at < now() - interval '180 days'"),
+    # Status callbacks whose SID was never recorded (conversations' `delivery.py`).
+    ("conv_early_statuses", "received_at < now() - interval '7 days'"),
 )
 
 

@@ -1,5 +1,12 @@
 """Fake Twilio REST API (Messages resource, Lookup v2 line type) speaking Twilio's real wire format.
 
+Twilio's semantics it models: a created text is `queued` (`accepted` with a Messaging Service) with a
+null `date_sent` until it is sent (`FakeTwilio.set_status`), and the list's `DateSent` filters leave such
+texts out; the list is newest first, paged with `PageSize` and `next_page_uri`; smart encoding (a
+Messaging Service, or `SmartEncoded=true`) stores and lists the body with GSM look-alikes for curly
+quotes, dashes, ellipses and odd spaces, trailing whitespace trimmed; a scripted 429 may carry
+`Retry-After`.
+
 Run standalone::
 
     python -m tests.fakes.twilio_api --port 0 --account-sid AC... --auth-token T
@@ -71,7 +78,17 @@ ERROR_MESSAGES: dict[int, str] = {
     30006: "Landline or unreachable carrier",
 }
 DEFAULT_CODE_FOR_STATUS: dict[int, int] = {400: 20001, 401: 20003, 404: 20404, 429: 20429, 503: 20503}
-SCRIPT_KEYS = frozenset({"status", "code", "message", "delay", "drop_after_create"})
+SCRIPT_KEYS = frozenset({"status", "code", "message", "delay", "drop_after_create", "retry_after"})
+# Statuses after which a text has a `date_sent` (Twilio sets it when the text leaves).
+SENT_STATUSES = frozenset({"sent", "delivered", "undelivered", "failed", "read"})
+# What Twilio's smart encoding replaces (the common part of its table).
+SMART_ENCODING = str.maketrans(
+    {
+        "\u201c": '"', "\u201d": '"', "\u00ab": '"', "\u00bb": '"', "\u2018": "'", "\u2019": "'",
+        "\u2013": "-", "\u2014": "-", "\u2015": "-", "\u2010": "-", "\u2212": "-", "\u2022": "-",
+        "\u2026": "...", "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u200b": "",
+    }
+)  # fmt: skip
 OUTAGE_KEYS = SCRIPT_KEYS | {"retry_after"}
 PAGING_KEYS = frozenset({"Page", "PageSize", "PageToken"})
 GSM7_CHARS = frozenset(
@@ -127,10 +144,18 @@ def flatten_form(form: Form) -> dict[str, str | list[str]]:
     return {key: values[0] if len(values) == 1 else values for key, values in form.items()}
 
 
+def smart_encoded(form: Form) -> bool:
+    """Twilio's `SmartEncoded`; a Messaging Service has it on unless the request says false."""
+    flag = (first(form, "SmartEncoded") or "").lower()
+    return flag == "true" or (flag != "false" and bool(first(form, "MessagingServiceSid")))
+
+
 def build_message(account_sid: str, form: Form, now: datetime) -> dict[str, Any]:
     sid = "SM" + secrets.token_hex(16)
     base = f"/{API_VERSION}/Accounts/{account_sid}/Messages/{sid}"
     body = first(form, "Body") or ""
+    if smart_encoded(form):
+        body = body.translate(SMART_ENCODING).rstrip()
     service_sid = first(form, "MessagingServiceSid")
     stamp = rfc2822(now)
     return {
@@ -201,7 +226,8 @@ class ListFilter:
 
     @classmethod
     def from_params(cls, params: Mapping[str, str]) -> ListFilter:
-        """``DateSent>`` means on-or-after, ``DateSent<`` on-or-before, ``DateSent`` that day."""
+        """``DateSent>`` means on-or-after, ``DateSent<`` on-or-before, ``DateSent`` that day; a text not
+        sent yet (``date_sent`` null) matches no date filter."""
         lower = params.get("DateSent>") or params.get("DateSent")
         upper = params.get("DateSent<") or params.get("DateSent")
         return cls(
@@ -216,8 +242,8 @@ class ListFilter:
         return (
             (self.to is None or resource["to"] == self.to)
             and (self.from_ is None or resource["from"] == self.from_)
-            and (self.not_before is None or message.created >= self.not_before)
-            and (self.before is None or message.created < self.before)
+            and (self.not_before is None or (message.sent is not None and message.sent >= self.not_before))
+            and (self.before is None or (message.sent is not None and message.sent < self.before))
         )
 
 
@@ -251,6 +277,7 @@ def build_page(path: str, params: Mapping[str, str], selected: Sequence[StoredMe
 class StoredMessage:
     resource: dict[str, Any]
     created: datetime
+    sent: datetime | None = None  # `date_sent`: None while queued or accepted
 
 
 def validate_script(responses: Any) -> list[Script]:
@@ -262,6 +289,8 @@ def validate_script(responses: Any) -> list[Script]:
         status = item.get("status")
         if status is not None and not (isinstance(status, int) and 400 <= status <= 599):
             raise ValueError(f"scripted status must be an int in 400..599, got {status!r}")
+        if "retry_after" in item and not isinstance(item["retry_after"], (int, float, str)):
+            raise ValueError(f"scripted retry_after must be seconds or an HTTP date, got {item['retry_after']!r}")
     return responses
 
 
@@ -321,6 +350,19 @@ class TwilioState:
         resource = build_message(account_sid, form, now)
         self.messages[resource["sid"]] = StoredMessage(resource, now)
         return resource
+
+    def set_status(self, sid: str, status: str) -> dict[str, Any] | None:
+        """Move a text on (as Twilio does when it sends or delivers it); `date_sent` is set once sent."""
+        stored = self.messages.get(sid)
+        if stored is None:
+            return None
+        now = datetime.now(UTC)
+        stored.resource["status"] = status
+        stored.resource["date_updated"] = rfc2822(now)
+        if status in SENT_STATUSES and stored.sent is None:
+            stored.sent = now
+            stored.resource["date_sent"] = rfc2822(now)
+        return stored.resource
 
     def select(self, account_sid: str, wanted: ListFilter) -> list[StoredMessage]:
         """Newest first, like Twilio."""
@@ -440,7 +482,10 @@ class FakeTwilioApp:
         dropped = bool(script.get("drop_after_create"))
         if "status" in script and not dropped:
             await asyncio.sleep(delay)
-            return twilio_error(script["status"], script.get("code"), script.get("message"))
+            error = twilio_error(script["status"], script.get("code"), script.get("message"))
+            if "retry_after" in script:
+                error.headers = header_pairs([("retry-after", str(script["retry_after"]))])
+            return error
         resource = self.state.create_message(account_sid, form)
         record["sid"] = resource["sid"]
         await asyncio.sleep(delay)
@@ -511,6 +556,10 @@ class FakeTwilioApp:
         if route == ("POST", "/_fake/line_types"):
             self.state.line_types.update(json.loads(request.body or b"{}"))
             return Response(200, {"ok": True})
+        if route == ("POST", "/_fake/status"):
+            change = json.loads(request.body or b"{}")
+            resource = self.state.set_status(str(change.get("sid")), str(change.get("status")))
+            return Response(200, resource) if resource else Response(404, {"error": "no such message"})
         if route == ("POST", "/_fake/reset"):
             self.state.reset()
             self.outage = None
@@ -670,6 +719,12 @@ class FakeTwilio:
 
     def heal(self) -> None:
         self._control().delete("/_fake/outage").raise_for_status()
+
+    def set_status(self, sid: str, status: str) -> dict[str, Any]:
+        """Move a created text on (``sent``, ``delivered``, ...), as Twilio would; returns the resource."""
+        response = self._control().post("/_fake/status", json={"sid": sid, "status": status})
+        response.raise_for_status()
+        return dict(response.json())
 
     def set_line_type(self, number: str, line_type: str) -> None:
         """What Lookup v2 answers for ``number`` (default ``mobile``)."""

@@ -341,15 +341,16 @@ async def test_21610_records_an_opt_out_and_stops(
     assert await db.fetchval("SELECT count(*) FROM outbox_events_errors") == 0
 
 
-async def test_other_4xx_goes_to_the_error_table_masked(
+async def test_an_unknown_4xx_goes_to_the_error_table_masked(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:
     tenant = await make_tenant()
-    fake_twilio.script([{"status": 400, "code": 21211, "message": f"Invalid 'To' Phone Number: {CALLER}"}])
+    # A refusal that is neither the recipient's nor our account's (here our From number's): parked.
+    fake_twilio.script([{"status": 400, "code": 21606, "message": f"The 'From' number cannot text {CALLER}"}])
     await missed_call(client, tenant.number, CALLER)
     await dispatch_pending(db)
     parked = await db.fetchrow("SELECT * FROM outbox_events_errors")
-    assert parked["event_name"] == "call.missed" and "21211" in parked["last_error"]
+    assert parked["event_name"] == "call.missed" and "21606" in parked["last_error"]
     assert CALLER not in parked["last_error"]
     assert await db.fetchval("SELECT count(*) FROM outbox_events WHERE event_name = 'call.missed'") == 0
 

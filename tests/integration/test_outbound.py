@@ -162,16 +162,18 @@ async def test_21610_on_a_reply_records_the_opt_out(
     assert await db.fetchval("SELECT count(*) FROM outbox_events WHERE event_name = 'caller.opted_out'") == 1
 
 
-async def test_another_4xx_parks_the_event(
+async def test_an_unknown_4xx_parks_the_event(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:
     tenant = await make_tenant()
     thread_id = await texted_back(client, db, tenant)
-    fake_twilio.script([{"status": 400, "code": 21211, "message": f"Invalid 'To' Phone Number: {CALLER}"}], to=CALLER)
+    fake_twilio.script(
+        [{"status": 400, "code": 21606, "message": f"The 'From' number cannot text {CALLER}"}], to=CALLER
+    )
     await reply(client, tenant, thread_id, "x")
     await dispatch_all(db)
     parked = await db.fetchrow("SELECT * FROM outbox_events_errors")
-    assert parked["event_name"] == "sms.outbound_requested" and "21211" in parked["last_error"]
+    assert parked["event_name"] == "sms.outbound_requested" and "21606" in parked["last_error"]
     assert CALLER not in parked["last_error"]
 
 

@@ -91,6 +91,13 @@ async def test_purge_deletes_exactly_the_expired_rows(db: asyncpg.Connection, ma
     )
     old_message = await conv_message(db, tenant.id, thread, 181 * day)
     kept_message = await conv_message(db, tenant.id, thread, 179 * day)
+    for sid, age in (("SM" + "a" * 32, 8 * day), ("SM" + "b" * 32, 6 * day)):  # status callbacks never claimed
+        await db.execute(
+            "INSERT INTO conv_early_statuses (message_sid, status, received_at)"
+            " VALUES ($1, 'sent', now() - $2::interval)",
+            sid,
+            age,
+        )
     outbox_before = await ids(db, "outbox_events")  # includes the tenant's own tenant.created
 
     # The actor's own function, as the jobs process runs it.
@@ -103,12 +110,16 @@ async def test_purge_deletes_exactly_the_expired_rows(db: asyncpg.Connection, ma
     assert old_hooks.isdisjoint(await ids(db, "webhook_events"))
     assert await ids(db, "conv_messages") == {kept_message}
     assert old_message not in await ids(db, "conv_messages")
+    assert [r["message_sid"] for r in await db.fetch("SELECT message_sid FROM conv_early_statuses")] == [
+        "SM" + "b" * 32
+    ]
 
     # Nothing left to purge: a second run deletes nothing.
     assert await asyncio.to_thread(retention.retention.purge_expired) == {
         "webhook_events": 0,
         "outbox_events": 0,
         "conv_messages": 0,
+        "conv_early_statuses": 0,
     }
 
 
@@ -123,6 +134,7 @@ async def test_purge_reports_what_each_rule_deleted(db: asyncpg.Connection, rete
         "webhook_events": 2,
         "outbox_events": 1,
         "conv_messages": 0,
+        "conv_early_statuses": 0,
     }
 
 

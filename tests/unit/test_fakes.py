@@ -99,7 +99,12 @@ def test_sdk_create_fetch_and_list(sdk: Client, fake_twilio: FakeTwilio) -> None
     assert sent.error_code is None
     assert sdk.messages(sent.sid).fetch().body == "Missed your call!"
     today = datetime.now(UTC).date()
+    # Twilio leaves date_sent empty while a text is accepted or queued: a DateSent filter leaves it out.
+    assert sdk.messages.list(to=TO, from_=FROM, date_sent_after=today) == []
+    assert [m.sid for m in sdk.messages.list(to=TO, from_=FROM)] == [sent.sid]
+    fake_twilio.set_status(sent.sid, "sent")
     assert [m.sid for m in sdk.messages.list(to=TO, from_=FROM, date_sent_after=today)] == [sent.sid]
+    assert sdk.messages(sent.sid).fetch().date_sent is not None
     assert sdk.messages.list(to=TO, date_sent_after=today + timedelta(days=1)) == []
     record = fake_twilio.messages()[0]
     assert record["sid"] == sent.sid
@@ -233,16 +238,59 @@ def test_validation_errors(api: httpx.Client, form: dict[str, str], code: int) -
     assert response.json()["code"] == code
 
 
-def test_list_filters_with_literal_date_sent_param(api: httpx.Client) -> None:
+def test_list_filters_with_literal_date_sent_param(api: httpx.Client, fake_twilio: FakeTwilio) -> None:
     mine, theirs = send(api).json(), send(api, to="+15550000000").json()
+    queued = send(api).json()  # not sent yet: no date_sent, so no DateSent filter matches it
+    for message in (mine, theirs):
+        fake_twilio.set_status(message["sid"], "delivered")
     today = datetime.now(UTC).date().isoformat()
 
     page = api.get(f"{messages_path()}?To=%2B15551230001&DateSent%3E={today}&PageSize=20").json()
 
     assert [m["sid"] for m in page["messages"]] == [mine["sid"]] != [theirs["sid"]]
+    assert queued["sid"] not in [m["sid"] for m in page["messages"]]
     assert (page["page"], page["page_size"], page["start"], page["next_page_uri"]) == (0, 20, 0, None)
     assert page["uri"].startswith(messages_path() + "?")
     assert "DateSent%3E=" in page["uri"]
+
+
+def test_list_pages_newest_first_through_next_page_uri(api: httpx.Client) -> None:
+    sids = [send(api, Body=f"m{i}").json()["sid"] for i in range(5)]
+
+    seen, pages = [], 0
+    page = api.get(messages_path(), params={"To": TO, "From": FROM, "PageSize": "2"}).json()
+    while True:
+        pages += 1
+        seen += [m["sid"] for m in page["messages"]]
+        if page["next_page_uri"] is None:
+            break
+        page = api.get(page["next_page_uri"]).json()
+
+    assert seen == sids[::-1]
+    assert pages == 3
+
+
+def test_smart_encoding_stores_gsm_look_alikes(api: httpx.Client) -> None:
+    body = "\u201cJoe\u2019s\u201d \u2013 back soon\u2026  "
+    with_service = send(api, Body=body, MessagingServiceSid=SERVICE).json()
+    opted_out = send(api, Body=body, MessagingServiceSid=SERVICE, SmartEncoded="false").json()
+    plain = send(api, Body=body).json()
+
+    expected = '"Joe\'s" - back soon...'
+    assert with_service["body"] == expected
+    assert api.get(f"/2010-04-01/Accounts/{SID}/Messages/{with_service['sid']}.json").json()["body"] == expected
+    assert opted_out["body"] == plain["body"] == body
+
+
+def test_scripted_429_carries_retry_after(api: httpx.Client, fake_twilio: FakeTwilio) -> None:
+    fake_twilio.script([{"status": 429, "retry_after": 7}])
+
+    response = send(api)
+
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["code"] == 20429
+    assert fake_twilio.messages()[0]["sid"] is None  # never processed
 
 
 def test_fetch_unknown_message_is_404(api: httpx.Client) -> None:

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "nmc"
 
 # Which module owns each table. Other modules reach these only through the owner's public face:
-# its functions, or the SQL it publishes (identity's views, OPTED_OUT_SQL, LANDLINE_SQL, fact_cte).
+# its functions, or the SQL it publishes (identity's views, OPTED_OUT_SQL, LANDLINE_SQL, CIRCUIT_SQL, fact_cte).
 OWNER = {
     "tenants": "identity",
     "tenant_phone_numbers": "identity",
@@ -25,7 +25,9 @@ OWNER = {
     "conv_opt_outs": "conversations",
     "conv_opt_out_events": "conversations",
     "conv_settings": "conversations",
+    "conv_early_statuses": "conversations",
     "conv_phone_facts": "messaging",
+    "sms_sending_state": "messaging",
     "conv_kpi_facts": "kpis",
     "conv_booking_dialogs": "booking_by_sms",
     "conv_calls": "telephony",

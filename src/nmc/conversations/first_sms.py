@@ -24,10 +24,17 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
+from nmc.conversations.delivery import (
+    EARLY_ERROR_CODE,
+    EARLY_STATUS_CTE,
+    ERROR_CODE_AFTER_EARLY,
+    after_early_status,
+    status_after_early,
+)
 from nmc.conversations.metrics import DELIBERATE_WAITS, latency_rollup_cte
 from nmc.conversations.models import PREVIEW_LENGTH
 from nmc.conversations.optouts import OPTED_OUT_SQL
-from nmc.conversations.outbound import outgoing_from, quiet_window, record_rejection
+from nmc.conversations.outbound import outgoing_from, quiet_window, record_rejection, record_waiting
 from nmc.conversations.templates import (
     DEFAULT_FIRST_SMS_AFTER_HOURS,
     DEFAULT_FIRST_SMS_BUSINESS_HOURS,
@@ -39,16 +46,19 @@ from nmc.db import hot_transaction
 from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on
 from nmc.kpis import Metric, fact_cte
 from nmc.messaging import (
+    CIRCUIT_SQL,
     DONE_STATUSES,
     LANDLINE_SQL,
     Accepted,
     MessageKind,
     MessageStatus,
     Outgoing,
+    Probe,
     Send,
     SendFacts,
     SmsRejected,
     Suppress,
+    claim_probe,
     decide,
     ensure_line_type,
     send_and_record,
@@ -85,6 +95,7 @@ _CONTEXT = f"""
            s.booking_prompt, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
            {OPTED_OUT_SQL.format(tenant="t.id", phone="$2")} AS opted_out,
            {LANDLINE_SQL.format(phone="$2")} AS landline,
+           {CIRCUIT_SQL} AS circuit_probe_at,
            EXISTS (
                SELECT 1 FROM conv_messages m
                WHERE m.tenant_id = t.id AND m.to_number = $2 AND m.kind = 'first_sms'
@@ -105,15 +116,20 @@ _UPSERT_MESSAGE = """
         held_on_purpose = conv_messages.held_on_purpose OR EXCLUDED.held_on_purpose
     RETURNING id, send_started_at
 """
-# With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it), and the
+# With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it),
+# and a status callback that came before the SID (`conv_early_statuses`: applied, its error code returned), and the
 # `first_sms_latency_seconds` roll-up (`conv_first_sms_latency`, issue #13): no extra round trip.
 _TEXTED_BACK_FACT = fact_cte(
     "texted_back_fact", Metric.TEXTED_BACK, event_id="$5", tenant_id="$6", occurred_at="$7", value="$4"
 )
 _ACCEPTED = f"""
     WITH {_TEXTED_BACK_FACT},
-         {latency_rollup_cte("latency_rollup", message_id="$1", latency_ms="$4")}
-    UPDATE conv_messages SET status = $2, twilio_sid = $3, sent_at = now(), latency_ms = $4 WHERE id = $1
+         {latency_rollup_cte("latency_rollup", message_id="$1", latency_ms="$4")},
+         {EARLY_STATUS_CTE}
+    UPDATE conv_messages SET status = {status_after_early("$2")}, error_code = {ERROR_CODE_AFTER_EARLY},
+                             twilio_sid = $3, sent_at = now(), latency_ms = $4
+    WHERE id = $1
+    RETURNING {EARLY_ERROR_CODE}
 """
 # The thread shows the text; with follow-ups on (`follow_up_delay_minutes`), the thread's one
 # follow-up is scheduled here (the worker's follow-up sweep re-checks it when due).
@@ -155,6 +171,7 @@ async def load_context(connection: asyncpg.Connection, event: CallMissed) -> Fir
             quiet_hours=quiet_window(row),
             quiet_policy=row["quiet_hours_policy"] or "delay",
             texted_recently=row["texted_recently"],
+            circuit_probe_at=row["circuit_probe_at"],
         ),
     )
 
@@ -224,9 +241,13 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
         )  # fmt: skip
         body = first_sms_body(context, event, now)
         verdict = decide(context.facts, paused=settings.PAUSE_OUTBOUND_SMS, now=now)
+        if isinstance(verdict, Probe):  # the sending circuit is open: one sender at a time tries Twilio
+            verdict = await claim_probe(connection, now)
         if isinstance(verdict, Send):
             message = await _record(connection, event, thread_id, body, MessageStatus.SENDING, send_started_at=now)
-            return Outgoing(message["id"], event.caller, event.tenant_number, body, now, unknown_outcome=False)
+            return Outgoing(
+                message["id"], event.caller, event.tenant_number, body, now, unknown_outcome=False, probe=verdict.probe
+            )
         if isinstance(verdict, Suppress):
             await _record(connection, event, thread_id, body, MessageStatus.SUPPRESSED, reason=verdict.reason)
             log.info("first_sms.suppressed", reason=verdict.reason, caller=event.caller)
@@ -258,7 +279,10 @@ async def send_first_sms(event: CallMissed) -> None:
     async def rejected(connection: asyncpg.Connection, exc: SmsRejected) -> None:
         await record_rejection(connection, event.tenant_id, outgoing, exc)
 
-    await send_and_record(outgoing, what="first SMS", accepted=accepted, rejected=rejected)
+    async def waiting(connection: asyncpg.Connection, status: MessageStatus) -> None:
+        await record_waiting(connection, outgoing, status)
+
+    await send_and_record(outgoing, what="first SMS", accepted=accepted, rejected=rejected, waiting=waiting)
 
 
 async def _record_accepted(
@@ -273,7 +297,7 @@ async def _record_accepted(
         correlation_id=event.correlation_id,
         causation_id=str(event.event_id),
     )
-    await connection.execute(
+    early_error_code = await connection.fetchval(
         _ACCEPTED,
         outgoing.message_id,
         accepted.status,
@@ -283,6 +307,7 @@ async def _record_accepted(
         sent.tenant_id,
         sent.occurred_at,
     )
+    await after_early_status(connection, early_error_code, outgoing.to)
     await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
     await publish_on(connection, sent)
     log.info("first_sms.sent", latency_ms=round(latency_ms, 1), sid=accepted.sid)

@@ -1,5 +1,6 @@
 """Threads, messages, opt-outs and each tenant's messaging settings (`conv_threads`, `conv_messages`,
-`conv_opt_outs`, `conv_opt_out_events`, `conv_settings`)."""
+`conv_opt_outs`, `conv_opt_out_events`, `conv_settings`), and status callbacks that came before their
+SID was recorded (`conv_early_statuses`)."""
 
 from __future__ import annotations
 
@@ -185,6 +186,19 @@ class MessagingSettings(DefaultBase):
     updated_at: Mapped[datetime] = mapped_column(
         DateTimeUTC(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+
+
+class EarlyStatus(DefaultBase):
+    """A Twilio status callback for a SID no message carried yet; applied (and deleted) by the statement
+    that records the SID (`delivery.py`), or deleted by retention after 7 days."""
+
+    __tablename__ = "conv_early_statuses"
+
+    message_sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    status: Mapped[str] = mapped_column(String(20))  # the furthest status received (`STATUS_RANK`)
+    error_code: Mapped[int | None] = mapped_column(Integer, default=None)
+    received_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
 
 class FirstSmsLatency(DefaultBase):
     """The `first_sms_latency_seconds` histogram, kept as first SMS are accepted (the acceptance statement

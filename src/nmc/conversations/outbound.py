@@ -18,11 +18,19 @@ from uuid import UUID, uuid4
 import asyncpg
 import structlog
 
+from nmc.conversations.delivery import (
+    EARLY_ERROR_CODE,
+    EARLY_STATUS_CTE,
+    ERROR_CODE_AFTER_EARLY,
+    after_early_status,
+    status_after_early,
+)
 from nmc.conversations.models import DEFAULT_QUIET_END, DEFAULT_QUIET_START, PREVIEW_LENGTH
 from nmc.conversations.optouts import OPTED_OUT_SQL, record_opt_out
 from nmc.db import hot_transaction
 from nmc.events import Deferred, OutboundSmsRequested, publish_on
 from nmc.messaging import (
+    CIRCUIT_SQL,
     DONE_STATUSES,
     LANDLINE_SQL,
     UNSUBSCRIBED,
@@ -30,10 +38,12 @@ from nmc.messaging import (
     MessageKind,
     MessageStatus,
     Outgoing,
+    Probe,
     Send,
     SendFacts,
     SmsRejected,
     Suppress,
+    claim_probe,
     decide,
     send_and_record,
 )
@@ -65,6 +75,8 @@ def quiet_window(row: Mapping[str, Any]) -> tuple[time | None, time | None]:
 
 
 _REJECTED = "UPDATE conv_messages SET status = 'failed', error_code = $2 WHERE id = $1"
+# Twilio did not create the text (a rate limit, or our account refused): it waits to be planned again.
+_WAITING = "UPDATE conv_messages SET status = $2, send_started_at = NULL WHERE id = $1 AND status = 'sending'"
 
 
 async def record_rejection(
@@ -74,6 +86,11 @@ async def record_rejection(
     await connection.execute(_REJECTED, outgoing.message_id, exc.code)
     if exc.code == UNSUBSCRIBED:
         await record_opt_out(connection, tenant_id, outgoing.to, "twilio_21610")
+
+
+async def record_waiting(connection: asyncpg.Connection, outgoing: Outgoing, status: MessageStatus) -> None:
+    """Twilio did not create the text: back to `pending` (rate limit) or `paused` (sending circuit open)."""
+    await connection.execute(_WAITING, outgoing.message_id, status)
 
 
 # ---------------------------------------------------------------- queueing a text
@@ -128,7 +145,8 @@ _PLAN = f"""
            s.tenant_id IS NOT NULL AS has_settings, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
            {OPTED_OUT_SQL.format(tenant="m.tenant_id", phone="m.to_number")}
                AS opted_out,
-           {LANDLINE_SQL.format(phone="m.to_number")} AS landline
+           {LANDLINE_SQL.format(phone="m.to_number")} AS landline,
+           {CIRCUIT_SQL} AS circuit_probe_at
     FROM conv_messages m
     JOIN tenant_profiles t ON t.id = m.tenant_id
     LEFT JOIN conv_settings s ON s.tenant_id = m.tenant_id
@@ -139,7 +157,14 @@ _SET_STATUS = """
     UPDATE conv_messages SET status = $2, suppressed_reason = $3, scheduled_for = $4, send_started_at = $5
     WHERE id = $1
 """
-_ACCEPTED = "UPDATE conv_messages SET status = $2, twilio_sid = $3, sent_at = now() WHERE id = $1"
+# With a status callback that came before the SID (`conv_early_statuses`): applied, its error code returned.
+_ACCEPTED = f"""
+    WITH {EARLY_STATUS_CTE}
+    UPDATE conv_messages SET status = {status_after_early("$2")}, error_code = {ERROR_CODE_AFTER_EARLY},
+                             twilio_sid = $3, sent_at = now()
+    WHERE id = $1
+    RETURNING {EARLY_ERROR_CODE}
+"""
 _TOUCH_THREAD = f"""
     UPDATE conv_threads SET last_activity_at = now(), last_message_preview = left($2, {PREVIEW_LENGTH})
     WHERE id = (SELECT thread_id FROM conv_messages WHERE id = $1)
@@ -155,6 +180,7 @@ def _facts(row: asyncpg.Record) -> SendFacts:
         timezone=row["timezone"],
         quiet_hours=quiet_window(row),
         quiet_policy=row["quiet_hours_policy"] or "delay",
+        circuit_probe_at=row["circuit_probe_at"],
     )
 
 
@@ -174,9 +200,14 @@ async def plan_outbound(event: OutboundSmsRequested, settings: Settings) -> Outg
         if row["status"] == MessageStatus.SENDING:
             return outgoing_from(row, unknown_outcome=True)
         verdict = decide(_facts(row), paused=settings.PAUSE_OUTBOUND_SMS, now=now)
+        if isinstance(verdict, Probe):  # the sending circuit is open: one sender at a time tries Twilio
+            verdict = await claim_probe(connection, now)
         if isinstance(verdict, Send):
             await connection.execute(_SET_STATUS, row["id"], MessageStatus.SENDING, None, None, now)
-            return Outgoing(row["id"], row["to_number"], row["from_number"], row["body"], now, unknown_outcome=False)
+            return Outgoing(
+                row["id"], row["to_number"], row["from_number"], row["body"], now, unknown_outcome=False,
+                probe=verdict.probe,
+            )  # fmt: skip
         if isinstance(verdict, Suppress):
             await connection.execute(_SET_STATUS, row["id"], MessageStatus.SUPPRESSED, verdict.reason, None, None)
             log.info("sms.suppressed", kind=row["kind"], reason=verdict.reason, to=row["to_number"])
@@ -192,7 +223,8 @@ async def send_outbound(event: OutboundSmsRequested) -> None:
         return
 
     async def accepted(connection: asyncpg.Connection, answer: Accepted) -> None:
-        await connection.execute(_ACCEPTED, outgoing.message_id, answer.status, answer.sid)
+        early_error_code = await connection.fetchval(_ACCEPTED, outgoing.message_id, answer.status, answer.sid)
+        await after_early_status(connection, early_error_code, outgoing.to)
         if event.kind in TOUCH_THREAD_ON_SEND:
             await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
         log.info("sms.sent", kind=event.kind, sid=answer.sid)
@@ -200,4 +232,9 @@ async def send_outbound(event: OutboundSmsRequested) -> None:
     async def rejected(connection: asyncpg.Connection, exc: SmsRejected) -> None:
         await record_rejection(connection, event.tenant_id, outgoing, exc)
 
-    await send_and_record(outgoing, what=event.kind.replace("_", " "), accepted=accepted, rejected=rejected)
+    async def waiting(connection: asyncpg.Connection, status: MessageStatus) -> None:
+        await record_waiting(connection, outgoing, status)
+
+    await send_and_record(
+        outgoing, what=event.kind.replace("_", " "), accepted=accepted, rejected=rejected, waiting=waiting
+    )

@@ -15,9 +15,10 @@ from uuid import UUID, uuid4
 import asyncpg
 import msgspec
 import structlog
-from sqlalchemy import case, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.conversations.delivery import STATUS_RANK, status_rank_sql
 from nmc.conversations.models import CURRENT_STATUSES, Message, ThreadStatus
 from nmc.conversations.optouts import OPTED_OUT_SQL
 from nmc.conversations.outbound import queue_text
@@ -50,33 +51,65 @@ from nmc.scheduling import JobTypeService
 
 log = structlog.get_logger(module="conversations")
 
-# Delivery statuses in the order they can follow each other; a late callback never moves back.
-STATUS_RANK = {
-    "sending": 0, "accepted": 1, "queued": 2, "scheduled": 2, "sent": 3,
-    "delivered": 4, "undelivered": 4, "failed": 4, "read": 5,
-}  # fmt: skip
+# A status callback, applied to the message with that SID (never backwards), or kept until the SID is
+# recorded when no message has it yet (`delivery.py`). A status kept earlier for the SID counts too:
+# the furthest of the two is applied.
+_APPLY_STATUS = f"""
+    WITH target AS (SELECT id, to_number FROM conv_messages WHERE twilio_sid = $1),
+    cleared AS (
+        DELETE FROM conv_early_statuses WHERE message_sid = $1 AND EXISTS (SELECT 1 FROM target)
+        RETURNING status, error_code
+    ),
+    candidate AS (
+        SELECT c.status, c.error_code FROM (
+            SELECT $2::text AS status, $3::int AS error_code UNION ALL SELECT status, error_code FROM cleared
+        ) c
+        ORDER BY {status_rank_sql("c.status")} DESC LIMIT 1
+    ),
+    updated AS (
+        UPDATE conv_messages m SET status = c.status, error_code = c.error_code
+        FROM target t, candidate c
+        WHERE m.id = t.id AND {status_rank_sql("m.status")} < {status_rank_sql("c.status")}
+        RETURNING m.id
+    ),
+    kept AS (
+        INSERT INTO conv_early_statuses AS e (message_sid, status, error_code, received_at)
+        SELECT $1, $2, $3, now() WHERE NOT EXISTS (SELECT 1 FROM target)
+        ON CONFLICT (message_sid) DO UPDATE SET status = EXCLUDED.status, error_code = EXCLUDED.error_code,
+                                                received_at = now()
+        WHERE {status_rank_sql("e.status")} < {status_rank_sql("EXCLUDED.status")}
+        RETURNING 1
+    )
+    SELECT (SELECT to_number FROM target) AS to_number,
+           $3 = {UNREACHABLE_LANDLINE} OR EXISTS (SELECT 1 FROM cleared WHERE error_code = {UNREACHABLE_LANDLINE})
+               AS landline,
+           EXISTS (SELECT 1 FROM updated) AS updated,
+           EXISTS (SELECT 1 FROM kept) AS kept
+"""
+_RECIPIENT = "SELECT to_number FROM conv_messages WHERE twilio_sid = $1"
 
 
 async def update_delivery_status(session: AsyncSession, message_sid: str, status: str, error_code: int | None) -> bool:
     """Apply a Twilio status callback; a late or repeated callback never moves a message backwards.
 
-    30006 (landline or unreachable carrier) marks the recipient's number so it is not texted again.
+    A callback for a SID no message has yet is kept (`conv_early_statuses`) and applied by the statement
+    that records the SID. 30006 (landline or unreachable carrier) marks the recipient's number so it is
+    not texted again. True when a message's status moved.
     """
-    if error_code == UNREACHABLE_LANDLINE:
-        recipient = await session.scalar(select(Message.to_number).where(Message.twilio_sid == message_sid))
+    connection = await raw_connection(session)
+    if status not in STATUS_RANK:  # a status we do not track; its 30006 still marks the number
+        recipient = await connection.fetchval(_RECIPIENT, message_sid) if error_code == UNREACHABLE_LANDLINE else None
         if recipient is not None:
-            await mark_line_type(await raw_connection(session), recipient, LineType.LANDLINE, "twilio_30006")
-    rank = STATUS_RANK.get(status)
-    if rank is None:
+            await mark_line_type(connection, recipient, LineType.LANDLINE, "twilio_30006")
         return False
-    current_rank = case(STATUS_RANK, value=Message.status, else_=-1)
-    result = await session.execute(
-        update(Message)
-        .where(Message.twilio_sid == message_sid, current_rank < rank)
-        .values(status=status, error_code=error_code)
-        .returning(Message.id)
-    )
-    return result.first() is not None
+    row = await connection.fetchrow(_APPLY_STATUS, message_sid, status, error_code)
+    if row["kept"]:
+        # The SID may have been recorded while this statement ran (its snapshot predates that commit):
+        # once more on a fresh snapshot. Idempotent: a status kept already is not kept again.
+        row = await connection.fetchrow(_APPLY_STATUS, message_sid, status, error_code)
+    if row["landline"] and row["to_number"] is not None:
+        await mark_line_type(connection, row["to_number"], LineType.LANDLINE, "twilio_30006")
+    return bool(row["updated"])
 
 
 class FirstSmsOutcome(msgspec.Struct, frozen=True):

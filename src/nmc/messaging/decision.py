@@ -8,7 +8,11 @@ the verdict is recorded by the caller. The ladder, in order:
 2. `PAUSE_OUTBOUND_SMS` → wait as `paused`, re-checked every `PAUSE_RECHECK`;
 3. quiet hours in the tenant's zone (owner alerts, help replies and booking texts are exempt) →
    an automated text under the `suppress` policy is suppressed, any other waits as `scheduled`;
-4. otherwise send.
+4. the sending circuit is open (Twilio refused our credentials, `circuit.py`) → wait as `paused`
+   until the next probe, or `Probe` once it is due (the caller claims it with `claim_probe`);
+5. otherwise send.
+
+The circuit comes last: a probe is a text that would otherwise go now, never one quiet hours hold.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ log = structlog.get_logger(module="messaging")
 PAUSE_RECHECK = timedelta(seconds=15)
 PAUSED_REASON = "PAUSE_OUTBOUND_SMS"  # the deferral note the worker releases when it starts unpaused
 QUIET_HOURS_REASON = "quiet hours"
+# The deferral note of texts held by the sending circuit; a probe that closes it releases them.
+CIRCUIT_REASON = "sending circuit open"
 
 # The owner wants to hear about a lead now; a caller who texted HELP or is booking asked for the answer now.
 QUIET_HOURS_EXEMPT = frozenset({MessageKind.OWNER_ALERT, MessageKind.HELP, MessageKind.BOOKING})
@@ -44,11 +50,18 @@ class SendFacts:
     quiet_hours: tuple[time | None, time | None]
     quiet_policy: str = QuietHoursPolicy.DELAY
     texted_recently: bool = False  # the first SMS's cooldown
+    # While the sending circuit is open: when the next probe may go (`CIRCUIT_SQL`); None: closed.
+    circuit_probe_at: datetime | None = None
 
 
 @dataclass(frozen=True)
 class Send:
-    pass
+    probe: bool = False  # this text is the probe of an open circuit: its answer closes it
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The circuit is open and a probe is due: send only if `claim_probe` wins it."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +80,7 @@ class Suppress:
     reason: SuppressedReason
 
 
-Verdict = Send | Wait | Suppress
+Verdict = Send | Wait | Suppress | Probe
 
 
 def blocked_recipient(tenant_status: str, opted_out: bool, landline: bool) -> SuppressedReason | None:
@@ -97,11 +110,14 @@ def decide(facts: SendFacts, *, paused: bool, now: datetime) -> Verdict:
         return Suppress(SuppressedReason.COOLDOWN)
     if paused:
         return Wait(MessageStatus.PAUSED, now + PAUSE_RECHECK, PAUSED_REASON)
-    if facts.kind in QUIET_HOURS_EXEMPT:
-        return Send()
-    until = quiet_hours_end(*facts.quiet_hours, facts.timezone, now)
-    if until is None:
-        return Send()
-    if facts.kind in AUTOMATED and facts.quiet_policy == QuietHoursPolicy.SUPPRESS:
-        return Suppress(SuppressedReason.QUIET_HOURS)
-    return Wait(MessageStatus.SCHEDULED, until, QUIET_HOURS_REASON)
+    if facts.kind not in QUIET_HOURS_EXEMPT:
+        until = quiet_hours_end(*facts.quiet_hours, facts.timezone, now)
+        if until is not None:
+            if facts.kind in AUTOMATED and facts.quiet_policy == QuietHoursPolicy.SUPPRESS:
+                return Suppress(SuppressedReason.QUIET_HOURS)
+            return Wait(MessageStatus.SCHEDULED, until, QUIET_HOURS_REASON)
+    if facts.circuit_probe_at is not None:
+        if facts.circuit_probe_at > now:
+            return Wait(MessageStatus.PAUSED, facts.circuit_probe_at, CIRCUIT_REASON)
+        return Probe()
+    return Send()

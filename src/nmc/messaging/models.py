@@ -1,4 +1,5 @@
-"""What the sending pipeline knows of phone numbers, whoever's caller they are (`conv_phone_facts`)."""
+"""What the sending pipeline knows of phone numbers (`conv_phone_facts`) and whether sending is open
+for everyone (`sms_sending_state`)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import String, func
+from sqlalchemy import CheckConstraint, Integer, SmallInteger, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -23,3 +24,27 @@ class PhoneFact(DefaultBase):
     line_type: Mapped[str] = mapped_column(String(30))
     source: Mapped[str] = mapped_column(String(20))  # lookup | twilio_30006
     checked_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class SendingState(DefaultBase):
+    """Whether texts may go to Twilio at all, for every tenant and every worker process: one row (id 1).
+
+    The sending circuit: opened by a refusal of our credentials or account (`circuit.py`); while
+    open, one sender at a time probes when `circuit_probe_at` is due, and an accepted probe closes it.
+    A missing row reads as closed. Each reason to hold sending gets its own columns here: the
+    operator's pause (`just pause-sms`, issue #13) belongs beside the circuit as `paused_at`,
+    `paused_by`, `pause_reason`, read by the same scalar subquery of the planning queries.
+    """
+
+    __tablename__ = "sms_sending_state"
+    __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+    id: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    # NULL: closed. Set when a refusal opened it; kept while further refusals arrive.
+    circuit_opened_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    circuit_http_status: Mapped[int | None] = mapped_column(Integer, default=None)
+    circuit_code: Mapped[int | None] = mapped_column(Integer, default=None)  # Twilio's error code
+    circuit_reason: Mapped[str | None] = mapped_column(String(200), default=None)  # Twilio's message, bounded
+    # When the next probe may go (a probe claimed pushes it on by the probe interval).
+    circuit_probe_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, Protocol
 from urllib.parse import quote
+from uuid import uuid4
 
 import aiohttp
 import structlog
 
+from nmc.messaging.vocabulary import ACCOUNT_REFUSALS, RATE_LIMITED_STATUS, RECIPIENT_REFUSALS
 from nmc.observability.logging import mask_phone
 from nmc.observability.providers import Timer, failure_outcome, observe_request, status_outcome
 from nmc.settings import Settings, get_settings
@@ -26,6 +28,11 @@ log = structlog.get_logger(module="messaging")
 
 SEND_TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=3.0)
 LOOKUP_TIMEOUT = aiohttp.ClientTimeout(total=3.0, connect=1.0)
+# The Messages-list lookup after an unknown outcome: pages of this size, at most this many (1,000 texts
+# between one tenant number and one caller since the attempt is far beyond any conversation).
+LOOKUP_PAGE_SIZE = 50
+LOOKUP_MAX_PAGES = 20
+LOOKUP_CLOCK_SLACK = timedelta(seconds=5)  # Twilio's clock against ours
 
 
 @dataclass(frozen=True)
@@ -35,16 +42,96 @@ class Accepted:
 
 
 class SmsRejected(Exception):
-    """Twilio answered 4xx: the text was not created and retrying the same request cannot help."""
+    """Twilio answered 4xx: the text was not created by this request.
+
+    The subclasses say whose refusal it is; a plain `SmsRejected` is a refusal we do not know (the
+    event is parked for a human).
+    """
 
     def __init__(self, http_status: int, code: int | None, message: str) -> None:
         super().__init__(f"Twilio {http_status} code {code}: {message}")
         self.http_status = http_status
         self.code = code
+        # Set when the refusal answered the lookup of an earlier attempt whose outcome is unknown:
+        # that attempt may still have created the text.
+        self.text_may_exist = False
+
+
+class SmsRecipientRefused(SmsRejected):
+    """A refusal about the recipient (opted out, invalid, landline, unreachable): final for this text."""
+
+
+class SmsAccountRefused(SmsRejected):
+    """Our credentials or account were refused (401, 403, 20003, 20005, ...): every text would be."""
+
+
+class SmsRateLimited(SmsRejected):
+    """429: Twilio did not process the request; try again after `retry_after` seconds (None: not said)."""
+
+    def __init__(self, http_status: int, code: int | None, message: str, retry_after: float | None) -> None:
+        super().__init__(http_status, code, message)
+        self.retry_after = retry_after
+
+
+def refusal(http_status: int, code: int | None, message: str, retry_after: str | None = None) -> SmsRejected:
+    """The refusal a Twilio 4xx answer stands for."""
+    if http_status == RATE_LIMITED_STATUS:
+        return SmsRateLimited(http_status, code, message, retry_after_seconds(retry_after))
+    if http_status in (401, 403) or code in ACCOUNT_REFUSALS:
+        return SmsAccountRefused(http_status, code, message)
+    if code in RECIPIENT_REFUSALS:
+        return SmsRecipientRefused(http_status, code, message)
+    return SmsRejected(http_status, code, message)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds (it may be a number of seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 class SmsOutcomeUnknown(Exception):
     """5xx, timeout or a broken connection: the text may or may not exist; look it up before resending."""
+
+
+# Twilio's smart encoding (on for a Messaging Service) replaces characters that have a GSM-7 look-alike
+# before storing and sending the text, so the body Twilio lists may differ from the one we sent. The
+# common ones: quotes, dashes, ellipsis, bullets, odd spaces and invisible characters.
+_SMART_ENCODING = str.maketrans(
+    {
+        **dict.fromkeys("\u00ab\u00bb\u201c\u201d\u201e\u201f\u02ba\u02ee\u275d\u275e\u301d\u301e\uff02", '"'),
+        **dict.fromkeys("\u2018\u2019\u201b\u02b9\u02bb\u02bc\u02bd\u02c8\u02ca\u02cb\u00b4\u0060\uff07", "'"),
+        **dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2043\u2212\u2022\ufe63\uff0d", "-"),
+        **dict.fromkeys("\u00a0\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a", " "),
+        **dict.fromkeys("\u202f\u205f\u3000\u2028\u2029\t", " "),
+        **dict.fromkeys("\u200b\u2060\ufeff", ""),
+        "\u2026": "...",
+        "\u201a": ",",
+        "\u2039": "<",
+        "\u203a": ">",
+        "\u203c": "!!",
+        "\u00bc": "1/4",
+        "\u00bd": "1/2",
+        "\u00be": "3/4",
+    }
+)
+
+
+def comparable_body(body: str) -> str:
+    """A body as it can be compared with Twilio's copy: smart encoding applied, whitespace runs as one
+    space, no leading or trailing whitespace."""
+    return " ".join(body.translate(_SMART_ENCODING).split())
 
 
 class SmsSender(Protocol):
@@ -87,6 +174,7 @@ class TwilioSmsSender:
         try:
             async with self._client().post(self._url, data=form) as response:
                 status = response.status
+                retry_after = response.headers.get("Retry-After")
                 payload = await _json(response)
         except (TimeoutError, aiohttp.ClientError) as exc:
             observe_request("twilio", "messages.create", failure_outcome(exc), None, timer.seconds)
@@ -95,27 +183,52 @@ class TwilioSmsSender:
         if status >= 500:
             raise SmsOutcomeUnknown(f"Twilio {status}")
         if status >= 400:
-            raise SmsRejected(status, payload.get("code"), str(payload.get("message", "")))
+            raise refusal(status, payload.get("code"), str(payload.get("message", "")), retry_after)
         return Accepted(sid=payload["sid"], status=payload.get("status", "queued"))
 
     async def find_sent(self, to: str, from_: str, body: str, since: datetime) -> Accepted | None:
-        """Our text in Twilio's Messages list (To, From, DateSent>), created at or after `since`."""
-        params = {
-            "To": to,
-            "From": from_,
-            "DateSent>": (since - timedelta(days=1)).date().isoformat(),
-            "PageSize": "50",
-        }
+        """Our text in Twilio's Messages list (To, From), created at or after `since` (less a clock slack).
+
+        No `DateSent` filter: Twilio leaves `date_sent` empty while a text is queued or accepted, and
+        such a text is exactly what an attempt with an unknown outcome may have left. The list is newest
+        first; pages are followed through `next_page_uri` until one reaches texts older than the attempt.
+        Bodies are compared as Twilio may have stored them (`comparable_body`).
+        """
+        cutoff = since - LOOKUP_CLOCK_SLACK
+        wanted = comparable_body(body)
+        url: str = self._url
+        params: dict[str, str] | None = {"To": to, "From": from_, "PageSize": str(LOOKUP_PAGE_SIZE)}
+        for _ in range(LOOKUP_MAX_PAGES):
+            payload = await self._list_page(url, params)
+            reached_older = False
+            for message in payload.get("messages", []):
+                if _created_at(message) < cutoff:
+                    reached_older = True
+                elif comparable_body(str(message.get("body") or "")) == wanted:
+                    return Accepted(sid=message["sid"], status=message.get("status", "queued"))
+            next_page = payload.get("next_page_uri")
+            if reached_older or not next_page:
+                return None
+            url, params = f"{self._settings.TWILIO_API_BASE_URL}{next_page}", None
+        log.warning("sms.lookup_gave_up", pages=LOOKUP_MAX_PAGES, to=to)
+        return None
+
+    async def _list_page(self, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+        timer = Timer()
         try:
-            async with self._client().get(self._url, params=params) as response:
-                response.raise_for_status()
+            async with self._client().get(url, params=params) as response:
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
                 payload = await _json(response)
         except (TimeoutError, aiohttp.ClientError) as exc:
+            observe_request("twilio", "messages.list", failure_outcome(exc), None, timer.seconds)
             raise SmsOutcomeUnknown(f"lookup failed: {type(exc).__name__}") from exc
-        for message in payload.get("messages", []):
-            if message.get("body") == body and _created_at(message) >= since - timedelta(seconds=5):
-                return Accepted(sid=message["sid"], status=message.get("status", "queued"))
-        return None
+        observe_request("twilio", "messages.list", status_outcome(status), status, timer.seconds)
+        if status in (401, 403, RATE_LIMITED_STATUS):
+            raise refusal(status, payload.get("code"), str(payload.get("message", "")), retry_after)
+        if status >= 400:
+            raise SmsOutcomeUnknown(f"lookup failed: Twilio {status}")
+        return payload
 
     async def close(self) -> None:
         if self._session is not None:
@@ -123,13 +236,17 @@ class TwilioSmsSender:
 
 
 class ConsoleSmsSender:
-    """No Twilio credentials (a laptop): print the text and call it sent."""
+    """No Twilio credentials (a laptop): print the text and call it sent.
+
+    Its SIDs look like Twilio's (`SM` + 32 hex digits) and are unique across restarts: `just dev`
+    restarted against the same database must not meet a SID it recorded before (`twilio_sid` is unique).
+    """
 
     def __init__(self) -> None:
         self._sent: dict[tuple[str, str, str], Accepted] = {}
 
     async def send(self, to: str, from_: str, body: str) -> Accepted:
-        accepted = Accepted(sid=f"SMconsole{len(self._sent):023d}", status="sent")
+        accepted = Accepted(sid=f"SM{uuid4().hex}", status="sent")
         self._sent[(to, from_, body)] = accepted
         log.info("sms.console_sent", to=to, from_number=from_)
         print(f"[console sms] {mask_phone(from_)} → {mask_phone(to)}: {body}", file=sys.stderr, flush=True)

@@ -70,3 +70,36 @@ class LineType(StrEnum):
 # Twilio error codes the pipeline answers itself.
 UNSUBSCRIBED = 21610  # the recipient texted STOP: record an opt-out
 UNREACHABLE_LANDLINE = 30006  # landline or unreachable carrier: mark the number
+TO_IS_LANDLINE = 21635  # "'To' number cannot be a landline" (countries where Twilio does not try): mark it too
+LANDLINE_CODES = frozenset({UNREACHABLE_LANDLINE, TO_IS_LANDLINE})
+
+# Refusals about the recipient: final for this text (the message `failed` with its code, the event
+# settled). Retrying or replaying cannot help; the next text to that number is decided afresh.
+RECIPIENT_REFUSALS = frozenset(
+    {
+        21211,  # invalid 'To' number
+        21408,  # SMS to the recipient's region not enabled
+        21608,  # unverified 'To' number (trial account)
+        UNSUBSCRIBED,
+        21612,  # 'To' not reachable by SMS (unroutable)
+        21614,  # 'To' is not a mobile number
+        TO_IS_LANDLINE,
+        30003,  # unreachable handset
+        30004,  # blocked by the recipient
+        30005,  # unknown or inactive number
+        UNREACHABLE_LANDLINE,
+    }
+)
+# Refusals of our credentials or account: not the text's fault, and every text would get the same
+# answer. Any 401 or 403 counts as one too. They open the sending circuit (`circuit.py`).
+ACCOUNT_REFUSALS = frozenset(
+    {
+        10001,  # account not active (disabled: funds, terms of service)
+        20003,  # authentication failed / permission denied
+        20005,  # account not active (out of funds, trial not activated)
+        20006,  # access denied
+        20008,  # test credentials used for a live resource
+        20403,  # account suspended or closed
+    }
+)
+RATE_LIMITED_STATUS = 429  # Twilio's 20429: never processed, safe to retry after `Retry-After`

@@ -1,0 +1,42 @@
+"""The sending circuit on `/metrics`, read from Postgres at scrape time (any process's refusal opens it,
+and the web, which is scraped, sends nothing itself).
+
+`sms_sending_circuit_open` is 1 while Twilio refuses our credentials or account and every text waits
+(page on it); `sms_sending_circuit_opened_timestamp_seconds{code, reason}` says since when and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from nmc.observability.metrics import scrape_time_probe
+
+_STATE = text(
+    """
+    SELECT extract(epoch FROM circuit_opened_at) AS opened_at, circuit_code, circuit_http_status, circuit_reason
+    FROM sms_sending_state WHERE id = 1 AND circuit_opened_at IS NOT NULL
+    """
+)
+
+
+@scrape_time_probe
+async def sending_circuit(session: AsyncSession) -> Iterable[Metric]:
+    state = (await session.execute(_STATE)).first()
+    open_ = GaugeMetricFamily(
+        "sms_sending_circuit_open",
+        "1 while Twilio refuses our credentials or account: no text is sent (one probe every 30 s)",
+        value=0 if state is None else 1,
+    )
+    opened = GaugeMetricFamily(
+        "sms_sending_circuit_opened_timestamp_seconds",
+        "When the sending circuit opened (Unix time), with Twilio's error code and message; absent while closed",
+        labels=["code", "reason"],
+    )
+    if state is not None:
+        code = state.circuit_code if state.circuit_code is not None else state.circuit_http_status
+        opened.add_metric([str(code), state.circuit_reason or ""], float(state.opened_at))
+    return [open_, opened]
