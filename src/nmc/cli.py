@@ -22,6 +22,9 @@ from nmc.settings import SettingsError, get_settings
 
 if TYPE_CHECKING:
     from litestar import Litestar
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from nmc.events import ReplayFilter
 
 T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -86,8 +89,10 @@ def worker() -> None:
     """Run the worker process (outbox dispatcher, sweeper, schedules)."""
     import uvloop
 
+    from nmc.schema_gate import wait_for_schema
     from nmc.worker import run_worker
 
+    run_async(wait_for_schema("worker"))  # the schema behind this code: wait for the deploy's migrations
     uvloop.run(run_worker())
 
 
@@ -103,6 +108,9 @@ def jobs(dramatiq_args: tuple[str, ...]) -> None:
     # Dramatiq's main process writes its workers' output to stderr, so its own lines go there too.
     # --skip-logging: no basicConfig of Dramatiq's in either; `jobs` configures the workers' logging.
     configure_logging(get_settings().LOG_LEVEL, stream=sys.stderr)
+    from nmc.schema_gate import wait_for_schema
+
+    run_async(wait_for_schema("jobs"))  # the schema behind this code: wait for the deploy's migrations
     args = make_argument_parser().parse_args(["jobs", "--processes", "1", "--skip-logging", *dramatiq_args])
     sys.exit(dramatiq_main(args))
 
@@ -298,9 +306,12 @@ def _when(value: str | None) -> datetime | None:
 def replay_outbox(
     event_ids: tuple[str, ...], event_name: str | None, since: str | None, until: str | None, dry_run: bool
 ) -> None:
-    """Move parked events from outbox_events_errors back to the outbox and dispatch them again."""
+    """Move parked events from outbox_events_errors back to the outbox and dispatch them again.
+
+    Their texts that failed before Twilio had them (not for the recipient's sake) are reopened in the
+    same transaction, so they are sent; the report says which texts will be sent and why others will not.
+    """
     from nmc.events import ReplayFilter
-    from nmc.events import replay_parked as replay
 
     if not (event_ids or event_name or since or until):
         raise click.ClickException("say what to replay: --event-id, --event-name and/or --since/--until")
@@ -310,9 +321,28 @@ def replay_outbox(
         )
     except ValueError as exc:
         raise click.ClickException(f"bad filter: {exc}") from None
-    report = run_async(replay(selection, dry_run=dry_run))
-    for line in report.lines():
+    for line in run_async(replay_outbox_report(selection, dry_run=dry_run)):
         click.echo(line)
+
+
+async def replay_outbox_report(selection: ReplayFilter, *, dry_run: bool) -> list[str]:
+    """Requeue parked events (events) and reopen their unsent texts (conversations), in one transaction."""
+    from nmc.conversations import TextsReplay, reopen_unsent_texts
+    from nmc.db import dispose_engine
+    from nmc.events import DomainEvent
+    from nmc.events import replay_parked as replay
+
+    texts = TextsReplay(dry_run=dry_run)
+
+    async def reopen(session: AsyncSession, events: list[DomainEvent]) -> None:
+        nonlocal texts
+        texts = await reopen_unsent_texts(session, events, dry_run=dry_run)
+
+    try:
+        report = await replay(selection, dry_run=dry_run, before_requeue=reopen)
+    finally:
+        await dispose_engine()
+    return report.lines() + texts.lines()
 
 
 # ---------------------------------------------------------------------------- telephony

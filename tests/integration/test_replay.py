@@ -10,15 +10,18 @@ from uuid import UUID, uuid4
 import asyncpg
 import msgspec
 import pytest
+from litestar.testing import AsyncTestClient
 from sqlalchemy import text
 
 from nmc.db import session_scope
-from nmc.events.catalog import DomainEvent, MessageStatusChanged, TenantCreated, validated
+from nmc.events.catalog import DomainEvent, MessageStatusChanged, OutboundSmsRequested, TenantCreated, validated
 from nmc.events.dispatcher import PermanentFailure, dispatch
 from nmc.events.outbox import publish
 from nmc.events.replay import ReplayFilter, replay
 from nmc.events.subscribers import subscriber
 from tests.conftest import run_nmc
+from tests.integration.test_first_sms import CALLER, dispatch_pending, first_sms_rows
+from tests.integration.twilio_webhooks import missed_call
 
 EFFECTS_TABLE = "test_replay_effects"
 
@@ -138,7 +141,7 @@ async def test_dry_run_lists_and_changes_nothing(db: asyncpg.Connection) -> None
     report = await replay(ReplayFilter(event_name="message.status_changed"), dry_run=True)
 
     assert {row.id for row in report.replayed} == ids
-    assert all(line.startswith("would replay") for line in report.lines())
+    assert all(line.startswith("would requeue") for line in report.lines())
     assert await db.fetch("SELECT * FROM outbox_events_errors ORDER BY id") == before
     assert await outbox_ids(db) == set()
     assert await db.fetchval("SELECT count(*) FROM pgqueuer") == 0
@@ -164,14 +167,14 @@ async def test_a_parked_row_that_no_longer_fits_the_catalog_is_kept_and_reported
     assert await parked_ids(db) == {broken, retired_event.event_id}
     lines = report.lines()
     assert any(line.startswith(f"kept {broken}") for line in lines)
-    assert lines[-1] == "replayed 1, kept 2 that no longer fit the catalog"
+    assert lines[-1] == "requeued 1, kept 2 that no longer fit the catalog"
 
 
 async def test_nothing_selected_is_a_clean_no_op(db: asyncpg.Connection) -> None:
     await park(db, status_event())
     report = await replay(ReplayFilter(event_ids=[uuid4()]))
     assert report.replayed == [] and report.invalid == []
-    assert report.lines() == ["replayed 0, kept 0 that no longer fit the catalog"]
+    assert report.lines() == ["requeued 0, kept 0 that no longer fit the catalog"]
     assert len(await parked_ids(db)) == 1
 
 
@@ -224,8 +227,8 @@ async def test_cli_dry_run_by_event_id_lists_and_changes_nothing(db: asyncpg.Con
     dry = run_nmc("replay-outbox", "--event-id", str(wanted), "--dry-run")
 
     lines = dry.stdout.splitlines()
-    assert lines[0].startswith(f"would replay {wanted} message.status_changed@v1 (last error: Boom: provider down)")
-    assert lines[-1] == "would replay 1, kept 0 that no longer fit the catalog"
+    assert lines[0].startswith(f"would requeue {wanted} message.status_changed@v1 (last error: Boom: provider down)")
+    assert lines[-1] == "would requeue 1, kept 0 that no longer fit the catalog"
     assert str(other) not in dry.stdout
     assert await db.fetch("SELECT * FROM outbox_events_errors ORDER BY id") == before
     assert await outbox_ids(db) == set()
@@ -249,9 +252,9 @@ async def test_cli_replay_by_name_and_time_range_reports_kept_rows(db: asyncpg.C
         now.isoformat(),
     )
     lines = result.stdout.splitlines()
-    assert any(line.startswith(f"replayed {good}") for line in lines)
+    assert any(line.startswith(f"requeued {good}") for line in lines)
     assert any(line.startswith(f"kept {bad}") for line in lines)
-    assert lines[-1] == "replayed 1, kept 1 that no longer fit the catalog"
+    assert lines[-1] == "requeued 1, kept 1 that no longer fit the catalog"
     await assert_replayed(db, good)
     assert await parked_ids(db) == {bad, outside}
 
@@ -264,3 +267,80 @@ async def test_cli_refuses_to_replay_without_a_filter(db: asyncpg.Connection) ->
     assert "Traceback" not in nothing.stderr
     assert len(await parked_ids(db)) == 1
     assert await outbox_ids(db) == set()
+
+
+# ------------------------------------------------------------------------------------ texts of replayed events
+
+
+async def test_replaying_a_parked_first_sms_sends_it_and_says_so(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    tenant = await make_tenant()
+    fake_twilio.script([{"status": 400, "code": 21606}])  # our From number, fixed by the operator since
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_pending(db)
+    [message] = await first_sms_rows(db)
+    assert (message["status"], message["error_code"], message["twilio_sid"]) == ("failed", 21606, None)
+    [event_id] = await parked_ids(db)
+
+    dry = run_nmc("replay-outbox", "--event-name", "call.missed", "--dry-run").stdout.splitlines()
+    assert f"text {message['id']} of event {event_id}: would be sent: reopened" in "\n".join(dry)
+    assert dry[-1] == "texts: 1 would be sent, 0 skipped"
+    assert (await first_sms_rows(db))[0]["status"] == "failed"  # a dry run changes nothing
+
+    lines = run_nmc("replay-outbox", "--event-name", "call.missed").stdout.splitlines()
+    assert lines[-2:] == [
+        f"text {message['id']} of event {event_id}: will be sent: reopened (it failed with code 21606 before "
+        "Twilio had it)",
+        "texts: 1 will be sent, 0 skipped",
+    ]
+    [message] = await first_sms_rows(db)
+    assert (message["status"], message["error_code"]) == ("pending", None)
+    await dispatch_pending(db)
+    [text] = [m for m in fake_twilio.messages() if m["sid"]]
+    [message] = await first_sms_rows(db)
+    assert (message["status"], message["twilio_sid"]) == ("accepted", text["sid"])
+    assert await parked_ids(db) == set()
+
+
+async def test_replay_says_which_texts_it_skips_and_why(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    tenant = await make_tenant()
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_pending(db)
+    [first] = await first_sms_rows(db)  # accepted by Twilio
+    refused = uuid4()
+    await db.execute(
+        "INSERT INTO conv_messages (id, tenant_id, thread_id, idempotency_key, direction, kind, to_number, from_number,"
+        " body, status, error_code) VALUES ($1, $2, $3, 'reply:refused', 'outbound', 'reply', $4, $5, 'hi', 'failed',"
+        " 21211)",
+        refused,
+        first["tenant_id"],
+        first["thread_id"],
+        CALLER,
+        tenant.number,
+    )
+    events = {
+        "accepted": outbound_event(first["tenant_id"], first["id"], first["thread_id"]),
+        "refused": outbound_event(first["tenant_id"], refused, first["thread_id"]),
+        "gone": outbound_event(first["tenant_id"], uuid4(), first["thread_id"]),
+    }
+    for event in events.values():
+        await park(db, event)
+
+    lines = run_nmc("replay-outbox", "--event-name", "sms.outbound_requested").stdout.splitlines()
+    text = "\n".join(lines)
+    assert f"of event {events['accepted'].event_id}: skipped: accepted already ({first['twilio_sid']})" in text
+    assert f"of event {events['refused'].event_id}: skipped: recipient refused (code 21211)" in text
+    assert f"text of event {events['gone'].event_id}: skipped: message gone" in text
+    assert lines[-1] == "texts: 0 will be sent, 3 skipped (1 accepted already, 1 recipient refused, 1 message gone)"
+    assert await db.fetchval("SELECT status FROM conv_messages WHERE id = $1", refused) == "failed"
+    await dispatch_pending(db)
+    assert len([m for m in fake_twilio.messages() if m["sid"]]) == 1  # nothing more was sent
+
+
+def outbound_event(tenant_id: UUID, message_id: UUID, thread_id: UUID) -> OutboundSmsRequested:
+    return OutboundSmsRequested(
+        tenant_id=tenant_id, message_id=message_id, thread_id=thread_id, kind="reply", correlation_id="corr-replay"
+    )

@@ -11,6 +11,7 @@ from nmc.conversations.inbound import InboundSms, Media, apply_inbound
 from nmc.conversations.models import ThreadStatus
 from nmc.conversations.optouts import OPTED_OUT_SQL, CallerAction
 from nmc.conversations.outbound import queue_text
+from nmc.conversations.reopen import TextsReplay, reopen_unsent_texts
 from nmc.conversations.service import FirstSmsOutcome, first_sms_outcome, update_delivery_status
 from nmc.conversations.templates import DEFAULT_BOOKING_PROMPT
 from nmc.conversations.threads import CallerText, ThreadFacts, caller_text, thread_facts
@@ -24,6 +25,7 @@ __all__ = [
     "InboundSms",
     "Media",
     "MessagingSettingsController",
+    "TextsReplay",
     "ThreadController",
     "ThreadFacts",
     "ThreadStatus",
@@ -32,6 +34,7 @@ __all__ = [
     "first_sms_outcome",
     "queue_due_follow_ups",
     "queue_text",
+    "reopen_unsent_texts",
     "thread_facts",
     "update_delivery_status",
 ]
