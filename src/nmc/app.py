@@ -33,7 +33,7 @@ from nmc.observability.logging import configure_logging
 from nmc.observability.maintenance import maintenance_runs as _maintenance_probe  # noqa: F401 (registers it)
 from nmc.observability.metrics import MetricsController
 from nmc.observability.providers import provider_requests as _provider_requests_probe  # noqa: F401 (registers it)
-from nmc.problems import DomainError, domain_problem, schema_problem
+from nmc.problems import DomainError, domain_problem, refuse_nul_characters, schema_problem
 from nmc.scheduling import SCHEDULING_CONTROLLERS
 from nmc.settings import get_settings
 from nmc.telephony import TwilioWebhooks
@@ -100,6 +100,7 @@ def api_router() -> Router:
         middleware=[DefineMiddleware(ClerkAuthenticationMiddleware)],
         security=[{"ClerkSession": []}],
         exception_handlers={ValidationException: schema_problem},
+        before_request=refuse_nul_characters,
     )
 
 

@@ -10,14 +10,19 @@ never logged as unhandled errors.
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import ValidationException
 from litestar.plugins.problem_details import ProblemDetailsException
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
 _MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
+NUL = "\x00"
+# A JSON body can only hold a NUL character escaped; most bodies are spared the walk.
+_ESCAPED_NUL = b"\\u0000"
 
 
 class DomainError(Exception):
@@ -64,6 +69,62 @@ class InvalidField(DomainError, ValueError):
 
     def problem_extra(self) -> dict[str, Any]:
         return {"field": self.field}
+
+
+# The calendar the API serves: far wider than any booking or report, far from the ends of Python's
+# datetime (years 1-9999), where a time zone or a duration added to an instant overflows.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
+def check_moment(value: datetime, field: str) -> datetime:
+    """An instant the API can work with: with a UTC offset, between 1900 and 2999 (else `InvalidField`)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidField(field, "needs a UTC offset (RFC 3339)")
+    if not EARLIEST <= value < LATEST:
+        raise InvalidField(field, f"must be between {EARLIEST.year} and {LATEST.year - 1}")
+    return value
+
+
+def check_day(value: date, field: str) -> date:
+    """A calendar day the API can work with: between 1900 and 2999 (else `InvalidField`)."""
+    if not EARLIEST.date() <= value < LATEST.date():
+        raise InvalidField(field, f"must be between {EARLIEST.year} and {LATEST.year - 1}")
+    return value
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """Where the first NUL character is in a decoded JSON value or a form (a key or a string), or None.
+
+    Postgres text cannot hold one, so a value carrying it must be refused before it reaches SQL."""
+    if isinstance(value, str):
+        return path if NUL in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if NUL in str(key):
+                return where
+            if (found := nul_path(item, where)) is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if (found := nul_path(item, f"{path}[{index}]")) is not None:
+                return found
+    return None
+
+
+async def refuse_nul_characters(request: Request[Any, Any, Any]) -> None:
+    """A `before_request` hook: a path value, query parameter or JSON string holding a NUL character is a
+    422 naming it (the JSON path of the first such string), before any handler or SQL sees it."""
+    query = request.query_params.multi_items()
+    found = nul_path(request.path_params) or next((k for k, v in query if NUL in k or NUL in v), None)
+    if found is None and _ESCAPED_NUL in (body := await request.body()):
+        try:
+            found = nul_path(msgspec.json.decode(body))
+        except msgspec.DecodeError:
+            return  # not JSON: the schema check refuses it
+    if found is not None:
+        raise InvalidField(found.replace(NUL, "\\u0000"), "must not contain NUL (\\u0000) characters")
 
 
 def domain_problem(exc: DomainError) -> ProblemDetailsException:

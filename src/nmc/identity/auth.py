@@ -98,7 +98,7 @@ async def verify_session_token(token: str, settings: Settings) -> dict[str, Any]
     audience = settings.CLERK_JWT_AUDIENCE
     if audience:
         allowed = {a.strip() for a in audience.split(",") if a.strip()}
-        presented = {claims.get("azp")} | set(_as_list(claims.get("aud")))
+        presented = {value for value in [claims.get("azp"), *_as_list(claims.get("aud"))] if isinstance(value, str)}
         if not allowed & presented:
             raise jwt.InvalidAudienceError("azp/aud is not an allowed audience")
     return claims
@@ -111,11 +111,26 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def org_claims(claims: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(org id, role) from a v2 token's `o` claim or a v1 token's top-level claims."""
-    if claims.get("v") == 2 or isinstance(claims.get("o"), dict):
-        org = claims.get("o") or {}
-        return org.get("id"), org.get("rol")
-    return claims.get("org_id"), claims.get("org_role")
+    """(org id, role) from a v2 token's `o` claim or a v1 token's top-level claims.
+
+    A claim of another type than Clerk's (an `o` that is not an object, an id that is not a string)
+    makes the token invalid (`jwt.InvalidTokenError`), even though it is signed."""
+    if claims.get("v") == 2 or "o" in claims:
+        org = claims.get("o")
+        if org is None:
+            return None, None
+        if not isinstance(org, dict):
+            raise jwt.InvalidTokenError("the `o` claim is not an object")
+        return _text_claim(org, "id", "o.id"), _text_claim(org, "rol", "o.rol")
+    return _text_claim(claims, "org_id"), _text_claim(claims, "org_role")
+
+
+def _text_claim(claims: dict[str, Any], key: str, name: str | None = None) -> str | None:
+    """A string claim (or None when absent); Postgres text cannot hold a NUL, so such a value is invalid."""
+    value = claims.get(key)
+    if value is not None and (not isinstance(value, str) or "\x00" in value):
+        raise jwt.InvalidTokenError(f"the `{name or key}` claim is not a string")
+    return value
 
 
 def _token_from(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
@@ -140,15 +155,16 @@ class ClerkAuthenticationMiddleware(AbstractAuthenticationMiddleware):
             raise NotAuthorizedException("A Clerk session token is required (Authorization: Bearer ...)")
         try:
             claims = await verify_session_token(token, settings)
+            org_id, role = org_claims(claims)
+            user_id = _text_claim(claims, "sub")
         except (jwt.PyJWTError, httpx.HTTPError) as exc:
-            log.info("auth.token_rejected", reason=type(exc).__name__)
+            log.info("auth.token_rejected", reason=type(exc).__name__, error=str(exc))
             raise NotAuthorizedException("The session token is invalid or expired") from None
-        org_id, role = org_claims(claims)
         if not org_id:
             raise PermissionDeniedException("The session has no active organization")
         tenant_id = await TenantService.tenant_id_for_org(org_id)
         if tenant_id is None:
             raise PermissionDeniedException("The organization is not a NeverMissCall tenant")
         structlog.contextvars.bind_contextvars(tenant_id=str(tenant_id))
-        principal = Principal(user_id=str(claims["sub"]), org_id=org_id, org_role=role, tenant_id=tenant_id)
+        principal = Principal(user_id=str(user_id), org_id=org_id, org_role=role, tenant_id=tenant_id)
         return AuthenticationResult(user=principal, auth=claims)

@@ -26,9 +26,13 @@ class TenantRead(msgspec.Struct):
     phone_numbers: list[PhoneNumberRead]
 
 
+# An IANA time zone name (`tenants.timezone` holds 64 characters; the longest name has 32).
+TimezoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, examples=["America/New_York"])]
+
+
 class TenantUpdate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | msgspec.UnsetType = msgspec.UNSET
-    timezone: str | msgspec.UnsetType = msgspec.UNSET
+    timezone: TimezoneName | msgspec.UnsetType = msgspec.UNSET
     business_hours: WeeklyHours | msgspec.UnsetType = msgspec.UNSET
 
 
@@ -36,5 +40,5 @@ class TenantCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
     twilio_number: E164
     forwarding_number: E164
-    timezone: str = "America/New_York"
+    timezone: TimezoneName = "America/New_York"
     clerk_org_id: str | None = None

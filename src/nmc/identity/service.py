@@ -48,7 +48,7 @@ async def owner_of(session: AsyncSession, number: str) -> NumberOwner | None:
 def check_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder ("America"), a name too long
         raise InvalidField("timezone", f"{name!r} is not an IANA time zone") from None
     return name
 

@@ -11,12 +11,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nmc.db import raw_connection
 from nmc.kpis.projection import local_day_bounds, totals
 from nmc.kpis.schemas import KpiRead
-from nmc.problems import InvalidField
+from nmc.problems import InvalidField, check_day
 
 MAX_KPI_DAYS = 366
 
 
 async def read_kpis(session: AsyncSession, tenant_id: UUID, start: date, end: date) -> KpiRead:
+    check_day(start, "start")
+    check_day(end, "end")
     if end < start:
         raise InvalidField("end", "ends before start")
     if (end - start).days >= MAX_KPI_DAYS:

@@ -36,7 +36,7 @@ from nmc.events import (
 )
 from nmc.observability.correlation import current_correlation_id
 from nmc.observability.metrics import SCHEDULING_BOOK_CONFLICTS
-from nmc.problems import InvalidField, NotFound
+from nmc.problems import InvalidField, NotFound, check_moment
 from nmc.scheduling import queries
 from nmc.scheduling.availability import (
     BusyIndex,
@@ -83,10 +83,8 @@ async def search_availability(
 ) -> AvailabilityRead:
     """Open starts on the tenant's active resources (or the ones named) for one job type."""
     settings = settings or get_settings()
-    if start.tzinfo is None:
-        raise InvalidField("start", "needs a UTC offset (RFC 3339)")
-    if end.tzinfo is None:
-        raise InvalidField("end", "needs a UTC offset (RFC 3339)")
+    check_moment(start, "start")
+    check_moment(end, "end")
     if end <= start:
         raise InvalidField("end", "must be after start")
     if end - start > timedelta(days=MAX_SEARCH_DAYS):
@@ -156,6 +154,7 @@ async def _validated_slot(
 
     That last check only answers the common 409 early; the write's exclusion constraint decides.
     """
+    check_moment(start, "start")
     connection = await raw_connection(session)
     context = await queries.slot_context(connection, tenant_id, resource_id, job_type_id, start, moving)
     zone = ZoneInfo(context.timezone)

@@ -45,6 +45,7 @@ from nmc.scheduling.schemas import (
 from nmc.scheduling.service import BusyBlockService, JobTypeService, ResourceService
 
 AuthedRequest = Request[Principal, Any, Any]
+MAX_OFFSET = 10_000_000  # far past any tenant's bookings; an int64 overflow is a 422, not a database error
 
 INVALID = ResponseSpec(data_container=FieldProblem, description="A field cannot be used; `field` names it")
 TAKEN = ResponseSpec(
@@ -268,7 +269,7 @@ class BookingController(Controller):
         resource_id: FromQuery[UUID | None] = None,
         status: FromQuery[BookingStatus | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 100,
-        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        offset: Annotated[int, QueryParameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> list[BookingRead]:
         return await booking.list_bookings(
             db_session,

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc import weekly_hours
 from nmc.db import json_column
-from nmc.problems import InvalidField, NotFound
+from nmc.problems import InvalidField, NotFound, check_day, check_moment
 from nmc.scheduling.enums import BookingStatus, BusyBlockSource
 from nmc.scheduling.errors import InUse, NameTaken, refused_on_unique
 from nmc.scheduling.models import (
@@ -84,6 +84,7 @@ def invalid_field() -> Iterator[None]:
 def check_exceptions(exceptions: Sequence[DateException]) -> dict[date, DateException]:
     by_day: dict[date, DateException] = {}
     for exception in exceptions:
+        check_day(exception.date, "exceptions")
         if exception.date in by_day:
             raise InvalidField("exceptions", f"{exception.date.isoformat()} is listed twice")
         check_ranges(exception.hours, f"exceptions.{exception.date.isoformat()}")
@@ -254,9 +255,19 @@ class BusyBlockRepository(SQLAlchemyAsyncRepository[BusyBlock]):
     model_type = BusyBlock
 
 
-def _during(start: datetime, end: datetime) -> Range[datetime]:
-    if end <= start:
+def _window(start: datetime | None, end: datetime | None) -> Range[datetime]:
+    """[start, end) of two instants the API can work with, `end` after `start`; None leaves that side open."""
+    if start is not None:
+        check_moment(start, "start")
+    if end is not None:
+        check_moment(end, "end")
+    if start is not None and end is not None and end <= start:
         raise InvalidField("end", "must be after start")
+    return Range(start, end, bounds="[)")
+
+
+def _during(start: datetime, end: datetime) -> Range[datetime]:
+    _window(start, end)
     return Range(start.astimezone(UTC), end.astimezone(UTC), bounds="[)")
 
 
@@ -274,7 +285,7 @@ class BusyBlockService(SQLAlchemyAsyncRepositoryService[BusyBlock, BusyBlockRepo
         if resource_id is not None:
             filters.append(BusyBlock.resource_id == resource_id)
         if start is not None or end is not None:
-            window = Range(start, end, bounds="[)")
+            window = _window(start, end)
             filters.append(BusyBlock.during.overlaps(window))
         return await self.get_many(*filters, order_by=[(BusyBlock.during, False)])
 
@@ -354,9 +365,9 @@ class BookingService(SQLAlchemyAsyncRepositoryService[Booking, BookingRepository
         """By start time; `start`/`end` keep the ones overlapping that window."""
         filters: list[Any] = [Booking.tenant_id == tenant_id]
         if start is not None:
-            filters.append(Booking.ends_at > start)
+            filters.append(Booking.ends_at > check_moment(start, "start"))
         if end is not None:
-            filters.append(Booking.starts_at < end)
+            filters.append(Booking.starts_at < check_moment(end, "end"))
         if resource_id is not None:
             filters.append(Booking.resource_id == resource_id)
         if status is not None:
