@@ -72,7 +72,8 @@ class Thread(UUIDBase):
     )
 
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    caller: Mapped[str] = mapped_column(String(20))
+    # Twilio's `From` (E.164, a SIP URI, a short code…): up to 255 characters, as `conv_calls.caller`.
+    caller: Mapped[str] = mapped_column(String(255))
     tenant_number: Mapped[str] = mapped_column(String(20))
     # open | booked | closed | opted_out
     status: Mapped[str] = mapped_column(String(20), default=ThreadStatus.OPEN)
@@ -109,8 +110,9 @@ class Message(UUIDBase):
     # first_sms | reply (owner) | follow_up | help | owner_alert (to the owner) | booking (the booking
     # dialog) | inbound
     kind: Mapped[str] = mapped_column(String(30))
-    to_number: Mapped[str] = mapped_column(String(20))
-    from_number: Mapped[str] = mapped_column(String(20))
+    # One of them is the caller's address (up to 255 characters, as `conv_threads.caller`).
+    to_number: Mapped[str] = mapped_column(String(255))
+    from_number: Mapped[str] = mapped_column(String(255))
     body: Mapped[str] = mapped_column(Text)
     # Inbound MMS: [{"url": ..., "content_type": ...}] in Twilio's order.
     media: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB, default=None)
@@ -139,7 +141,7 @@ class OptOut(UUIDBase):
     __table_args__ = (UniqueConstraint("tenant_id", "phone", name="uq_conv_opt_outs_tenant_phone"),)
 
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    phone: Mapped[str] = mapped_column(String(20))
+    phone: Mapped[str] = mapped_column(String(255))  # the caller's address, as `conv_threads.caller`
     source: Mapped[str] = mapped_column(String(40))  # keyword | twilio_opt_out_type | twilio_21610
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
 
@@ -151,7 +153,7 @@ class OptOutEvent(UUIDBase):
     __table_args__ = (Index("ix_conv_opt_out_events_tenant_phone", "tenant_id", "phone", "created_at"),)
 
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    phone: Mapped[str] = mapped_column(String(20))
+    phone: Mapped[str] = mapped_column(String(255))  # the caller's address, as `conv_threads.caller`
     action: Mapped[str] = mapped_column(String(10))  # opt_out | opt_in
     source: Mapped[str] = mapped_column(String(40))
     # The inbound message that carried the keyword, when there was one.

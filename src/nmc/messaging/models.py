@@ -19,7 +19,8 @@ class PhoneFact(DefaultBase):
 
     __tablename__ = "conv_phone_facts"
 
-    phone: Mapped[str] = mapped_column(String(20), primary_key=True)
+    # A text's recipient: a caller's address as Twilio's `From` carried it (up to 255 characters).
+    phone: Mapped[str] = mapped_column(String(255), primary_key=True)
     # landline | mobile | fixedVoip | nonFixedVoip | tollFree | ... (Twilio Lookup's types) | unknown
     line_type: Mapped[str] = mapped_column(String(30))
     source: Mapped[str] = mapped_column(String(20))  # lookup | twilio_30006

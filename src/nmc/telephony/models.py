@@ -17,7 +17,8 @@ class Call(UUIDBase):
 
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     call_sid: Mapped[str] = mapped_column(String(64), unique=True)
-    caller: Mapped[str] = mapped_column(String(20))
+    # Twilio's `From`: E.164, or a SIP URI, `client:…`, `anonymous` (up to 255 characters).
+    caller: Mapped[str] = mapped_column(String(255))
     tenant_number: Mapped[str] = mapped_column(String(20))
     # ringing → missed | answered; only a move to `missed` publishes `call.missed`.
     status: Mapped[str] = mapped_column(String(20))

@@ -1,4 +1,8 @@
-"""Twilio's form-encoded webhook bodies, as far as we read them (they may carry more fields)."""
+"""Twilio's form-encoded webhook bodies, as far as we read them (they may carry more fields).
+
+Each field we store fits its column: a value that cannot is a 400 naming the field (the pipeline),
+never a database error. A NUL character in any field is refused by the pipeline itself.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,14 @@ from nmc.events import E164
 
 CallSid = Annotated[str, msgspec.Meta(pattern=r"^CA[0-9a-fA-F]{32}$")]
 MessageSid = Annotated[str, msgspec.Meta(pattern=r"^(SM|MM)[0-9a-fA-F]{32}$")]
-Sender = Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+# A caller's address as Twilio sends it in `From`: E.164, but also a SIP URI
+# (`sip:someone@example.sip.twilio.com`), `client:…`, a short code or `anonymous`. Columns: 255.
+Caller = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+# Twilio's call and message statuses are short lowercase words (`no-answer`, `partially_delivered`);
+# they are stored in 20-character columns.
+Status = Annotated[str, msgspec.Meta(min_length=1, max_length=20, pattern=r"^[a-z][a-z_-]*$")]
+# Durations and error codes are stored in integer (int4) columns.
+Int4 = Annotated[int, msgspec.Meta(ge=0, le=2_147_483_647)]
 MAX_MEDIA = 10  # Twilio's limit per MMS
 
 
@@ -18,7 +29,7 @@ class CallForm(msgspec.Struct, rename="pascal"):
     """What every voice callback carries (Twilio's field names: `CallSid`, `From`, `To`)."""
 
     call_sid: CallSid
-    from_: str = msgspec.field(name="From")
+    from_: Caller = msgspec.field(name="From")
     to: E164
 
 
@@ -27,31 +38,31 @@ class IncomingCallForm(CallForm):
 
 
 class DialOutcomeForm(CallForm):
-    dial_call_status: str
-    dial_call_duration: int | None = None
+    dial_call_status: Status
+    dial_call_duration: Int4 | None = None
 
 
 class CallStatusForm(CallForm):
-    call_status: str
-    call_duration: int | None = None
+    call_status: Status
+    call_duration: Int4 | None = None
 
 
 class MessageStatusForm(msgspec.Struct, rename="pascal"):
     message_sid: MessageSid
-    message_status: str
-    error_code: int | None = None
+    message_status: Status
+    error_code: Int4 | None = None
 
 
 class InboundSmsForm(msgspec.Struct, rename="pascal"):
     """A caller's SMS/MMS to a tenant number. Media come as `MediaUrl{i}`/`MediaContentType{i}`, i < NumMedia."""
 
     message_sid: MessageSid
-    from_: Sender = msgspec.field(name="From")
+    from_: Caller = msgspec.field(name="From")
     to: E164
-    body: str = ""
-    num_media: int = 0
+    body: str = ""  # up to 1,600 characters (a concatenated SMS); the column is text
+    num_media: Annotated[int, msgspec.Meta(ge=0)] = 0
     # Sent with Advanced Opt-Out only: STOP, START or HELP when the body is one of their keywords.
-    opt_out_type: str | None = None
+    opt_out_type: Annotated[str, msgspec.Meta(max_length=20)] | None = None
     media_url0: str | None = None
     media_url1: str | None = None
     media_url2: str | None = None

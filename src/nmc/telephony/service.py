@@ -25,6 +25,28 @@ log = structlog.get_logger(module="telephony")
 
 MISSED_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
 _E164 = re.compile(E164_PATTERN)
+# Caller IDs that are nobody to text: withheld ones as carriers spell them (any case), and the
+# placeholder numbers Twilio puts in `From` for them (they look like E.164: +266696687 "ANONYMOUS",
+# +8656696 "UNKNOWN", +7378742833 "RESTRICTED", +86282452253 "UNAVAILABLE", +2562533 "BLOCKED").
+WITHHELD_CALLER_IDS = frozenset(
+    {
+        "anonymous",
+        "restricted",
+        "unavailable",
+        "unknown",
+        "private",
+        "+266696687",
+        "+8656696",
+        "+7378742833",
+        "+86282452253",
+        "+2562533",
+    }
+)
+
+
+def is_textable(caller: str) -> bool:
+    """A number we can text back: E.164 and not a withheld caller ID or one of its placeholders."""
+    return caller.strip().lower() not in WITHHELD_CALLER_IDS and _E164.match(caller) is not None
 
 
 def is_missed(status: str, duration_seconds: int | None, settings: Settings) -> bool:
@@ -111,7 +133,7 @@ async def apply_outcome(
     )
     if changed is None or changed["status"] != "missed":
         return False
-    if not _E164.match(outcome.caller):
+    if not is_textable(outcome.caller):
         log.info("call.missed_not_textable", call_sid=outcome.call_sid, reason="caller id withheld")
         return False
     await publish(

@@ -12,6 +12,8 @@ from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstrain
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+MAX_IDEMPOTENCY_TOKEN_LENGTH = 255
+
 
 class WebhookEvent(UUIDBase):
     __tablename__ = "webhook_events"
@@ -35,7 +37,7 @@ class WebhookEvent(UUIDBase):
     tenant_id: Mapped[UUID | None] = mapped_column(ForeignKey("tenants.id", ondelete="SET NULL"), default=None)
     received_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
-    idempotency_token: Mapped[str | None] = mapped_column(String(255), default=None)
+    idempotency_token: Mapped[str | None] = mapped_column(String(MAX_IDEMPOTENCY_TOKEN_LENGTH), default=None)
     # The answer given the first time, repeated to a retried delivery.
     response_status: Mapped[int | None] = mapped_column(Integer, default=None)
     response_body: Mapped[str | None] = mapped_column(Text, default=None)

@@ -5,7 +5,8 @@ Each delivery goes through the same steps, in this order, here and nowhere else:
 1. read the raw body once (bodies above the provider's limit were refused with 413 by Litestar);
 2. verify it with the provider's verifier (refused: its status as problem details, `webhook_signature_failures_total`,
    a WARN naming the headers present, never their values);
-3. decode it (form or JSON) and parse it into the handler's typed payload (400 naming the field);
+3. decode it (form or JSON) and parse it into the handler's typed payload (400 naming the field: a value
+   its column cannot hold, a NUL character in any field, an idempotency token longer than the ledger keeps);
 4. find the tenant it belongs to (`route`; an unroutable delivery gets its answer, nothing stored);
 5. record the first delivery in the `webhook_events` ledger with the answer about to be given (a
    retry gets that stored answer back and `webhook_dedupe_hits_total`);
@@ -18,10 +19,11 @@ of delivery supplies a `WebhookHandler`. `replay` runs a stored delivery through
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 from uuid import UUID
 
 import msgspec
@@ -31,13 +33,16 @@ from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.observability.metrics import WEBHOOK_SIGNATURE_FAILURES
+from nmc.problems import NUL, nul_path
 from nmc.settings import get_settings
 from nmc.webhooks.ledger import Answer, Delivery, earlier_answer, get_delivery, record_first_delivery
+from nmc.webhooks.models import MAX_IDEMPOTENCY_TOKEN_LENGTH
 
 log = structlog.get_logger(module="webhooks")
 
 P = TypeVar("P")  # a handler's typed payload
 C = TypeVar("C")  # what `route` found (e.g. the number's owner)
+_ERROR_FIELD = re.compile(r"at `\$\.([^`\[]+)|missing required field `([^`]+)`")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class WebhookProvider(Protocol):
 
     name: str
     max_body_bytes: int
+    idempotency_header: str  # the header of `idempotency_token`, as a refusal names it
 
     def verify(self, delivery: RawDelivery) -> WebhookRefused | None:
         """None when the delivery is authentic; otherwise why not, and the status to answer."""
@@ -112,9 +118,40 @@ class WebhookHandler(Generic[P, C]):
 
 
 def parse(handler: WebhookHandler[P, C], fields: Mapping[str, Any]) -> P:
-    """The typed payload; `msgspec.ValidationError` naming the bad field otherwise."""
+    """The typed payload; `msgspec.ValidationError` naming the bad field otherwise (a NUL character
+    anywhere, unknown fields included: Postgres text, and so the ledger's JSONB, cannot hold one)."""
+    if (field := nul_path(dict(fields))) is not None:
+        where = field.replace(NUL, "\\u0000")
+        raise msgspec.ValidationError(f"must not contain NUL (\\u0000) characters - at `$.{where}`")
     parsed: P = msgspec.convert(fields, handler.payload_type, strict=False)
     return parsed
+
+
+def _field_of(exc: msgspec.ValidationError) -> str:
+    """The form field msgspec's message names (`... - at `$.From``, `missing required field `CallSid``)."""
+    found = _ERROR_FIELD.search(str(exc))
+    return next(group for group in found.groups() if group) if found else "body"
+
+
+def _idempotency_token(handler: WebhookHandler[Any, Any], delivery: RawDelivery) -> str | None:
+    """The provider's retry token, refused (400) when the ledger could not store it."""
+    token = handler.provider.idempotency_token(delivery)
+    if token is not None and (len(token) > MAX_IDEMPOTENCY_TOKEN_LENGTH or NUL in token):
+        rule = f"at most {MAX_IDEMPOTENCY_TOKEN_LENGTH} characters, none of them NUL"
+        _malformed(handler, handler.provider.idempotency_header, rule)
+    return token
+
+
+def _malformed(handler: WebhookHandler[Any, Any], field: str, error: str) -> NoReturn:
+    log.info(
+        "webhook.malformed",
+        provider=handler.provider.name,
+        kind=handler.kind,
+        field=field,
+        error=error,
+        http_status=400,
+    )
+    raise ValidationException(f"Malformed {handler.kind} webhook: {field}: {error}", extra={"field": field})
 
 
 def signed_url(request: Request[Any, Any, Any]) -> str:
@@ -134,11 +171,11 @@ async def receive(
     if refused := provider.verify(delivery):
         _signature_failed(provider, handler.kind, delivery, refused)
     fields = provider.decode(delivery)
+    token = _idempotency_token(handler, delivery)
     try:
         payload = parse(handler, fields)
     except msgspec.ValidationError as exc:
-        log.info("webhook.malformed", provider=provider.name, kind=handler.kind, error=str(exc), http_status=400)
-        raise ValidationException(f"Malformed {handler.kind} webhook: {exc}") from None
+        _malformed(handler, _field_of(exc), str(exc))
     try:
         context = await handler.route(session, payload)
     except Unrouted as unrouted:
@@ -150,7 +187,7 @@ async def receive(
         kind=handler.kind,
         external_id=f"{handler.kind}:{handler.key(payload)}",
         payload=fields,
-        idempotency_token=provider.idempotency_token(delivery),
+        idempotency_token=token,
         tenant_id=handler.tenant_id(context),
     )
     if not await record_first_delivery(session, first, answer):

@@ -23,6 +23,7 @@ def form_fields(body: bytes) -> dict[str, str]:
 
 class TwilioProvider:
     name = "twilio"
+    idempotency_header = "I-Twilio-Idempotency-Token"
     # Twilio's own callbacks are a few KB; an SMS body is at most 1,600 characters.
     max_body_bytes = 64 * 1024
 
