@@ -44,7 +44,7 @@ migrate: install
 make-migration MESSAGE: install
     uv run nmc db revision -m "{{MESSAGE}}"
 
-# Upgrade head on an empty database, autogenerate shows no drift, offline SQL renders.
+# Upgrade head on an empty database, autogenerate shows no drift, offline SQL renders, no unmarked drop/rewrite.
 migration-check: install
     #!/usr/bin/env bash
     set -euo pipefail
@@ -55,7 +55,8 @@ migration-check: install
     uv run nmc db upgrade
     uv run nmc db check
     uv run nmc db upgrade --sql > /dev/null
-    echo "migrations: upgrade head ok, no drift, offline SQL renders"
+    uv run nmc db lint-migrations
+    echo "migrations: upgrade head ok, no drift, offline SQL renders, nothing destructive unmarked"
 
 # Benchmarks: just bench first-sms [--rate R --seconds S]
 bench NAME *ARGS: install
@@ -129,3 +130,17 @@ psql *ARGS:
     set -euo pipefail
     if [ "{{ARGS}}" = "--local" ]; then exec psql "${DATABASE_URL:-postgresql://127.0.0.1:5432/nmc}"; fi
     exec render psql "${RENDER_DB:?set RENDER_DB to the database id (dpg-…)}" {{ARGS}}
+
+# Run the CI-equivalent checks (lint, migration check, tests), then tag vYYYY.MM.DD-N: just release [--dry-run]
+release *ARGS:
+    uv run python ops/release.py {{ARGS}}
+
+# Deploy a release tag to production (web first: its pre-deploy runs the migrations; then worker and jobs).
+deploy TAG:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    commit="$(git rev-list -n 1 "refs/tags/{{TAG}}")"
+    for id in "${RENDER_WEB:?set RENDER_WEB}" "${RENDER_WORKER:?set RENDER_WORKER}" "${RENDER_JOBS:?set RENDER_JOBS}"; do
+      render deploys create "$id" --commit "$commit" --wait --confirm -o text
+    done
+    echo "deployed {{TAG}} ($commit)"

@@ -89,9 +89,11 @@ def worker() -> None:
     """Run the worker process (outbox dispatcher, sweeper, schedules)."""
     import uvloop
 
+    from nmc.observability.logging import configure_logging
     from nmc.schema_gate import wait_for_schema
     from nmc.worker import run_worker
 
+    configure_logging(get_settings().LOG_LEVEL)
     run_async(wait_for_schema("worker"))  # the schema behind this code: wait for the deploy's migrations
     uvloop.run(run_worker())
 

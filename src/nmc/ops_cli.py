@@ -57,9 +57,34 @@ def retention_run() -> None:
         click.echo(f"{table}: {counts[table]} rows deleted ({condition})")
 
 
+@click.command("lint-migrations")
+@click.option("--versions", type=click.Path(file_okay=False, exists=True), default=None, help="Default: db/versions.")
+def lint_migrations(versions: str | None) -> None:
+    """Fail on a migration that drops or rewrites a column or table without the explicit marker."""
+    from pathlib import Path
+
+    from nmc.db import MIGRATIONS_DIR
+    from nmc.migration_lint import check
+
+    findings = check(Path(versions) if versions else MIGRATIONS_DIR / "versions")
+    for finding in findings:
+        click.echo(f"destructive: {finding}", err=True)
+    if findings:
+        raise click.ClickException(
+            "migrations must stay additive (runbook §4.3); if this one is safe, say why in its upgrade(): "
+            "# migration-check: destructive-ok <why>"
+        )
+    click.echo("migrations: additive (or marked)")
+
+
 COMMANDS: list[click.Command] = [park_command, retention]
+DB_COMMANDS: list[click.Command] = [lint_migrations]
 
 
 def register(group: click.Group) -> None:
     for command in COMMANDS:
         group.add_command(command)
+    database = group.commands["db"]
+    assert isinstance(database, click.Group)
+    for command in DB_COMMANDS:
+        database.add_command(command)

@@ -29,20 +29,24 @@ SECRET_NAMES = frozenset(
         "TWILIO_AUTH_TOKEN_PREVIOUS",
     }
 )
-# Secrets a production process refuses to start without (billing and calendars are per-tenant
-# integrations and may be configured later; the core path and auth may not).
+# Settings a production process refuses to start without: the core path, auth, the metrics token.
 REQUIRED_IN_PRODUCTION = (
     "DATABASE_URL",
     "SECRET_KEY",
     "PUBLIC_BASE_URL",
+    "METRICS_TOKEN",
     "TWILIO_ACCOUNT_SID",
     "TWILIO_AUTH_TOKEN",
     "TWILIO_MESSAGING_SERVICE_SID",
-    "STRIPE_SECRET_KEY",
-    "STRIPE_WEBHOOK_SECRET",
     "CLERK_JWT_ISSUER",
     "CLERK_JWKS_URL",
 )
+# Integrations a deployment may not use yet (issue #13: production requires only the settings of the
+# integrations that are enabled). One is enabled when any of its settings is set; then all are required.
+# (Billing has its own switch, BILLING_ENABLED, below.)
+OPTIONAL_INTEGRATIONS = {
+    "Google": ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET"),
+}
 
 
 class SettingsError(ValueError):
@@ -233,6 +237,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         missing = [name for name in REQUIRED_IN_PRODUCTION if not env.get(name, "").strip()]
         if missing:
             raise SettingsError(f"{missing[0]}: required when ENVIRONMENT=production")
+        for integration, names in OPTIONAL_INTEGRATIONS.items():
+            given = [name for name in names if env.get(name, "").strip()]
+            if given and len(given) < len(names):
+                absent = next(name for name in names if name not in given)
+                raise SettingsError(
+                    f"{absent}: required when ENVIRONMENT=production and {integration} is enabled ({given[0]} is set)"
+                )
     return settings
 
 

@@ -56,8 +56,7 @@ PRODUCTION_ENV = {
     "TWILIO_ACCOUNT_SID": "AC" + "1" * 32,
     "TWILIO_AUTH_TOKEN": "twilio-token",
     "TWILIO_MESSAGING_SERVICE_SID": "MG" + "2" * 32,
-    "STRIPE_SECRET_KEY": "sk_live_x",
-    "STRIPE_WEBHOOK_SECRET": "whsec_x",
+    "METRICS_TOKEN": "scrape-token",
     "CLERK_JWT_ISSUER": "https://clerk.example.com",
     "CLERK_JWKS_URL": "https://clerk.example.com/.well-known/jwks.json",
 }
@@ -170,6 +169,7 @@ def test_hold_ttl_abc_message_says_what_was_wrong() -> None:
         "TWILIO_AUTH_TOKEN",
         "TWILIO_MESSAGING_SERVICE_SID",
         "CLERK_JWKS_URL",
+        "METRICS_TOKEN",
     ],
 )
 def test_production_without_a_required_secret_refuses_naming_it(missing: str) -> None:
@@ -188,6 +188,17 @@ def test_production_with_everything_required_starts() -> None:
     settings = load_settings(PRODUCTION_ENV)
     assert settings.is_production
     assert settings.SECRET_KEY == "s3cret"
+
+
+def test_production_requires_only_the_integrations_that_are_enabled() -> None:
+    """Calendars off: no Google settings needed. One of the pair set: the other is required."""
+    base = {**PRODUCTION_ENV, "BILLING_ENABLED": "false"}  # billing has its own switch
+    assert load_settings(base).GOOGLE_CLIENT_ID == ""
+    google = {"GOOGLE_CLIENT_ID": "id", "GOOGLE_CLIENT_SECRET": "secret"}
+    assert load_settings({**base, **google}).GOOGLE_CLIENT_SECRET == "secret"
+    with pytest.raises(SettingsError, match=r"^GOOGLE_CLIENT_ID: .*Google is enabled \(GOOGLE_CLIENT_SECRET is set\)"):
+        load_settings({**base, "GOOGLE_CLIENT_SECRET": "g"})
+    assert load_settings({"GOOGLE_CLIENT_SECRET": "g"}).GOOGLE_CLIENT_ID == ""  # development: anything goes
 
 
 def test_development_starts_with_nothing_configured() -> None:

@@ -23,7 +23,7 @@ from nmc.observability.metrics import scrape_time_probe
 
 DEFERRED_PATTERN = deferral_note("%")  # 'deferred: %'
 PROCESSES = ("worker", "jobs")  # the processes that beat `worker_heartbeats`
-ALIVE_WITHIN_SECONDS = 5  # as the dispatcher's ALIVE_WITHIN_SECONDS: older is dead
+ALIVE_WITHIN_SECONDS = 5  # as the dispatcher's HEARTBEAT_STALE_SECONDS: older is dead
 
 _OUTBOX_HEALTH = text(
     f"""
