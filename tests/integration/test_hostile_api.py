@@ -55,12 +55,6 @@ async def test_a_nul_character_in_a_query_parameter_is_422_naming_it(client: Cli
     assert_invalid(await client.get("/api/threads", params={"cursor": "abc\x00"}, headers=tenant.headers), "cursor")
 
 
-async def test_nothing_with_a_nul_character_is_stored(client: Client, make_tenant: Any) -> None:
-    tenant = await make_tenant()
-    await client.post("/api/resources", json={"name": "Tech\u0000"}, headers=tenant.headers)
-    assert (await client.get("/api/resources", headers=tenant.headers)).json() == []
-
-
 async def test_busy_blocks_must_end_after_they_start(client: Client, make_tenant: Any) -> None:
     tenant = await make_tenant()
     resource = await created(client, "/api/resources", {"name": "Tech"}, tenant.headers)
