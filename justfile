@@ -144,3 +144,7 @@ deploy TAG:
       render deploys create "$id" --commit "$commit" --wait --confirm -o text
     done
     echo "deployed {{TAG}} ($commit)"
+
+# Restore drill (runbook §8, §9): a database URL or a dump into a scratch database, migrate, smoke test, drop it.
+restore-drill SOURCE *ARGS:
+    uv run nmc restore-drill {{SOURCE}} {{ARGS}}

@@ -77,7 +77,25 @@ def lint_migrations(versions: str | None) -> None:
     click.echo("migrations: additive (or marked)")
 
 
-COMMANDS: list[click.Command] = [park_command, retention]
+@click.command("restore-drill")
+@click.argument("source")
+@click.option("--server", default=None, help="Where the scratch database goes (default: DATABASE_URL's server).")
+@click.option("--keep", is_flag=True, help="Keep the scratch database afterwards.")
+def restore_drill(source: str, server: str | None, keep: bool) -> None:
+    """Restore SOURCE (a database URL or a pg_dump/Render backup file) into a scratch database, migrate it,
+    run the smoke test, print the restore time and the newest event (RPO), drop it (runbook §8, §9)."""
+    from nmc.restore_drill import DrillFailed, run_drill, server_of
+    from nmc.settings import get_settings
+
+    try:
+        report = run_drill(source, server=server or server_of(get_settings().DATABASE_URL), keep=keep, echo=click.echo)
+    except DrillFailed as exc:
+        raise click.ClickException(f"restore drill failed: {exc}") from None
+    for line in report.lines():
+        click.echo(line)
+
+
+COMMANDS: list[click.Command] = [park_command, retention, restore_drill]
 DB_COMMANDS: list[click.Command] = [lint_migrations]
 
 
