@@ -78,3 +78,15 @@ def test_bad_outage_is_refused(fake: FakeTwilio) -> None:
         fake.outage(status=200)
     with pytest.raises(httpx.HTTPStatusError):
         fake.outage(colour="red")
+
+
+def test_latency_drops_a_request_whose_client_left(fake: FakeTwilio) -> None:
+    fake.reset()
+    fake.outage(delay=1.0, drop_if_client_leaves=True)
+    with pytest.raises(httpx.TimeoutException):
+        create(fake, "+15550000005", timeout=0.3)  # the client gives up (a worker killed) mid-delay
+    assert create(fake, "+15550000006").status_code == 201  # a client that waits gets its text
+    fake.heal()
+    time.sleep(1.0)
+    created = {r["form"]["To"] for r in fake.messages() if r["sid"]}
+    assert created == {"+15550000006"}

@@ -32,6 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
@@ -89,7 +90,7 @@ SMART_ENCODING = str.maketrans(
         "\u2026": "...", "\u00a0": " ", "\u2009": " ", "\u202f": " ", "\u200b": "",
     }
 )  # fmt: skip
-OUTAGE_KEYS = SCRIPT_KEYS | {"retry_after"}
+OUTAGE_KEYS = SCRIPT_KEYS | {"retry_after", "drop_if_client_leaves"}
 PAGING_KEYS = frozenset({"Page", "PageSize", "PageToken"})
 GSM7_CHARS = frozenset(
     "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡"
@@ -299,8 +300,18 @@ def validate_outage(outage: Any) -> Script:
     the header, and without ``status`` it is latency only (``delay``, then the normal answer)."""
     if not isinstance(outage, dict) or not set(outage) <= OUTAGE_KEYS:
         raise ValueError(f"bad outage {outage!r}; allowed keys: {sorted(OUTAGE_KEYS)}")
-    validate_script([{key: value for key, value in outage.items() if key != "retry_after"}])
+    validate_script([{key: value for key, value in outage.items() if key in SCRIPT_KEYS - {"retry_after"}}])
     return outage
+
+
+# Set per request while a latency outage with `drop_if_client_leaves` runs: the client hung up.
+_CLIENT_GONE: ContextVar[asyncio.Event | None] = ContextVar("fake_twilio_client_gone", default=None)
+
+
+async def _watch_disconnect(receive: Receive, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 @dataclass
@@ -436,7 +447,16 @@ class FakeTwilioApp:
         if scope["type"] != "http":
             return
         request = await read_request(scope, receive, received_at)
-        await send_json(send, await self.dispatch(request))
+        watcher = None
+        if self.outage is not None and self.outage.get("drop_if_client_leaves"):
+            gone = asyncio.Event()
+            watcher = asyncio.create_task(_watch_disconnect(receive, gone))
+            _CLIENT_GONE.set(gone)
+        try:
+            await send_json(send, await self.dispatch(request))
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     async def dispatch(self, request: Request) -> Response:
         if request.path.startswith("/_fake/"):
@@ -451,6 +471,8 @@ class FakeTwilioApp:
             if "status" in self.outage:
                 return await self.refuse(request, account_sid, message_sid, self.outage)
             await asyncio.sleep(float(self.outage.get("delay", 0)))
+            if (gone := _CLIENT_GONE.get()) is not None and gone.is_set():
+                return Response(499, {"error": "the client left before the request reached Twilio"})
         if message_sid is not None:
             return self.fetch(request, account_sid, message_sid)
         if request.method == "POST":
@@ -714,7 +736,9 @@ class FakeTwilio:
     def outage(self, **outage: Any) -> None:
         """Every Messages request answered this way until :meth:`heal`: ``status`` (and ``code``,
         ``message``, ``retry_after``) after ``delay`` seconds; ``drop_after_create`` creates the text
-        first; no ``status`` is latency only. E.g. ``outage(status=429, retry_after=2)``."""
+        first; no ``status`` is latency only, and with ``drop_if_client_leaves`` a request whose client
+        disconnects during the delay is dropped unanswered and uncreated (it never reached Twilio).
+        E.g. ``outage(status=429, retry_after=2)``."""
         self._control().post("/_fake/outage", json=outage).raise_for_status()
 
     def heal(self) -> None:
