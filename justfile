@@ -148,3 +148,13 @@ deploy TAG:
 # Restore drill (runbook §8, §9): a database URL or a dump into a scratch database, migrate, smoke test, drop it.
 restore-drill SOURCE *ARGS:
     uv run nmc restore-drill {{SOURCE}} {{ARGS}}
+
+# Kill switch at runtime (no restart): just pause-sms --reason "why"; just pause-sms --status shows it and the sending circuit.
+[positional-arguments]
+pause-sms *ARGS:
+    uv run nmc pause-sms "$@"
+
+# End the pause: shows how many texts waited longer than PAUSE_MAX_AGE_MINUTES (suppressed) before resuming.
+[positional-arguments]
+resume-sms *ARGS:
+    uv run nmc resume-sms "$@"

@@ -95,7 +95,128 @@ def restore_drill(source: str, server: str | None, keep: bool) -> None:
         click.echo(line)
 
 
-COMMANDS: list[click.Command] = [park_command, retention, restore_drill]
+def _ago(moment: object) -> str:
+    from datetime import UTC, datetime
+
+    if not isinstance(moment, datetime):
+        return "-"
+    minutes = (datetime.now(UTC) - moment).total_seconds() / 60
+    return f"{moment.isoformat(timespec='seconds')} ({minutes:.0f} min ago)"
+
+
+async def _status_lines() -> list[str]:
+    from nmc.conversations import paused_texts
+    from nmc.db import hot_transaction
+    from nmc.messaging import sending_state
+    from nmc.settings import get_settings
+
+    settings = get_settings()
+    async with hot_transaction() as connection:
+        state = await sending_state(connection)
+        texts = await paused_texts(connection, settings.PAUSE_MAX_AGE_MINUTES)
+    lines = []
+    if state.paused_at is not None:
+        lines.append(f"operator pause: PAUSED since {_ago(state.paused_at)} by {state.paused_by}: {state.pause_reason}")
+    else:
+        lines.append("operator pause: not paused")
+    lines.append(
+        f"PAUSE_OUTBOUND_SMS in this shell: {str(settings.PAUSE_OUTBOUND_SMS).lower()} "
+        "(the worker's own value is in its Render env group; it pauses from the worker's start)"
+    )
+    if state.circuit_opened_at is not None:
+        lines.append(
+            f"sending circuit: OPEN since {_ago(state.circuit_opened_at)} — Twilio refused our credentials or account "
+            f"({state.circuit_http_status}, code {state.circuit_code}: {state.circuit_reason}); "
+            f"next probe at {_ago(state.circuit_probe_at)}"
+        )
+    else:
+        lines.append("sending circuit: closed")
+    lines.append(
+        f"texts waiting as paused: {texts.waiting} (oldest {_ago(texts.oldest)}); {texts.stale} waited longer than "
+        f"PAUSE_MAX_AGE_MINUTES={settings.PAUSE_MAX_AGE_MINUTES} and would be suppressed on resume"
+    )
+    lines.append(f"texts suppressed by resumes so far: {state.suppressed_after_pause}")
+    return lines
+
+
+def _operator() -> str:
+    import getpass
+    import socket
+
+    try:
+        return f"{getpass.getuser()}@{socket.gethostname()}"
+    except Exception:
+        return "unknown"
+
+
+@click.command("pause-sms")
+@click.option("--reason", default="", help="Why (shown by --status and on /metrics).")
+@click.option("--by", "by", default=None, help="Who (default: user@host).")
+@click.option(
+    "--status", is_flag=True, help="Show the pause, PAUSE_OUTBOUND_SMS and the sending circuit; change nothing."
+)
+def pause_sms(reason: str, by: str | None, status: bool) -> None:
+    """The kill switch: every worker holds every text from its next decision on (no restart)."""
+    if status:
+        for line in _run(_status_lines()):
+            click.echo(line)
+        return
+    if not reason.strip():
+        raise click.ClickException('say why: just pause-sms --reason "Twilio 5xx flood"')
+
+    async def pause() -> object:
+        from nmc.db import hot_transaction
+        from nmc.messaging import pause_sending
+
+        async with hot_transaction() as connection:
+            return await pause_sending(connection, by or _operator(), reason.strip())
+
+    since = _run(pause())
+    click.echo(f"outbound SMS paused (since {_ago(since)}): texts wait as paused; `just resume-sms` resumes")
+
+
+@click.command("resume-sms")
+@click.option("--yes", is_flag=True, help="Resume without asking (after reading the counts).")
+def resume_sms(yes: bool) -> None:
+    """End the operator's pause: texts that waited longer than PAUSE_MAX_AGE_MINUTES are suppressed
+    (`paused_too_long`, counted), the others are sent at once. Shows how many of each first."""
+    from nmc.settings import get_settings
+
+    max_age = get_settings().PAUSE_MAX_AGE_MINUTES
+    for line in _run(_status_lines()):
+        click.echo(line)
+    if not yes:
+        click.confirm("resume sending?", abort=True)
+
+    async def resume() -> tuple[bool, int, int]:
+        from nmc.conversations import suppress_stale_paused
+        from nmc.db import hot_transaction
+        from nmc.events import release_deferred
+        from nmc.messaging import PAUSED_REASON, resume_sending
+
+        async with hot_transaction() as connection:
+            suppressed = await suppress_stale_paused(connection, max_age)
+            resumed = await resume_sending(connection, suppressed)
+            if not resumed:  # not paused: change nothing
+                raise _NotPaused
+        released = await release_deferred(PAUSED_REASON)  # the waiting texts go now, not at their next recheck
+        return resumed, suppressed, released
+
+    try:
+        _, suppressed, released = _run(resume())
+    except _NotPaused:
+        raise click.ClickException("sending was not paused by an operator (see just pause-sms --status)") from None
+    click.echo(
+        f"outbound SMS resumed: {suppressed} texts suppressed (waited over {max_age} min, reason paused_too_long); "
+        f"{released} waiting events released now"
+    )
+
+
+class _NotPaused(Exception):
+    pass
+
+
+COMMANDS: list[click.Command] = [park_command, retention, restore_drill, pause_sms, resume_sms]
 DB_COMMANDS: list[click.Command] = [lint_migrations]
 
 

@@ -198,6 +198,8 @@ class Settings:
     TREAT_SHORT_COMPLETED_AS_MISSED: bool = _setting("false", _parse_bool)
     SHORT_COMPLETED_MAX_SECONDS: int = _setting("10", _positive_int)
     PAUSE_OUTBOUND_SMS: bool = _setting("false", _parse_bool)
+    # Issue #13: on `just resume-sms`, texts that waited as paused longer than this are suppressed, not sent late.
+    PAUSE_MAX_AGE_MINUTES: int = _setting("60", _positive_int)
     # A Twilio Lookup (line type) before a caller's first text, cached 180 days: skips landlines up
     # front but adds a round trip to the first-SMS path the first time a number is seen.
     LOOKUP_LINE_TYPE_BEFORE_FIRST_SMS: bool = _setting("false", _parse_bool)

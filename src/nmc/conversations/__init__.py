@@ -11,6 +11,7 @@ from nmc.conversations.inbound import InboundSms, Media, apply_inbound
 from nmc.conversations.models import ThreadStatus
 from nmc.conversations.optouts import OPTED_OUT_SQL, CallerAction
 from nmc.conversations.outbound import queue_text
+from nmc.conversations.paused import PausedTexts, paused_texts, suppress_stale_paused
 from nmc.conversations.reopen import TextsReplay, reopen_unsent_texts
 from nmc.conversations.service import FirstSmsOutcome, first_sms_outcome, update_delivery_status
 from nmc.conversations.templates import DEFAULT_BOOKING_PROMPT
@@ -25,6 +26,7 @@ __all__ = [
     "InboundSms",
     "Media",
     "MessagingSettingsController",
+    "PausedTexts",
     "TextsReplay",
     "ThreadController",
     "ThreadFacts",
@@ -32,9 +34,11 @@ __all__ = [
     "apply_inbound",
     "caller_text",
     "first_sms_outcome",
+    "paused_texts",
     "queue_due_follow_ups",
     "queue_text",
     "reopen_unsent_texts",
+    "suppress_stale_paused",
     "thread_facts",
     "update_delivery_status",
 ]

@@ -49,6 +49,7 @@ from nmc.messaging import (
     CIRCUIT_SQL,
     DONE_STATUSES,
     LANDLINE_SQL,
+    PAUSE_SQL,
     Accepted,
     MessageKind,
     MessageStatus,
@@ -96,6 +97,7 @@ _CONTEXT = f"""
            {OPTED_OUT_SQL.format(tenant="t.id", phone="$2")} AS opted_out,
            {LANDLINE_SQL.format(phone="$2")} AS landline,
            {CIRCUIT_SQL} AS circuit_probe_at,
+           {PAUSE_SQL} AS operator_paused,
            EXISTS (
                SELECT 1 FROM conv_messages m
                WHERE m.tenant_id = t.id AND m.to_number = $2 AND m.kind = 'first_sms'
@@ -172,6 +174,7 @@ async def load_context(connection: asyncpg.Connection, event: CallMissed) -> Fir
             quiet_policy=row["quiet_hours_policy"] or "delay",
             texted_recently=row["texted_recently"],
             circuit_probe_at=row["circuit_probe_at"],
+            operator_paused=row["operator_paused"],
         ),
     )
 

@@ -33,6 +33,7 @@ from nmc.messaging import (
     CIRCUIT_SQL,
     DONE_STATUSES,
     LANDLINE_SQL,
+    PAUSE_SQL,
     UNSUBSCRIBED,
     Accepted,
     MessageKind,
@@ -146,7 +147,8 @@ _PLAN = f"""
            {OPTED_OUT_SQL.format(tenant="m.tenant_id", phone="m.to_number")}
                AS opted_out,
            {LANDLINE_SQL.format(phone="m.to_number")} AS landline,
-           {CIRCUIT_SQL} AS circuit_probe_at
+           {CIRCUIT_SQL} AS circuit_probe_at,
+           {PAUSE_SQL} AS operator_paused
     FROM conv_messages m
     JOIN tenant_profiles t ON t.id = m.tenant_id
     LEFT JOIN conv_settings s ON s.tenant_id = m.tenant_id
@@ -181,6 +183,7 @@ def _facts(row: asyncpg.Record) -> SendFacts:
         quiet_hours=quiet_window(row),
         quiet_policy=row["quiet_hours_policy"] or "delay",
         circuit_probe_at=row["circuit_probe_at"],
+        operator_paused=row["operator_paused"],
     )
 
 

@@ -24,6 +24,7 @@ from nmc.messaging.decision import (
     decide,
 )
 from nmc.messaging.lines import LANDLINE_SQL, ensure_line_type, mark_line_type
+from nmc.messaging.pause import PAUSE_SQL, SendingState, pause_sending, resume_sending, sending_state
 from nmc.messaging.sending import RATE_LIMITED_REASON, Outgoing, send_and_record
 from nmc.messaging.sms import (
     Accepted,
@@ -54,6 +55,7 @@ __all__ = [
     "LANDLINE_SQL",
     "PAUSED_REASON",
     "PAUSE_RECHECK",
+    "PAUSE_SQL",
     "PROBE_INTERVAL",
     "QUIET_HOURS_REASON",
     "RATE_LIMITED_REASON",
@@ -69,6 +71,7 @@ __all__ = [
     "QuietHoursPolicy",
     "Send",
     "SendFacts",
+    "SendingState",
     "SmsAccountRefused",
     "SmsOutcomeUnknown",
     "SmsRateLimited",
@@ -83,6 +86,9 @@ __all__ = [
     "decide",
     "ensure_line_type",
     "mark_line_type",
+    "pause_sending",
+    "resume_sending",
     "send_and_record",
+    "sending_state",
     "use_sms_clients",
 ]

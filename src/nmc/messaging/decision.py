@@ -5,7 +5,8 @@ the verdict is recorded by the caller. The ladder, in order:
 
 1. the recipient may not be texted (tenant inactive, opted out, known landline), or the caller got a
    first SMS within the cooldown → suppress;
-2. `PAUSE_OUTBOUND_SMS` → wait as `paused`, re-checked every `PAUSE_RECHECK`;
+2. `PAUSE_OUTBOUND_SMS` or the operator's pause (`just pause-sms`) → wait as `paused`, re-checked every
+   `PAUSE_RECHECK` (a resume releases them at once);
 3. quiet hours in the tenant's zone (owner alerts, help replies and booking texts are exempt) →
    an automated text under the `suppress` policy is suppressed, any other waits as `scheduled`;
 4. the sending circuit is open (Twilio refused our credentials, `circuit.py`) → wait as `paused`
@@ -52,6 +53,8 @@ class SendFacts:
     texted_recently: bool = False  # the first SMS's cooldown
     # While the sending circuit is open: when the next probe may go (`CIRCUIT_SQL`); None: closed.
     circuit_probe_at: datetime | None = None
+    # An operator paused sending (`just pause-sms`, `PAUSE_SQL`): every text waits, as with PAUSE_OUTBOUND_SMS.
+    operator_paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def decide(facts: SendFacts, *, paused: bool, now: datetime) -> Verdict:
         return Suppress(reason)
     if facts.texted_recently:
         return Suppress(SuppressedReason.COOLDOWN)
-    if paused:
+    if paused or facts.operator_paused:
         return Wait(MessageStatus.PAUSED, now + PAUSE_RECHECK, PAUSED_REASON)
     if facts.kind not in QUIET_HOURS_EXEMPT:
         until = quiet_hours_end(*facts.quiet_hours, facts.timezone, now)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,6 +21,39 @@ _STATE = text(
     FROM sms_sending_state WHERE id = 1 AND circuit_opened_at IS NOT NULL
     """
 )
+
+
+_PAUSE = text(
+    """
+    SELECT extract(epoch FROM paused_at) AS paused_at, paused_by, pause_reason, suppressed_after_pause
+    FROM sms_sending_state WHERE id = 1
+    """
+)
+
+
+@scrape_time_probe
+async def operator_pause(session: AsyncSession) -> Iterable[Metric]:
+    """The operator's pause (`just pause-sms`) and what resumes suppressed (issue #13)."""
+    state = (await session.execute(_PAUSE)).first()
+    paused = state is not None and state.paused_at is not None
+    since = GaugeMetricFamily(
+        "sms_paused_by_operator_since_timestamp_seconds",
+        "When an operator paused sending (Unix time); absent while not paused",
+        labels=["reason"],
+    )
+    if paused:
+        since.add_metric([state.pause_reason or ""], float(state.paused_at))
+    return [
+        GaugeMetricFamily(
+            "sms_paused_by_operator", "1 while an operator has paused sending (just pause-sms)", value=int(paused)
+        ),
+        since,
+        CounterMetricFamily(
+            "sms_suppressed_after_pause",
+            "Texts suppressed on resume for having waited longer than PAUSE_MAX_AGE_MINUTES",
+            value=state.suppressed_after_pause if state is not None else 0,
+        ),
+    ]
 
 
 @scrape_time_probe

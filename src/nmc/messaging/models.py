@@ -7,7 +7,7 @@ from datetime import datetime
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import CheckConstraint, Integer, SmallInteger, String, func
+from sqlalchemy import BigInteger, CheckConstraint, Integer, SmallInteger, String, func, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -48,4 +48,10 @@ class SendingState(DefaultBase):
     circuit_reason: Mapped[str | None] = mapped_column(String(200), default=None)  # Twilio's message, bounded
     # When the next probe may go (a probe claimed pushes it on by the probe interval).
     circuit_probe_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # The operator's pause (`just pause-sms`, issue #13; `pause.py`): NULL while sending is not paused.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    paused_by: Mapped[str | None] = mapped_column(String(100), default=None)
+    pause_reason: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Texts a resume suppressed for having waited longer than PAUSE_MAX_AGE_MINUTES (a counter).
+    suppressed_after_pause: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())

@@ -52,6 +52,7 @@ class SuppressedReason(StrEnum):
     LANDLINE = "landline"
     COOLDOWN = "cooldown"  # the same caller got a first SMS within `cooldown_minutes`
     QUIET_HOURS = "quiet_hours"  # the tenant's `suppress` policy
+    PAUSED_TOO_LONG = "paused_too_long"  # waited longer than PAUSE_MAX_AGE_MINUTES when sending resumed
 
 
 class QuietHoursPolicy(StrEnum):
