@@ -82,6 +82,14 @@ kpis-rebuild *ARGS:
 replay-webhook ID:
     uv run nmc replay-webhook {{ID}}
 
+# Sync calendars now and print what changed: just calendars-sync --connection ID | --tenant ID | --all [--full]
+calendars-sync *ARGS:
+    uv run nmc calendars sync {{ARGS}}
+
+# Re-encrypt stored calendar tokens under SECRET_KEY after a rotation (SECRET_KEY_PREVIOUS = the old key).
+calendars-rotate-tokens:
+    uv run nmc calendars rotate-tokens
+
 # Runbook §4.6 synthetic test against PUBLIC_BASE_URL: just smoke +1TENANTNUMBER +1CALLER
 smoke TO FROM:
     uv run nmc simulate missed-call --to {{TO}} --from {{FROM}}

@@ -14,6 +14,19 @@ from jobs.heartbeat import JobsHeartbeat  # noqa: E402
 if not any(isinstance(m, JobsHeartbeat) for m in broker.middleware):
     broker.add_middleware(JobsHeartbeat())
 
+from dramatiq.middleware.asyncio import AsyncIO  # noqa: E402
+
+if not any(isinstance(m, AsyncIO) for m in broker.middleware):  # async actors (calendars)
+    broker.add_middleware(AsyncIO())
+
+from jobs.calendars import calendar_poll_tick, sync_calendar, watch_calendar, write_back_booking  # noqa: E402
 from jobs.retention import purge_expired_rows  # noqa: E402
 
-__all__ = ["broker", "purge_expired_rows"]
+__all__ = [
+    "broker",
+    "calendar_poll_tick",
+    "purge_expired_rows",
+    "sync_calendar",
+    "watch_calendar",
+    "write_back_booking",
+]

@@ -23,6 +23,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import Scope
 from sqlalchemy.exc import DBAPIError
 
+from nmc.calendars import CALENDAR_CONTROLLERS, CALENDAR_ROUTES, live_calendar_check
 from nmc.conversations import MessagingSettingsController, ThreadController
 from nmc.db import DATABASE_UNAVAILABLE, database_unavailable, get_alchemy_config
 from nmc.identity import ClerkAuthenticationMiddleware, TenantController
@@ -34,7 +35,7 @@ from nmc.observability.maintenance import maintenance_runs as _maintenance_probe
 from nmc.observability.metrics import MetricsController
 from nmc.observability.providers import provider_requests as _provider_requests_probe  # noqa: F401 (registers it)
 from nmc.problems import DomainError, domain_problem, refuse_nul_characters, schema_problem
-from nmc.scheduling import SCHEDULING_CONTROLLERS
+from nmc.scheduling import SCHEDULING_CONTROLLERS, register_live_busy_check
 from nmc.settings import get_settings
 from nmc.telephony import TwilioWebhooks
 
@@ -44,8 +45,9 @@ API_CONTROLLERS: list[type[Controller]] = [
     ThreadController,
     MessagingSettingsController,
     KpiController,
+    *CALENDAR_CONTROLLERS,
 ]
-WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks]
+WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks, *CALENDAR_ROUTES]
 
 
 def _not_found(exc: NotFoundError) -> ProblemDetailsException:
@@ -107,6 +109,7 @@ def api_router() -> Router:
 def create_app() -> Litestar:
     settings = get_settings()
     configure_logging(settings.LOG_LEVEL)
+    register_live_busy_check(live_calendar_check)  # scheduling asks the resource's calendar before a booking
     prometheus = PrometheusConfig(app_name="nmc", prefix="nmc", group_path=True, exclude=["/metrics"])
     return Litestar(
         route_handlers=[healthz, MetricsController, api_router(), *WEBHOOK_CONTROLLERS],

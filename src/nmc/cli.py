@@ -432,6 +432,16 @@ def _register_ops_commands() -> None:
 _register_ops_commands()
 
 
+def _register_calendar_commands() -> None:
+    """Issue #11's `nmc calendars sync|rotate-tokens` (`nmc/calendars_cli.py`)."""
+    from nmc.calendars_cli import register
+
+    register(cli)
+
+
+_register_calendar_commands()
+
+
 def main() -> None:
     try:
         cli(prog_name="nmc")

@@ -1,6 +1,7 @@
 """Every model module, imported so the metadata (Alembic, tests) knows every table."""
 
 from nmc.booking_by_sms import models as booking_by_sms_models
+from nmc.calendars import models as calendars_models
 from nmc.conversations import models as conversations_models
 from nmc.db import metadata
 from nmc.events import models as events_models
@@ -14,6 +15,7 @@ from nmc.webhooks import models as webhooks_models
 
 __all__ = [
     "booking_by_sms_models",
+    "calendars_models",
     "conversations_models",
     "events_models",
     "identity_models",

@@ -27,6 +27,7 @@ SECRET_NAMES = frozenset(
         "JOBBER_API_TOKEN",
         "METRICS_TOKEN",
         "TWILIO_AUTH_TOKEN_PREVIOUS",
+        "SECRET_KEY_PREVIOUS",
     }
 )
 # Settings a production process refuses to start without: the core path, auth, the metrics token.
@@ -145,6 +146,9 @@ class Settings:
     ENVIRONMENT: str = _setting("development", _environment)
     DATABASE_URL: str = _setting(DEFAULT_DATABASE_URL, _database_url)
     SECRET_KEY: str = _setting("")
+    # During a SECRET_KEY rotation only: what it protected (calendar tokens, OAuth states, channel tokens)
+    # is still read with it; new values use SECRET_KEY (`just calendars-rotate-tokens` re-encrypts).
+    SECRET_KEY_PREVIOUS: str = _setting("")
     PUBLIC_BASE_URL: str = _setting("http://127.0.0.1:8000", _http_url)
     PORT: int = _setting("8000", _port)
     LOG_LEVEL: str = _setting("INFO", _log_level)
@@ -169,6 +173,18 @@ class Settings:
     GOOGLE_CLIENT_ID: str = _setting("")
     GOOGLE_CLIENT_SECRET: str = _setting("")
     GOOGLE_API_BASE_URL: str = _setting("https://www.googleapis.com", _http_url)
+    # OAuth: the consent page (the browser goes there) and the token/revoke endpoints.
+    GOOGLE_OAUTH_BASE_URL: str = _setting("https://accounts.google.com", _http_url)
+    GOOGLE_TOKEN_BASE_URL: str = _setting("https://oauth2.googleapis.com", _http_url)
+    # Where the OAuth callback sends the owner's browser afterwards (`?outcome=…`); empty: a small page of ours.
+    GOOGLE_REDIRECT_UI_URL: str = _setting("", _optional_http_url)
+    # The live re-check before a hold or booking: past this, the booking goes ahead on the synced state.
+    GOOGLE_FREEBUSY_TIMEOUT_SECONDS: float = _setting("1.5", _positive_float)
+    # Push channels: the lifetime asked for (Google caps it at 7 days; its answer decides).
+    GOOGLE_WATCH_TTL_SECONDS: int = _setting("604800", _positive_int)
+    # The window synced from each calendar (recurring events are expanded over it).
+    CALENDAR_SYNC_PAST_DAYS: int = _setting("1", _positive_int)
+    CALENDAR_SYNC_FUTURE_DAYS: int = _setting("90", _positive_int)
     # Clerk
     CLERK_JWT_ISSUER: str = _setting("")
     CLERK_JWT_AUDIENCE: str = _setting("")

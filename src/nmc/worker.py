@@ -25,6 +25,7 @@ from pgqueuer import AsyncpgDriver, PgQueuer
 from pgqueuer.models import Job, Schedule
 from pgqueuer.types import Channel
 
+from nmc.calendars import live_calendar_check, queue_poll_tick
 from nmc.conversations import queue_due_follow_ups
 from nmc.db import dispose_engine
 from nmc.events import dispatch, registry_complete, release_deferred, set_dispatcher_id, sweep
@@ -33,14 +34,19 @@ from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import clear_context, configure_logging
 from nmc.queue.pgq import OUTBOX_DISPATCH
 from nmc.runtime import freeze_startup_heap
-from nmc.scheduling import collect_expired_holds
+from nmc.scheduling import collect_expired_holds, register_live_busy_check
 from nmc.settings import Settings, get_settings
 
 log = structlog.get_logger(module="worker")
 
 # Each module's subscribers, in the order they run for one event: the KPI projection first (cheap,
 # and current even while a text waits), then conversations, then booking by SMS.
-SUBSCRIBER_MODULES = ("nmc.kpis.handlers", "nmc.conversations.handlers", "nmc.booking_by_sms.handlers")
+SUBSCRIBER_MODULES = (
+    "nmc.kpis.handlers",
+    "nmc.conversations.handlers",
+    "nmc.booking_by_sms.handlers",
+    "nmc.calendars.handlers",
+)
 
 SWEEP_EVERY_SECONDS = 2.0  # with HEARTBEAT_STALE_SECONDS: a dead worker's texts go out within ~8 s
 HEARTBEAT_SECONDS = 1.0
@@ -79,6 +85,18 @@ async def on_retention(schedule: Schedule) -> None:
     log.info("retention.scheduled")
 
 
+def calendar_poll_schedule(settings: Settings) -> str:
+    """Runbook §1: every POLL_INTERVAL_GOOGLE_SECONDS (a seconds field below a minute); the tick itself
+    picks the connections not synced within their interval, so a coarser tick never polls too often."""
+    seconds = settings.POLL_INTERVAL_GOOGLE_SECONDS
+    return f"* * * * * */{seconds}" if seconds < 60 else "* * * * *"
+
+
+async def on_calendar_poll(schedule: Schedule) -> None:
+    """Hand the calendar poll tick to the jobs process: no calendar work runs in the dispatch slots."""
+    await queue_poll_tick()
+
+
 def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_schedules: bool) -> PgQueuer:
     channel = None if settings.WORKER_LISTEN else Channel("nmc_wakeups_disabled")
     driver = AsyncpgDriver(connection)
@@ -87,6 +105,7 @@ def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_s
     if with_schedules:
         pgq.schedule("retention", RETENTION_SCHEDULE)(on_retention)
         pgq.schedule("hold_gc", HOLD_GC_SCHEDULE)(on_hold_gc)
+        pgq.schedule("calendar_poll", calendar_poll_schedule(settings), clean_old=True)(on_calendar_poll)
     return pgq
 
 
@@ -209,6 +228,7 @@ async def run_worker() -> None:
     settings = get_settings()
     configure_logging(settings.LOG_LEVEL)
     load_subscribers()
+    register_live_busy_check(live_calendar_check)  # booking by SMS asks the resource's calendar too
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

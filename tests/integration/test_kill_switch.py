@@ -62,7 +62,9 @@ async def test_a_pause_holds_texts_at_the_next_decision_and_a_resume_sends_them(
     assert sample_value(text, "sms_paused_by_operator_since_timestamp_seconds", reason="Twilio 5xx flood")
 
     resumed = await nmc("resume-sms", "--yes")
-    assert "outbound SMS resumed: 0 texts suppressed" in resumed.stdout and "1 waiting events released" in resumed.stdout
+    assert (
+        "outbound SMS resumed: 0 texts suppressed" in resumed.stdout and "1 waiting events released" in resumed.stdout
+    )
     await dispatch_pending(db)  # released now, not at its next recheck
     assert len(fake_twilio.messages()) == 1
     assert sample_value((await client.get("/metrics")).text, "sms_paused_by_operator") == 0

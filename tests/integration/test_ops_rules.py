@@ -148,7 +148,7 @@ def test_runbook_section_6_alerts_keep_their_thresholds_and_durations() -> None:
     for name, (expression, duration) in RUNBOOK_ALERTS.items():
         assert expression in " ".join(rules[name]["expr"].split()), name
         assert rules[name]["for"] == duration, name
-    assert ISSUE_ALERTS <= set(rules)
+    assert set(rules) >= ISSUE_ALERTS
 
 
 def github_anchor(heading: str) -> str:
@@ -195,9 +195,7 @@ def test_the_six_runbook_dashboards_are_provisioning_ready() -> None:
 
 
 def test_every_panel_query_parses(tmp_path: Path) -> None:
-    rules = [
-        {"record": f"check:panel_{i}", "expr": expr} for i, (_, _, expr) in enumerate(panel_expressions())
-    ]
+    rules = [{"record": f"check:panel_{i}", "expr": expr} for i, (_, _, expr) in enumerate(panel_expressions())]
     throwaway = tmp_path / "panels.yml"
     throwaway.write_text(yaml.safe_dump({"groups": [{"name": "panels", "rules": rules}]}))
     result = run_promtool("check", "rules", str(throwaway), cwd=tmp_path)
@@ -206,7 +204,9 @@ def test_every_panel_query_parses(tmp_path: Path) -> None:
 
 def test_a_panel_that_does_not_parse_is_caught(tmp_path: Path) -> None:
     throwaway = tmp_path / "bad.yml"
-    throwaway.write_text(yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "r", "expr": "sum(rate(x[5m])"}]}]}))
+    throwaway.write_text(
+        yaml.safe_dump({"groups": [{"name": "x", "rules": [{"record": "r", "expr": "sum(rate(x[5m])"}]}]})
+    )
     assert run_promtool("check", "rules", str(throwaway), cwd=tmp_path).returncode != 0
 
 

@@ -207,6 +207,19 @@ class HoldExpired(DomainEvent, kw_only=True, frozen=True):
     expires_at: datetime
 
 
+class CalendarNeedsReauth(DomainEvent, kw_only=True, frozen=True):
+    """A resource's calendar connection lost its grant (401, `invalid_grant`): polling stopped for it, its
+    busy time stays as last known, and the owner is told once (until they connect it again)."""
+
+    name: ClassVar[str] = "calendar.needs_reauth"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    connection_id: UUID
+    resource_id: UUID
+    provider: str  # google | jobber
+
+
 CATALOG: dict[tuple[str, int], type[DomainEvent]] = {
     (event.name, event.version): event
     for event in (
@@ -223,6 +236,7 @@ CATALOG: dict[tuple[str, int], type[DomainEvent]] = {
         OutboundSmsRequested,
         CallerOptedOut,
         CallerOptedIn,
+        CalendarNeedsReauth,
     )
 }
 

@@ -33,7 +33,8 @@ SCHEDULING_BOOK_CONFLICTS = Counter(
     "scheduling_book_conflict_total", "Booking or hold attempts refused because the slot was taken"
 )
 
-CALENDAR_SYNC_ERRORS = Counter("calendar_sync_errors_total", "Calendar sync runs that failed", ["provider"])
+# `calendar_sync_errors_total{provider}` is observed in the jobs process: `nmc.calendars.metrics` serves it
+# from Postgres (a scrape-time probe), 0 per provider from the start.
 BOOKING_POST_P95_MS = Gauge(
     "booking_post_p95_ms", "P95 of POST /api/bookings handling time over the last 10 minutes, in ms"
 )

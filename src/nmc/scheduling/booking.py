@@ -46,8 +46,9 @@ from nmc.scheduling.availability import (
     within_working_hours,
     working_intervals,
 )
-from nmc.scheduling.enums import BookingSource, BookingStatus
+from nmc.scheduling.enums import BookingSource, BookingStatus, ConflictKind
 from nmc.scheduling.errors import HoldExpiredError, NotConfirmed, SlotTaken
+from nmc.scheduling.external_busy import LiveBusy, live_busy, live_busy_for_hold
 from nmc.scheduling.queries import ExpiredHold
 from nmc.scheduling.schemas import (
     AvailabilityRead,
@@ -55,6 +56,7 @@ from nmc.scheduling.schemas import (
     BookingCreate,
     BookingRead,
     BookingReschedule,
+    Conflict,
     HoldCreate,
     HoldRead,
     ResourceSlots,
@@ -177,6 +179,8 @@ async def _validated_slot(
     if taken is not None:
         SCHEDULING_BOOK_CONFLICTS.inc()
         raise SlotTaken(taken)
+    blocked = shape.blocked(start)
+    _refuse_live_busy(await live_busy(session, tenant_id, resource_id, *blocked))
     return Slotting(resource_id, job_type_id, start, end, shape.blocked(start), context.db_now)
 
 
@@ -223,6 +227,13 @@ async def _publish_expired(session: AsyncSession, expired: Sequence[ExpiredHold]
     """Holds a writer deleted because it needed their (expired) slot: `hold.expired`, as the GC says it."""
     for hold in expired:
         await publish(session, _hold_expired(hold))
+
+
+def _refuse_live_busy(busy: LiveBusy | None) -> None:
+    """The resource's own calendar (asked live by a registered check) has the slot taken: a 409 naming it."""
+    if busy is not None:
+        SCHEDULING_BOOK_CONFLICTS.inc()
+        raise SlotTaken(Conflict(kind=ConflictKind.BUSY_BLOCK, start=busy.start, end=busy.end))
 
 
 def _hold_expired(hold: ExpiredHold) -> HoldExpired:
@@ -297,6 +308,7 @@ async def create_booking(
     if data.hold_id is not None:
         if data.resource_id is not None or data.job_type_id is not None or data.start is not None:
             raise InvalidField("hold_id", "give either hold_id or resource_id + job_type_id + start, not both")
+        _refuse_live_busy(await live_busy_for_hold(session, tenant_id, data.hold_id))
         booking = (await _book_hold(session, tenant_id, data.hold_id, data, source)).read()
         await publish(session, _confirmed(tenant_id, booking))
         return booking
