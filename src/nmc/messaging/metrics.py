@@ -41,7 +41,7 @@ async def operator_pause(session: AsyncSession) -> Iterable[Metric]:
         "When an operator paused sending (Unix time); absent while not paused",
         labels=["reason"],
     )
-    if paused:
+    if state is not None and state.paused_at is not None:
         since.add_metric([state.pause_reason or ""], float(state.paused_at))
     return [
         GaugeMetricFamily(
