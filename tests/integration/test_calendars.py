@@ -23,6 +23,7 @@ from nmc.calendars import keys
 from nmc.calendars.google import event_id_for
 from nmc.calendars.sync import poll_tick, run_sync, run_watch
 from nmc.calendars.writeback import write_back
+from nmc.events import dispatch
 from tests.fakes.google import FakeGoogle
 from tests.integration.test_observability import sample_value
 from tests.integration.test_scheduling_api import Shop, iso, local, make_shop, next_weekday
@@ -302,8 +303,16 @@ async def test_a_revoked_grant_needs_reauth_tells_the_owner_once_and_keeps_the_b
     row = await db.fetchrow("SELECT status, last_error FROM calendar_connections")
     assert row["status"] == "needs_reauth" and "invalid_grant" in row["last_error"]
     assert set(await blocks(db, shop)) == {event}
-    notices = await db.fetch("SELECT payload FROM outbox_events WHERE event_name = 'calendar.needs_reauth'")
+    notices = await db.fetch("SELECT id FROM outbox_events WHERE event_name = 'calendar.needs_reauth'")
     assert len(notices) == 1
+    await dispatch(notices[0]["id"])  # conversations' subscriber: one owner alert
+    await dispatch(notices[0]["id"])  # redelivered: still one
+    alerts = await db.fetch("SELECT to_number, body FROM conv_messages WHERE kind = 'owner_alert'")
+    assert len(alerts) == 1 and "Reconnect it" in alerts[0]["body"]
+    owner = await db.fetchval(
+        "SELECT forwarding_number FROM tenant_phone_numbers WHERE tenant_id = $1", UUID(shop.tenant_id)
+    )
+    assert alerts[0]["to_number"] == owner
     listed = (await client.get("/api/calendars", headers=shop.headers)).json()
     assert listed[0]["status"] == "needs_reauth" and listed[0]["next_poll_at"] is None
     metrics = (await client.get("/metrics")).text

@@ -6,13 +6,22 @@ idempotent. The first SMS writes its KPI facts in statements it runs anyway (see
 
 from __future__ import annotations
 
+from nmc.conversations.calendar_notices import tell_owner_calendar_needs_reauth
 from nmc.conversations.first_sms import send_first_sms
 from nmc.conversations.inbound import react_to_message
 from nmc.conversations.outbound import send_outbound
 from nmc.conversations.threads import mark_booked
-from nmc.events import BookingConfirmed, CallMissed, MessageReceived, OutboundSmsRequested, subscriber
+from nmc.events import (
+    BookingConfirmed,
+    CalendarNeedsReauth,
+    CallMissed,
+    MessageReceived,
+    OutboundSmsRequested,
+    subscriber,
+)
 
 subscriber(CallMissed)(send_first_sms)
 subscriber(MessageReceived)(react_to_message)
 subscriber(OutboundSmsRequested)(send_outbound)
 subscriber(BookingConfirmed)(mark_booked)
+subscriber(CalendarNeedsReauth)(tell_owner_calendar_needs_reauth)
