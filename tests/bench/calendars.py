@@ -1,0 +1,248 @@
+"""`just bench calendars [--events N --changes N --blocks N --searches N]`: calendar sync and availability.
+
+On a fresh database, against the fake Google (in this process, on loopback):
+
+1. Full sync of one calendar with N events (default 5,000) spread over the 90-day window (a tenth all-day,
+   a tenth free or declined, some recurring instances): the sync code the jobs process runs (`run_sync`),
+   every page read, then one transaction. Printed: seconds, events/s, busy blocks written.
+2. Incremental sync of N changes (default 50: moves, cancellations, new events) with the sync token.
+3. Availability over 7 days for a resource with N synced busy blocks (default 2,000, 5-10 minutes each, on
+   a 5-minute grid: an around-the-clock technician with a few gaps left) in those days:
+   `GET /api/availability` on the real web process (as `just web` starts it), one client, back to back.
+   Goal: P95 ≤ 10 ms.
+
+The fake answers from the same process (its JSON costs are in the sync figures): the figures are an upper
+bound for our side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import asyncpg
+import httpx
+
+from tests.bench import common
+from tests.bench.common import BenchStack, fresh_database, summary, table
+from tests.conftest import run_nmc
+from tests.fakes.clerk import FakeClerk
+from tests.fakes.google import FakeGoogle
+
+ORG = "org_bench_calendars"
+EVERY_DAY = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def fill_calendar(google: FakeGoogle, calendar_id: str, count: int, start: datetime, days: float, seed: int) -> None:
+    rng = random.Random(seed)
+    made = 0
+    while made < count:
+        at = start + timedelta(minutes=15 * rng.randrange(int(days * 24 * 4)))
+        kind = rng.random()
+        if kind < 0.1:
+            day = at.date()
+            google.add_event(calendar_id, start=day, end=day + timedelta(days=1), summary="Day off")
+        elif kind < 0.15:
+            google.add_event(calendar_id, start=at, end=at + timedelta(hours=1), transparency="transparent")
+        elif kind < 0.2:
+            attendees = [{"email": "o@example.com", "self": True, "responseStatus": "declined"}]
+            google.add_event(calendar_id, start=at, end=at + timedelta(hours=1), attendees=attendees)
+        elif kind < 0.25 and made + 5 <= count:
+            google.add_recurring(calendar_id, first_start=at, duration=timedelta(minutes=30), count=5)
+            made += 4
+        else:
+            length = timedelta(minutes=rng.choice((15, 30, 45, 60, 90)))
+            google.add_event(calendar_id, start=at, end=at + length, summary=f"Job {made}")
+        made += 1
+
+
+async def connect_directly(google: FakeGoogle, tenant_id: UUID, resource_id: UUID, calendar_id: str) -> UUID:
+    """A connection as the OAuth callback stores it (the consent itself is not what is measured)."""
+    from nmc.calendars import keys, store
+    from nmc.calendars.google import GOOGLE
+    from nmc.db import raw_connection, session_scope
+
+    grant = await GOOGLE.exchange_code(google.issue_code(), "")
+    assert grant.refresh_token
+    async with session_scope() as session:
+        return await store.upsert(
+            await raw_connection(session),
+            id=uuid4(),
+            tenant_id=tenant_id,
+            resource_id=resource_id,
+            provider="google",
+            calendar_id=calendar_id,
+            connected_by="bench",
+            scopes=" ".join(grant.scopes),
+            refresh_token_encrypted=keys.encrypt(grant.refresh_token),
+            access_token_encrypted=keys.encrypt(grant.access_token),
+            access_token_expires_at=grant.expires_at,
+        )
+
+
+async def create(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> str:
+    response = await client.post(path, json=body)
+    response.raise_for_status()
+    return str(response.json()["id"])
+
+
+async def syncs(
+    google: FakeGoogle, client: httpx.AsyncClient, tenant_id: UUID, args: argparse.Namespace
+) -> list[dict[str, object]]:
+    from nmc.calendars import run_sync
+
+    hours = {day: [["00:00", "24:00"]] for day in EVERY_DAY}
+    resource = UUID(await create(client, "/api/resources", {"name": "Synced", "weekly_hours": hours}))
+    connection_id = await connect_directly(google, tenant_id, resource, "bench")
+    fill_calendar(google, "bench", args.events, datetime.now(UTC), 88, seed=1)
+    started = time.perf_counter()
+    full = await run_sync(connection_id, full=True, forced=True)
+    full_seconds = time.perf_counter() - started
+    assert full.outcome == "synced", full.line()
+
+    rng = random.Random(2)
+    events = [e for e in google.events("bench") if e.get("status") != "cancelled"]
+    for n in range(args.changes):
+        pick = rng.choice(events)
+        if n % 3 == 0:
+            google.cancel_event("bench", pick["id"])
+        elif n % 3 == 1 and "dateTime" in pick["start"]:
+            at = datetime.fromisoformat(pick["start"]["dateTime"]) + timedelta(minutes=30)
+            google.update_event("bench", pick["id"], start=at, end=at + timedelta(minutes=45))
+        else:
+            at = datetime.now(UTC) + timedelta(days=rng.uniform(1, 80))
+            google.add_event("bench", start=at, end=at + timedelta(hours=1))
+    started = time.perf_counter()
+    incremental = await run_sync(connection_id, forced=True)
+    incremental_seconds = time.perf_counter() - started
+    assert incremental.outcome == "synced" and incremental.mode == "incremental", incremental.line()
+    return [
+        {
+            "sync": f"full, {args.events} events",
+            "pages": full.pages,
+            "events read": full.events,
+            "blocks written": full.blocks_changed,
+            "seconds": full_seconds,
+            "events/s": full.events / full_seconds,
+        },
+        {
+            "sync": f"incremental, {args.changes} changes",
+            "pages": incremental.pages,
+            "events read": incremental.events,
+            "blocks written": incremental.blocks_changed + incremental.blocks_deleted,
+            "seconds": incremental_seconds,
+            "events/s": incremental.events / incremental_seconds,
+        },
+    ]
+
+
+async def availability(
+    google: FakeGoogle, client: httpx.AsyncClient, db: asyncpg.Connection, tenant_id: UUID, args: argparse.Namespace
+) -> dict[str, object]:
+    from nmc.calendars import run_sync
+
+    hours = {day: [["00:00", "24:00"]] for day in EVERY_DAY}
+    resource = await create(client, "/api/resources", {"name": "Busy", "weekly_hours": hours})
+    job = {"name": "Visit", "duration_minutes": 30, "buffer_after_minutes": 15, "min_notice_minutes": 0}
+    job_type_id = await create(client, "/api/job-types", job)
+    start = (datetime.now(UTC) + timedelta(days=30)).replace(hour=0, minute=0, second=0, microsecond=0)
+    rng = random.Random(3)
+    for n in range(args.blocks):
+        at = start + timedelta(minutes=5 * rng.randrange(7 * 24 * 12))
+        google.add_event("busy", start=at, end=at + timedelta(minutes=rng.choice((5, 10))), summary=f"b{n}")
+    connection_id = await connect_directly(google, tenant_id, UUID(resource), "busy")
+    report = await run_sync(connection_id, full=True, forced=True)
+    assert report.outcome == "synced"
+    synced = await db.fetchval(
+        "SELECT count(*) FROM sched_busy_blocks WHERE resource_id = $1 AND during && tstzrange($2, $3)",
+        UUID(resource), start, start + timedelta(days=7),
+    )  # fmt: skip
+    await db.execute("ANALYZE")
+    params = {"resource_id": resource, "job_type_id": job_type_id, "start": start.isoformat(),
+              "end": (start + timedelta(days=7)).isoformat()}  # fmt: skip
+    latencies: list[float] = []
+    slots = 0
+    for attempt in range(args.searches + 20):
+        sent = time.perf_counter()
+        response = await client.get("/api/availability", params=params)
+        elapsed = (time.perf_counter() - sent) * 1000
+        response.raise_for_status()
+        if attempt >= 20:
+            latencies.append(elapsed)
+        slots = len(response.json()["resources"][0]["slots"])
+    stats = summary(latencies)
+    return {
+        "scenario": f"availability: 7 days, {synced} synced busy blocks, 1 client",
+        "searches": len(latencies),
+        "open starts found": slots,
+        "P50 ms": stats["p50"],
+        "P95 ms": stats["p95"],
+        "P99 ms": stats["p99"],
+        "max ms": stats["max"],
+    }
+
+
+async def run(
+    stack: BenchStack, clerk: FakeClerk, google: FakeGoogle, database_url: str, args: argparse.Namespace
+) -> tuple[list[dict[str, object]], dict[str, object]]:
+    from nmc.db import dispose_engine
+
+    token = clerk.mint(org_id=ORG, exp_in=3600)
+    db = await asyncpg.connect(database_url)
+    tenant_id = await db.fetchval("SELECT id FROM tenants WHERE clerk_org_id = $1", ORG)
+    try:
+        async with httpx.AsyncClient(
+            base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        ) as client:
+            sync_rows = await syncs(google, client, tenant_id, args)
+            searching = await availability(google, client, db, tenant_id, args)
+    finally:
+        await db.close()
+        await dispose_engine()
+    return sync_rows, searching
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--changes", type=int, default=50)
+    parser.add_argument("--blocks", type=int, default=2000)
+    parser.add_argument("--searches", type=int, default=500)
+    args = parser.parse_args()
+    common.BENCH_DATABASE = "nmc_bench_calendars"
+    database_url = fresh_database()
+    with FakeClerk() as clerk, FakeGoogle() as google:
+        env = {
+            "DATABASE_URL": database_url,
+            "CLERK_JWKS_URL": clerk.jwks_url,
+            "CLERK_JWT_ISSUER": clerk.issuer,
+            **google.settings,
+            "CALENDAR_SYNC_FUTURE_DAYS": "90",
+        }
+        os.environ.update(env)
+        from nmc.settings import get_settings
+
+        get_settings.cache_clear()
+        run_nmc(
+            "tenants", "create", "--name", "Bench Calendars", "--number", "+15553340000",
+            "--forward-to", "+15553349999", "--timezone", "Etc/GMT", "--clerk-org", ORG, env=env,
+        )  # fmt: skip
+        stack = BenchStack(env)
+        try:
+            sync_rows, searching = asyncio.run(run(stack, clerk, google, database_url, args))
+        finally:
+            stack.stop()
+    print()
+    print(table(sync_rows, list(sync_rows[0])))
+    print()
+    print(table([searching], list(searching)))
+
+
+if __name__ == "__main__":
+    main()
