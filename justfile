@@ -78,6 +78,10 @@ replay-outbox *ARGS:
 kpis-rebuild *ARGS:
     uv run nmc kpis rebuild {{ARGS}}
 
+# Stripe's events since T and each customer's subscription, applied where missed (runbook §7.5): just billing-reconcile [--since 2026-12-01]
+billing-reconcile *ARGS:
+    uv run nmc billing reconcile {{ARGS}}
+
 # Re-run a stored webhook_events payload through its handler: just replay-webhook <uuid>
 replay-webhook ID:
     uv run nmc replay-webhook {{ID}}

@@ -19,10 +19,12 @@ from dramatiq.middleware.asyncio import AsyncIO  # noqa: E402
 if not any(isinstance(m, AsyncIO) for m in broker.middleware):  # async actors (calendars)
     broker.add_middleware(AsyncIO())
 
+from jobs.billing import billing_tick  # noqa: E402
 from jobs.calendars import calendar_poll_tick, sync_calendar, watch_calendar, write_back_booking  # noqa: E402
 from jobs.retention import purge_expired_rows  # noqa: E402
 
 __all__ = [
+    "billing_tick",
     "broker",
     "calendar_poll_tick",
     "purge_expired_rows",

@@ -23,6 +23,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from litestar.types import Scope
 from sqlalchemy.exc import DBAPIError
 
+from nmc.billing import BillingController, StripeWebhooks
 from nmc.calendars import CALENDAR_CONTROLLERS, CALENDAR_ROUTES, live_calendar_check
 from nmc.conversations import MessagingSettingsController, ThreadController
 from nmc.db import DATABASE_UNAVAILABLE, database_unavailable, get_alchemy_config
@@ -46,8 +47,9 @@ API_CONTROLLERS: list[type[Controller]] = [
     MessagingSettingsController,
     KpiController,
     *CALENDAR_CONTROLLERS,
+    BillingController,
 ]
-WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks, *CALENDAR_ROUTES]
+WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks, StripeWebhooks, *CALENDAR_ROUTES]
 
 
 def _not_found(exc: NotFoundError) -> ProblemDetailsException:

@@ -403,12 +403,13 @@ def kpis_rebuild(everything: bool) -> None:
 
 async def replay_stored_webhook(webhook_event_id: UUID) -> str:
     """A stored delivery of any provider through the webhook pipeline's parse → route → apply."""
+    from nmc.billing import STRIPE_WEBHOOKS
     from nmc.db import session_scope
     from nmc.telephony import TWILIO_WEBHOOKS
     from nmc.webhooks import replay
 
     async with session_scope() as session:
-        return await replay(session, webhook_event_id, {**TWILIO_WEBHOOKS})
+        return await replay(session, webhook_event_id, {**TWILIO_WEBHOOKS, **STRIPE_WEBHOOKS})
 
 
 @cli.command("replay-webhook")
@@ -430,6 +431,16 @@ def _register_ops_commands() -> None:
 
 
 _register_ops_commands()
+
+
+def _register_billing_commands() -> None:
+    """Issue #12's billing commands (`nmc/billing_cli.py`): reconcile with Stripe, the periodic tick."""
+    from nmc.billing_cli import register
+
+    register(cli)
+
+
+_register_billing_commands()
 
 
 def _register_calendar_commands() -> None:

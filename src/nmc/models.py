@@ -1,5 +1,6 @@
 """Every model module, imported so the metadata (Alembic, tests) knows every table."""
 
+from nmc.billing import models as billing_models
 from nmc.booking_by_sms import models as booking_by_sms_models
 from nmc.calendars import models as calendars_models
 from nmc.conversations import models as conversations_models
@@ -14,6 +15,7 @@ from nmc.telephony import models as telephony_models
 from nmc.webhooks import models as webhooks_models
 
 __all__ = [
+    "billing_models",
     "booking_by_sms_models",
     "calendars_models",
     "conversations_models",

@@ -49,6 +49,16 @@ OPTIONAL_INTEGRATIONS = {
     "Google": ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET"),
 }
 
+# With billing on (BILLING_ENABLED, the default in production), a production process needs all of these.
+REQUIRED_FOR_BILLING = (
+    "STRIPE_SECRET_KEY",
+    "STRIPE_WEBHOOK_SECRET",
+    "STRIPE_PRICE_BASE",
+    "BILLING_SUCCESS_URL",
+    "BILLING_CANCEL_URL",
+    "BILLING_PORTAL_RETURN_URL",
+)
+
 
 class SettingsError(ValueError):
     """An environment variable has a value the service cannot run with."""
@@ -81,6 +91,20 @@ def _positive_float(raw: str) -> float:
     if value <= 0:
         raise ValueError(f"expected a number above 0, got {value}")
     return value
+
+
+def _non_negative_int(raw: str) -> int:
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"expected a number of 0 or more, got {value}")
+    return value
+
+
+def _optional_bool(raw: str) -> bool | str:
+    return _parse_bool(raw) if raw.strip() else ""
 
 
 def _port(raw: str) -> int:
@@ -169,6 +193,17 @@ class Settings:
     STRIPE_SECRET_KEY: str = _setting("")
     STRIPE_WEBHOOK_SECRET: str = _setting("")
     STRIPE_API_BASE_URL: str = _setting("https://api.stripe.com", _http_url)
+    # Billing (issue #12). Empty BILLING_ENABLED means "by ENVIRONMENT": on in production (`load_settings`).
+    BILLING_ENABLED: bool = _setting("", _optional_bool)
+    BILLING_TRIAL_DAYS: int = _setting("14", _positive_int)  # a new tenant's trial, without a card
+    BILLING_GRACE_DAYS: int = _setting("7", _non_negative_int)  # texting stays on this long after a failed payment
+    STRIPE_PRICE_BASE: str = _setting("")  # the plan's recurring price (price_...)
+    STRIPE_PRICE_PLANS: str = _setting("")  # other plan prices a checkout may ask for, comma-separated
+    STRIPE_PRICE_TEXTS: str = _setting("")  # the metered price for texts (on the meter below); empty: none
+    STRIPE_METER_EVENT_NAME: str = _setting("nmc_text_segments")
+    BILLING_SUCCESS_URL: str = _setting("", _optional_http_url)  # after Checkout; empty: PUBLIC_BASE_URL
+    BILLING_CANCEL_URL: str = _setting("", _optional_http_url)
+    BILLING_PORTAL_RETURN_URL: str = _setting("", _optional_http_url)
     # Google
     GOOGLE_CLIENT_ID: str = _setting("")
     GOOGLE_CLIENT_SECRET: str = _setting("")
@@ -251,6 +286,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     settings = Settings(**values)
     if not settings.LOG_FORMAT:
         settings = replace(settings, LOG_FORMAT="console" if settings.ENVIRONMENT == "development" else "json")
+    if settings.BILLING_ENABLED == "":
+        settings = replace(settings, BILLING_ENABLED=settings.is_production)
     if settings.is_production:
         missing = [name for name in REQUIRED_IN_PRODUCTION if not env.get(name, "").strip()]
         if missing:
@@ -262,6 +299,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 raise SettingsError(
                     f"{absent}: required when ENVIRONMENT=production and {integration} is enabled ({given[0]} is set)"
                 )
+    if settings.is_production and settings.BILLING_ENABLED:
+        missing = [name for name in REQUIRED_FOR_BILLING if not env.get(name, "").strip()]
+        if missing:
+            raise SettingsError(f"{missing[0]}: required when ENVIRONMENT=production and BILLING_ENABLED is on")
     return settings
 
 

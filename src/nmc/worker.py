@@ -46,6 +46,7 @@ SUBSCRIBER_MODULES = (
     "nmc.conversations.handlers",
     "nmc.booking_by_sms.handlers",
     "nmc.calendars.handlers",
+    "nmc.billing.handlers",
 )
 
 SWEEP_EVERY_SECONDS = 2.0  # with HEARTBEAT_STALE_SECONDS: a dead worker's texts go out within ~8 s
@@ -53,6 +54,7 @@ HEARTBEAT_SECONDS = 1.0
 RECONNECT_BACKOFF_SECONDS = (0.5, 1, 2, 5)
 RETENTION_SCHEDULE = "15 3 * * *"
 HOLD_GC_SCHEDULE = "* * * * *"  # runbook §1: expired holds are deleted every minute
+BILLING_SCHEDULE = "* * * * *"  # lapsed entitlements and metered usage (issue #12), in the jobs process
 
 
 @cache
@@ -85,6 +87,13 @@ async def on_retention(schedule: Schedule) -> None:
     log.info("retention.scheduled")
 
 
+async def on_billing_tick(schedule: Schedule) -> None:
+    """Hand billing's periodic work to the jobs process (Stripe calls never run beside the first SMS)."""
+    from jobs import billing_tick
+
+    await asyncio.to_thread(billing_tick.send)
+
+
 def calendar_poll_schedule(settings: Settings) -> str:
     """Runbook §1: every POLL_INTERVAL_GOOGLE_SECONDS (a seconds field below a minute); the tick itself
     picks the connections not synced within their interval, so a coarser tick never polls too often."""
@@ -105,6 +114,7 @@ def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_s
     if with_schedules:
         pgq.schedule("retention", RETENTION_SCHEDULE)(on_retention)
         pgq.schedule("hold_gc", HOLD_GC_SCHEDULE)(on_hold_gc)
+        pgq.schedule("billing", BILLING_SCHEDULE)(on_billing_tick)
         pgq.schedule("calendar_poll", calendar_poll_schedule(settings), clean_old=True)(on_calendar_poll)
     return pgq
 

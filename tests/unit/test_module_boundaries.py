@@ -34,6 +34,8 @@ OWNER = {
     "webhook_events": "webhooks",
     "outbox_events": "events",
     "outbox_events_errors": "events",
+    "billing_accounts": "billing",
+    "billing_usage": "billing",
     "calendar_connections": "calendars",
     "calendar_channels": "calendars",
     "calendar_oauth_states": "calendars",
@@ -41,7 +43,17 @@ OWNER = {
     "calendar_counters": "calendars",
 }
 PUBLISHED_VIEWS = {"tenant_profiles", "tenant_numbers"}  # identity's, for every module's SQL
-DOMAIN_MODULES = {"identity", "messaging", "scheduling", "conversations", "kpis", "booking_by_sms", "telephony", "calendars"}
+DOMAIN_MODULES = {
+    "identity",
+    "messaging",
+    "scheduling",
+    "conversations",
+    "kpis",
+    "booking_by_sms",
+    "telephony",
+    "billing",
+    "calendars",
+}
 _TABLE_REFERENCE = re.compile(r"\b(?:FROM|JOIN|INTO|UPDATE|TRUNCATE)\s+([a-z_]+)")
 
 

@@ -59,6 +59,17 @@ PRODUCTION_ENV = {
     "METRICS_TOKEN": "scrape-token",
     "CLERK_JWT_ISSUER": "https://clerk.example.com",
     "CLERK_JWKS_URL": "https://clerk.example.com/.well-known/jwks.json",
+    # Billing is on by default in production and then needs Stripe (tested below): off here.
+    "BILLING_ENABLED": "false",
+}
+# What billing needs in production (issue #12).
+BILLING_ENV = {
+    "STRIPE_SECRET_KEY": "sk_live_x",
+    "STRIPE_WEBHOOK_SECRET": "whsec_x",
+    "STRIPE_PRICE_BASE": "price_plan",
+    "BILLING_SUCCESS_URL": "https://app.example.com/billing/done",
+    "BILLING_CANCEL_URL": "https://app.example.com/billing",
+    "BILLING_PORTAL_RETURN_URL": "https://app.example.com/billing",
 }
 
 
@@ -252,3 +263,35 @@ def test_cli_with_an_unknown_log_format_refuses_naming_it() -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == "nmc: invalid setting LOG_FORMAT: expected console or json, got 'xml'"
     assert result.stdout == ""
+
+
+def test_billing_is_on_by_default_in_production_only() -> None:
+    assert load_settings({}).BILLING_ENABLED is False
+    assert load_settings({"ENVIRONMENT": "test"}).BILLING_ENABLED is False
+    assert load_settings({"BILLING_ENABLED": "true"}).BILLING_ENABLED is True
+    production = {k: v for k, v in PRODUCTION_ENV.items() if k != "BILLING_ENABLED"}
+    assert load_settings({**production, **BILLING_ENV}).BILLING_ENABLED is True
+    settings = load_settings({**production, **BILLING_ENV})
+    assert (settings.BILLING_TRIAL_DAYS, settings.BILLING_GRACE_DAYS) == (14, 7)
+    assert settings.STRIPE_METER_EVENT_NAME == "nmc_text_segments"
+
+
+@pytest.mark.parametrize("missing", sorted(BILLING_ENV))
+def test_production_with_billing_on_requires_each_stripe_setting(missing: str) -> None:
+    production = {k: v for k, v in PRODUCTION_ENV.items() if k != "BILLING_ENABLED"}
+    env = {**production, **{k: v for k, v in BILLING_ENV.items() if k != missing}}
+    with pytest.raises(SettingsError, match=rf"^{missing}: required"):
+        load_settings(env)
+
+
+def test_production_with_billing_off_needs_no_stripe_settings() -> None:
+    assert load_settings(PRODUCTION_ENV).BILLING_ENABLED is False
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"), [("BILLING_GRACE_DAYS", "-1"), ("BILLING_TRIAL_DAYS", "0"), ("BILLING_ENABLED", "maybe")]
+)
+def test_bad_billing_values_are_refused_naming_them(name: str, raw: str) -> None:
+    with pytest.raises(SettingsError, match=rf"^{name}:"):
+        load_settings({name: raw})
+    assert load_settings({"BILLING_GRACE_DAYS": "0"}).BILLING_GRACE_DAYS == 0

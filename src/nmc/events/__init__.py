@@ -8,6 +8,9 @@ from nmc.events import metrics as _outbox_health_probe  # noqa: F401  (registers
 from nmc.events.catalog import (
     E164,
     E164_PATTERN,
+    BillingEntitlementChanged,
+    BillingPaymentFailed,
+    BillingSubscriptionChanged,
     BookingCancelled,
     BookingConfirmed,
     BookingHeld,
@@ -37,6 +40,9 @@ from nmc.events.subscribers import registry_complete, subscriber
 __all__ = [
     "E164",
     "E164_PATTERN",
+    "BillingEntitlementChanged",
+    "BillingPaymentFailed",
+    "BillingSubscriptionChanged",
     "BookingCancelled",
     "BookingConfirmed",
     "BookingHeld",

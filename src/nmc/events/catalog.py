@@ -220,6 +220,53 @@ class CalendarNeedsReauth(DomainEvent, kw_only=True, frozen=True):
     provider: str  # google | jobber
 
 
+class BillingSubscriptionChanged(DomainEvent, kw_only=True, frozen=True):
+    """What Stripe says about a tenant's subscription changed (a webhook, `just billing-reconcile`, checkout)."""
+
+    name: ClassVar[str] = "billing.subscription_changed"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    subscription_id: str | None
+    status: str  # Stripe's subscription status (`trialing` also for our own card-less trial)
+    previous_status: str | None = None
+    price_id: str | None = None
+    current_period_end: datetime | None = None
+    trial_end: datetime | None = None
+    cancel_at_period_end: bool = False
+
+
+class BillingEntitlementChanged(DomainEvent, kw_only=True, frozen=True):
+    """Texting turned on or off for a tenant (or stayed on/off for another reason). Off: every text
+    but the owner's billing notices is suppressed with `not_entitled`; conversations tells the owner."""
+
+    name: ClassVar[str] = "billing.entitlement_changed"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    texting_enabled: bool
+    reason: str  # nmc.billing EntitlementReason: trialing, active, past_due_grace, canceled, ...
+    previous_enabled: bool | None = None
+    previous_reason: str | None = None
+    until: datetime | None = None  # while on: when it lapses unless paid (grace period, our trial)
+
+
+class BillingPaymentFailed(DomainEvent, kw_only=True, frozen=True):
+    """A subscription invoice's payment failed and the subscription still has a payment problem."""
+
+    name: ClassVar[str] = "billing.payment_failed"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    invoice_id: str
+    subscription_id: str | None = None
+    amount_due: int = 0  # in the currency's smallest unit
+    currency: str = "usd"
+    attempt_count: int = 0
+    next_payment_attempt: datetime | None = None
+    hosted_invoice_url: str | None = None
+
+
 CATALOG: dict[tuple[str, int], type[DomainEvent]] = {
     (event.name, event.version): event
     for event in (
@@ -237,6 +284,9 @@ CATALOG: dict[tuple[str, int], type[DomainEvent]] = {
         CallerOptedOut,
         CallerOptedIn,
         CalendarNeedsReauth,
+        BillingSubscriptionChanged,
+        BillingEntitlementChanged,
+        BillingPaymentFailed,
     )
 }
 

@@ -1,5 +1,6 @@
 """The webhook pipeline every provider's deliveries go through (see `pipeline.py`)."""
 
+from nmc.webhooks.fetched import ingest_fetched
 from nmc.webhooks.ledger import Answer
 from nmc.webhooks.pipeline import (
     RawDelivery,
@@ -11,9 +12,11 @@ from nmc.webhooks.pipeline import (
     receive,
     replay,
 )
+from nmc.webhooks.stripe import STRIPE, json_answer
 from nmc.webhooks.twilio import TWILIO, twiml_answer
 
 __all__ = [
+    "STRIPE",
     "TWILIO",
     "Answer",
     "RawDelivery",
@@ -22,6 +25,8 @@ __all__ = [
     "WebhookHandler",
     "WebhookProvider",
     "WebhookRefused",
+    "ingest_fetched",
+    "json_answer",
     "receive",
     "replay",
     "twiml_answer",
