@@ -27,7 +27,7 @@ from nmc.billing import BillingController, StripeWebhooks
 from nmc.calendars import CALENDAR_CONTROLLERS, CALENDAR_ROUTES, live_calendar_check
 from nmc.conversations import MessagingSettingsController, ThreadController
 from nmc.db import DATABASE_UNAVAILABLE, database_unavailable, get_alchemy_config
-from nmc.identity import ClerkAuthenticationMiddleware, TenantController
+from nmc.identity import ClerkAuthenticationMiddleware, ClerkWebhooks, TenantController
 from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz
 from nmc.observability.correlation import correlation_middleware
@@ -49,7 +49,7 @@ API_CONTROLLERS: list[type[Controller]] = [
     *CALENDAR_CONTROLLERS,
     BillingController,
 ]
-WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks, StripeWebhooks, *CALENDAR_ROUTES]
+WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks, ClerkWebhooks, StripeWebhooks, *CALENDAR_ROUTES]
 
 
 def _not_found(exc: NotFoundError) -> ProblemDetailsException:

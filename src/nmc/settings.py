@@ -28,6 +28,7 @@ SECRET_NAMES = frozenset(
         "METRICS_TOKEN",
         "TWILIO_AUTH_TOKEN_PREVIOUS",
         "SECRET_KEY_PREVIOUS",
+        "CLERK_WEBHOOK_SECRET",
     }
 )
 # Settings a production process refuses to start without: the core path, auth, the metrics token.
@@ -189,6 +190,10 @@ class Settings:
     TWILIO_MESSAGING_SERVICE_SID: str = _setting("")
     TWILIO_API_BASE_URL: str = _setting("https://api.twilio.com", _http_url)
     TWILIO_LOOKUP_BASE_URL: str = _setting("https://lookups.twilio.com", _http_url)
+    # Issue #15: Messaging Services' PhoneNumbers (a bought number joins TWILIO_MESSAGING_SERVICE_SID).
+    TWILIO_MESSAGING_API_BASE_URL: str = _setting("https://messaging.twilio.com", _http_url)
+    # The caller ID of onboarding's test calls (a number of our own Twilio account; empty: no test calls).
+    TWILIO_TEST_CALL_FROM: str = _setting("")
     # Stripe
     STRIPE_SECRET_KEY: str = _setting("")
     STRIPE_WEBHOOK_SECRET: str = _setting("")
@@ -224,6 +229,9 @@ class Settings:
     CLERK_JWT_ISSUER: str = _setting("")
     CLERK_JWT_AUDIENCE: str = _setting("")
     CLERK_JWKS_URL: str = _setting("", _optional_http_url)
+    # The Clerk webhook endpoint's Svix signing secret (`whsec_...`); two, comma-separated, during a
+    # rotation. Empty: every Clerk webhook is refused (tenants still appear from session tokens).
+    CLERK_WEBHOOK_SECRET: str = _setting("")
     # Jobber
     JOBBER_API_TOKEN: str = _setting("")
     JOBBER_API_URL: str = _setting("https://api.getjobber.com/api/graphql", _http_url)

@@ -1,12 +1,18 @@
-"""Fake Clerk issuer: serves a JWKS over loopback HTTP and mints Clerk-shaped session JWTs."""
+"""Fake Clerk: serves a JWKS over loopback HTTP, mints Clerk-shaped session JWTs, and sends Svix-signed
+Clerk webhooks (`ClerkWebhooks`, organisation and membership events in Clerk's shapes)."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import time
 from types import TracebackType
 from typing import Any, Self
 
+import httpx
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
@@ -184,3 +190,139 @@ class FakeClerk:
             await send_json(send, Response(200, self.jwks()))
             return
         await send_json(send, Response(404, {"errors": [{"code": "resource_not_found"}]}))
+
+
+# --------------------------------------------------------------------------- webhooks (Svix-signed)
+
+DEFAULT_WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"nmc-fake-clerk-webhook-secret-32b").decode()
+
+
+def clerk_millis(moment: float | None = None) -> int:
+    """Clerk's timestamps: milliseconds since the epoch."""
+    return int((time.time() if moment is None else moment) * 1000)
+
+
+def organization_data(
+    org_id: str, name: str = "Joe's Plumbing", updated_at: int | None = None, created_at: int | None = None,
+    slug: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`data` of `organization.created|updated` as Clerk sends it (the fields we read and a few more)."""
+    created = created_at if created_at is not None else clerk_millis()
+    return {
+        "object": "organization",
+        "id": org_id,
+        "name": name,
+        "slug": slug or org_id.removeprefix("org_").lower(),
+        "image_url": "https://img.clerk.com/fake",
+        "has_image": False,
+        "created_by": "user_creator",
+        "created_at": created,
+        "updated_at": updated_at if updated_at is not None else created,
+        "public_metadata": {},
+        "private_metadata": {},
+        "max_allowed_memberships": 5,
+        "admin_delete_enabled": True,
+        "members_count": 1,
+    }
+
+
+def deleted_organization_data(org_id: str) -> dict[str, Any]:
+    """`data` of `organization.deleted`: only the id (Clerk's deleted-object shape)."""
+    return {"object": "organization", "id": org_id, "deleted": True}
+
+
+def membership_data(
+    membership_id: str, org: dict[str, Any], user_id: str, role: str = "org:admin",
+    identifier: str = "owner@example.com", updated_at: int | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """`data` of `organizationMembership.*`: the membership with its organisation and the member."""
+    stamp = updated_at if updated_at is not None else clerk_millis()
+    return {
+        "object": "organization_membership",
+        "id": membership_id,
+        "role": role,
+        "role_name": "Admin" if role.endswith("admin") else "Member",
+        "permissions": [],
+        "public_metadata": {},
+        "private_metadata": {},
+        "created_at": stamp,
+        "updated_at": stamp,
+        "organization": org,
+        "public_user_data": {
+            "user_id": user_id,
+            "identifier": identifier,
+            "first_name": "Joe",
+            "last_name": "Owner",
+            "image_url": "https://img.clerk.com/fake",
+            "has_image": False,
+        },
+    }
+
+
+def clerk_event(event_type: str, data: dict[str, Any], timestamp: int | None = None) -> dict[str, Any]:
+    """The event envelope Clerk posts (with `timestamp` in ms; ``timestamp=-1`` leaves it out, as some
+    payloads do: whether every event carries it is unconfirmed)."""
+    event: dict[str, Any] = {
+        "data": data,
+        "object": "event",
+        "type": event_type,
+        "instance_id": "ins_fake",
+        "event_attributes": {"http_request": {"client_ip": "127.0.0.1", "user_agent": "fake"}},
+    }
+    if timestamp != -1:
+        event["timestamp"] = timestamp if timestamp is not None else clerk_millis()
+    return event
+
+
+class ClerkWebhooks:
+    """Svix-signed Clerk webhooks, as Svix signs them (`svix-id`, `svix-timestamp`, `svix-signature`:
+    ``v1,`` + base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` with the secret's base64-decoded bytes).
+
+    :meth:`signed` gives body and headers (for an in-process test client); :meth:`deliver` posts to a
+    running web (the e2e tests), remembering every message so :meth:`redeliver` can send one again
+    with its original id, as Svix retries do.
+    """
+
+    def __init__(self, secret: str = DEFAULT_WEBHOOK_SECRET) -> None:
+        self.secret = secret
+        self.sent: dict[str, bytes] = {}
+
+    def signature(self, msg_id: str, timestamp: int, body: bytes, secret: str | None = None) -> str:
+        key = base64.b64decode((secret or self.secret).removeprefix("whsec_"))
+        signed = f"{msg_id}.{timestamp}.".encode() + body
+        return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+    def signed(
+        self, event: dict[str, Any], *, msg_id: str | None = None, timestamp: int | None = None,
+        secret: str | None = None, tamper: bool = False,
+    ) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+        """``tamper`` signs one body and returns another; ``secret`` signs with another secret."""
+        msg_id = msg_id or "msg_" + secrets.token_hex(14)
+        body = json.dumps(event, separators=(",", ":")).encode()
+        stamp = int(time.time()) if timestamp is None else timestamp
+        headers = {
+            "svix-id": msg_id,
+            "svix-timestamp": str(stamp),
+            "svix-signature": self.signature(msg_id, stamp, body, secret),
+            "content-type": "application/json",
+        }
+        self.sent[msg_id] = body
+        if tamper:
+            body = body.replace(b'"object":"event"', b'"object":"event","tampered":true')
+        return body, headers
+
+    def deliver(self, url: str, event: dict[str, Any], **options: Any) -> httpx.Response:
+        body, headers = self.signed(event, **options)
+        return httpx.post(url, content=body, headers=headers, timeout=10)
+
+    def redeliver(self, url: str, msg_id: str) -> httpx.Response:
+        """The same message again (same id and body), freshly timestamped and signed, as a Svix retry."""
+        body = self.sent[msg_id]
+        stamp = int(time.time())
+        headers = {
+            "svix-id": msg_id,
+            "svix-timestamp": str(stamp),
+            "svix-signature": self.signature(msg_id, stamp, body),
+            "content-type": "application/json",
+        }
+        return httpx.post(url, content=body, headers=headers, timeout=10)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from litestar.testing import AsyncTestClient
 
@@ -38,12 +39,24 @@ async def test_missing_and_bad_tokens_are_401(client: AsyncTestClient[Any], cler
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
-async def test_no_org_or_unknown_org_is_403(client: AsyncTestClient[Any], clerk: FakeClerk, make_tenant: Any) -> None:
-    await make_tenant()
+async def test_no_org_is_403_and_an_inactive_tenant_is_403(
+    client: AsyncTestClient[Any], clerk: FakeClerk, make_tenant: Any, db: Any
+) -> None:
+    tenant = await make_tenant()
     no_org = clerk.mint(org_id=None)
     assert (await client.get("/api/tenant", headers={"Authorization": f"Bearer {no_org}"})).status_code == 403
+    await db.execute("UPDATE tenants SET status = 'inactive' WHERE id = $1", UUID(tenant.id))
+    assert (await client.get("/api/tenant", headers=tenant.headers)).status_code == 403
+
+
+async def test_an_org_not_heard_of_yet_becomes_an_onboarding_tenant(
+    client: AsyncTestClient[Any], clerk: FakeClerk
+) -> None:
+    """Issue #15: Clerk's webhook may come late; the token's organisation becomes its tenant at once."""
     stranger = clerk.mint(org_id="org_nobody")
-    assert (await client.get("/api/tenant", headers={"Authorization": f"Bearer {stranger}"})).status_code == 403
+    response = await client.get("/api/tenant", headers={"Authorization": f"Bearer {stranger}"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "onboarding"
 
 
 async def test_v1_tokens_map_their_org_too(client: AsyncTestClient[Any], clerk: FakeClerk, make_tenant: Any) -> None:

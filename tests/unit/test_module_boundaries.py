@@ -31,6 +31,7 @@ OWNER = {
     "conv_kpi_facts": "kpis",
     "conv_booking_dialogs": "booking_by_sms",
     "conv_calls": "telephony",
+    "telephony_test_calls": "telephony",
     "webhook_events": "webhooks",
     "outbox_events": "events",
     "outbox_events_errors": "events",

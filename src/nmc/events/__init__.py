@@ -26,6 +26,7 @@ from nmc.events.catalog import (
     MessageStatusChanged,
     OutboundSmsRequested,
     TenantCreated,
+    TenantDeactivated,
     json_schemas,
 )
 from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, set_dispatcher_id, sweep
@@ -65,6 +66,7 @@ __all__ = [
     "ReplayFilter",
     "ReplayReport",
     "TenantCreated",
+    "TenantDeactivated",
     "Unreadable",
     "dispatch",
     "held_events",

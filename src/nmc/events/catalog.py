@@ -44,6 +44,19 @@ class TenantCreated(DomainEvent, kw_only=True, frozen=True):
     business_name: str
 
 
+class TenantDeactivated(DomainEvent, kw_only=True, frozen=True):
+    """The tenant's Clerk organisation was deleted: texting is off already (the tenant's status), its
+    numbers are released at Twilio by telephony; calendars, billing and others may react here too.
+    The tenant's data is kept for the retention periods."""
+
+    name: ClassVar[str] = "tenant.deactivated"
+    version: ClassVar[int] = 1
+
+    tenant_id: UUID
+    clerk_org_id: str | None = None
+    deactivated_at: datetime
+
+
 class CallMissed(DomainEvent, kw_only=True, frozen=True):
     """A caller reached a tenant number and nobody answered: text them back."""
 
@@ -271,6 +284,7 @@ CATALOG: dict[tuple[str, int], type[DomainEvent]] = {
     (event.name, event.version): event
     for event in (
         TenantCreated,
+        TenantDeactivated,
         CallMissed,
         FirstSmsSent,
         MessageStatusChanged,

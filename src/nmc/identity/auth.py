@@ -21,7 +21,9 @@ from litestar.exceptions import NotAuthorizedException, PermissionDeniedExceptio
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.types import Receive, Scope, Send
 
-from nmc.identity.service import TenantService
+from nmc.db import raw_connection, session_scope
+from nmc.identity.clerk import tenant_for_session, user_role
+from nmc.identity.models import SIGNED_IN_STATUSES, TenantStatus, UserRole
 from nmc.settings import Settings, get_settings
 
 log = structlog.get_logger(module="identity")
@@ -38,6 +40,11 @@ class Principal:
     org_id: str
     org_role: str | None
     tenant_id: UUID
+
+    @property
+    def is_owner(self) -> bool:
+        """The organisation's admin (`org:admin`, or `admin` in a v2 token): may buy and release numbers."""
+        return user_role(self.org_role) == UserRole.OWNER
 
 
 class JwksCache:
@@ -125,6 +132,20 @@ def org_claims(claims: dict[str, Any]) -> tuple[str | None, str | None]:
     return _text_claim(claims, "org_id"), _text_claim(claims, "org_role")
 
 
+def org_slug(claims: dict[str, Any]) -> str | None:
+    """The organisation's slug (v2 `o.slg`, v1 `org_slug`): the on-the-spot tenant's name until Clerk's
+    webhook names it."""
+    org = claims.get("o")
+    if isinstance(org, dict):
+        return _text_claim(org, "slg", "o.slg")
+    return _text_claim(claims, "org_slug")
+
+
+async def session_tenant(org_id: str, slug: str | None, user_id: str, role: str | None) -> tuple[UUID, str]:
+    async with session_scope() as session:
+        return await tenant_for_session(await raw_connection(session), org_id, slug, user_id, role)
+
+
 def _text_claim(claims: dict[str, Any], key: str, name: str | None = None) -> str | None:
     """A string claim (or None when absent); Postgres text cannot hold a NUL, so such a value is invalid."""
     value = claims.get(key)
@@ -157,14 +178,18 @@ class ClerkAuthenticationMiddleware(AbstractAuthenticationMiddleware):
             claims = await verify_session_token(token, settings)
             org_id, role = org_claims(claims)
             user_id = _text_claim(claims, "sub")
+            slug = org_slug(claims)
         except (jwt.PyJWTError, httpx.HTTPError) as exc:
             log.info("auth.token_rejected", reason=type(exc).__name__, error=str(exc))
             raise NotAuthorizedException("The session token is invalid or expired") from None
         if not org_id:
             raise PermissionDeniedException("The session has no active organization")
-        tenant_id = await TenantService.tenant_id_for_org(org_id)
-        if tenant_id is None:
-            raise PermissionDeniedException("The organization is not a NeverMissCall tenant")
+        # An organisation Clerk's webhook has not told us about yet becomes its tenant now (issue #15).
+        tenant_id, status = await session_tenant(org_id, slug, str(user_id), role)
+        if status == TenantStatus.DEACTIVATED:
+            raise PermissionDeniedException("The organization was deleted")
+        if status not in SIGNED_IN_STATUSES:
+            raise PermissionDeniedException("The organization's NeverMissCall account is inactive")
         structlog.contextvars.bind_contextvars(tenant_id=str(tenant_id))
         principal = Principal(user_id=str(user_id), org_id=org_id, org_role=role, tenant_id=tenant_id)
         return AuthenticationResult(user=principal, auth=claims)

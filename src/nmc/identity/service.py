@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import raw_connection, session_scope
 from nmc.events import TenantCreated, publish
-from nmc.identity.models import Tenant, TenantPhoneNumber, TenantStatus
+from nmc.identity.models import Tenant, TenantPhoneNumber
 from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, TenantUpdate
 from nmc.observability.correlation import current_correlation_id
 from nmc.problems import Conflict, InvalidField
@@ -30,19 +31,24 @@ class NumberOwner:
     tenant_id: UUID
     business_name: str
     forwarding_number: str
+    # Calls ring the forwarding number only once it is verified (issue #15); until then a call is
+    # missed at once and the caller texted back.
+    forwarding_verified: bool = True
 
 
 _OWNER_OF = """
-    SELECT n.tenant_id, t.name, n.forwarding_number
+    SELECT n.tenant_id, t.name, n.forwarding_number, n.forwarding_verified_at IS NOT NULL AS forwarding_verified
     FROM tenant_phone_numbers n JOIN tenants t ON t.id = n.tenant_id
-    WHERE n.twilio_number = $1
+    WHERE n.twilio_number = $1 AND n.released_at IS NULL
 """
 
 
 async def owner_of(session: AsyncSession, number: str) -> NumberOwner | None:
     """On the first-SMS path: plain SQL on the session's connection (see `nmc.db.raw_connection`)."""
     row = await (await raw_connection(session)).fetchrow(_OWNER_OF, number)
-    return NumberOwner(row["tenant_id"], row["name"], row["forwarding_number"]) if row else None
+    if row is None:
+        return None
+    return NumberOwner(row["tenant_id"], row["name"], row["forwarding_number"], row["forwarding_verified"])
 
 
 def check_timezone(name: str) -> str:
@@ -91,6 +97,8 @@ class TenantService(SQLAlchemyAsyncRepositoryService[Tenant, TenantRepository]):
             changes["timezone"] = check_timezone(data.timezone)
         if data.business_hours is not msgspec.UNSET:
             changes["business_hours"] = check_business_hours(dict(data.business_hours))
+        if "timezone" in changes or "business_hours" in changes:
+            changes["hours_set_at"] = datetime.now(UTC)  # onboarding's "business hours and timezone" step
         tenant = await self.get(tenant_id)
         for key, value in changes.items():
             setattr(tenant, key, value)
@@ -108,16 +116,9 @@ class TenantService(SQLAlchemyAsyncRepositoryService[Tenant, TenantRepository]):
             phone_numbers=[
                 PhoneNumberRead(twilio_number=n.twilio_number, forwarding_number=n.forwarding_number)
                 for n in tenant.phone_numbers
+                if n.released_at is None
             ],
         )
-
-    @staticmethod
-    async def tenant_id_for_org(org_id: str) -> UUID | None:
-        async with session_scope() as session:
-            result = await session.execute(
-                select(Tenant.id).where(Tenant.clerk_org_id == org_id, Tenant.status == TenantStatus.ACTIVE)
-            )
-            return result.scalar_one_or_none()
 
 
 async def create_tenant(data: TenantCreate) -> TenantRead:

@@ -26,3 +26,17 @@ class Call(UUIDBase):
     duration_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
     missed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class OnboardingTestCall(UUIDBase):
+    """A test call the owner asked for during onboarding (`POST /api/onboarding/test-call`): Twilio's
+    Calls API called the tenant's number from `from_number`; the call that arrives there is an
+    ordinary call in `conv_calls` (its own CallSid: the inbound leg)."""
+
+    __tablename__ = "telephony_test_calls"
+
+    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)  # the outbound-api leg's CallSid
+    tenant_number: Mapped[str] = mapped_column(String(20))
+    from_number: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())

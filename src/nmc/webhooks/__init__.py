@@ -1,5 +1,6 @@
 """The webhook pipeline every provider's deliveries go through (see `pipeline.py`)."""
 
+from nmc.webhooks.clerk import CLERK, clerk_answer
 from nmc.webhooks.fetched import ingest_fetched
 from nmc.webhooks.ledger import Answer
 from nmc.webhooks.pipeline import (
@@ -16,6 +17,7 @@ from nmc.webhooks.stripe import STRIPE, json_answer
 from nmc.webhooks.twilio import TWILIO, twiml_answer
 
 __all__ = [
+    "CLERK",
     "STRIPE",
     "TWILIO",
     "Answer",
@@ -25,6 +27,7 @@ __all__ = [
     "WebhookHandler",
     "WebhookProvider",
     "WebhookRefused",
+    "clerk_answer",
     "ingest_fetched",
     "json_answer",
     "receive",
