@@ -126,7 +126,7 @@ async def test_an_expired_or_foreign_state_is_refused(
     client: Client, db: asyncpg.Connection, make_tenant: Any, google: FakeGoogle
 ) -> None:
     shop = await make_shop(client, make_tenant)
-    state, claims = keys.sign_state(
+    state, _ = keys.sign_state(
         tenant_id=UUID(shop.tenant_id),
         user_id="user_1",
         resource_id=UUID(shop.resource_id),
@@ -251,8 +251,9 @@ async def test_a_410_replaces_every_block_with_a_full_sync(
     kept = google.add_event(start=start, end=start + timedelta(hours=1))
     await run_sync(connection_id)
     await db.execute(
-        "INSERT INTO sched_busy_blocks (id, tenant_id, resource_id, during, source, external_id, created_at, updated_at) "
-        "VALUES (gen_random_uuid(), $1, $2, tstzrange(now(), now() + interval '1 hour'), 'google', 'stale', now(), now())",
+        "INSERT INTO sched_busy_blocks (id, tenant_id, resource_id, during, source, external_id, created_at, "
+        "updated_at) VALUES (gen_random_uuid(), $1, $2, tstzrange(now(), now() + interval '1 hour'), 'google', "
+        "'stale', now(), now())",
         UUID(shop.tenant_id),
         UUID(shop.resource_id),
     )
@@ -328,7 +329,7 @@ async def test_a_revoked_grant_needs_reauth_tells_the_owner_once_and_keeps_the_b
 async def test_rate_limits_back_off_and_a_forbidden_calendar_is_an_error(
     client: Client, db: asyncpg.Connection, make_tenant: Any, google: FakeGoogle
 ) -> None:
-    shop, connection_id = await connected(client, make_tenant, google)
+    _, connection_id = await connected(client, make_tenant, google)
     google.fail("events.list", 403, reason="rateLimitExceeded")
     assert (await run_sync(connection_id)).outcome == "retry"
     google.fail("events.list", 429)
@@ -361,7 +362,7 @@ def notification(
 async def test_push_notifications_queue_one_sync_and_refuse_strangers(
     client: Client, db: asyncpg.Connection, make_tenant: Any, google: FakeGoogle
 ) -> None:
-    shop, connection_id = await connected(client, make_tenant, google)
+    _, connection_id = await connected(client, make_tenant, google)
     await db.execute("DELETE FROM dramatiq.queue")
     assert await run_watch(connection_id) == "watching"
     [channel] = google.channels()
@@ -372,8 +373,8 @@ async def test_push_notifications_queue_one_sync_and_refuse_strangers(
     assert sync.status_code == 200
     assert await db.fetchval("SELECT count(*) FROM dramatiq.queue") == 0  # a handshake changes nothing
     for number in (2, 3, 4):  # a burst
-        answer = await client.post(url, headers=notification(channel.id, channel.token, number=number,
-                                                             **{"X-Goog-Resource-ID": channel.resource_id}))  # fmt: skip
+        headers = notification(channel.id, channel.token, number=number, **{"X-Goog-Resource-ID": channel.resource_id})
+        answer = await client.post(url, headers=headers)
         assert answer.status_code == 200
     assert await db.fetchval("SELECT count(*) FROM dramatiq.queue") == 1  # coalesced
     again = await client.post(url, headers=notification(channel.id, channel.token, number=3))
@@ -503,7 +504,7 @@ async def test_bookings_are_written_back_once_patched_and_deleted(
 async def test_a_failed_write_back_is_visible_and_raised_for_a_retry(
     client: Client, db: asyncpg.Connection, make_tenant: Any, google: FakeGoogle
 ) -> None:
-    shop, connection_id = await connected(client, make_tenant, google)
+    shop, _ = await connected(client, make_tenant, google)
     body = {"resource_id": shop.resource_id, "job_type_id": shop.job_type_id, "start": iso(local(next_weekday(2), 9))}
     booking_id = UUID((await client.post("/api/bookings", json=body, headers=shop.headers)).json()["id"])
     google.fail("events.insert", 503)

@@ -24,7 +24,9 @@ POLL_ACTOR = "calendars_poll_tick"
 
 
 def send(actor_name: str, *args: Any, delay_ms: int | None = None, **kwargs: Any) -> None:
-    message: dramatiq.Message[Any] = dramatiq.Message(queue_name=CALENDAR_QUEUE, actor_name=actor_name, args=args, kwargs=kwargs, options={})
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=CALENDAR_QUEUE, actor_name=actor_name, args=args, kwargs=kwargs, options={}
+    )
     setup_broker().enqueue(message, delay=delay_ms)
 
 
