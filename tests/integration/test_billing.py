@@ -17,10 +17,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from prometheus_client import REGISTRY
 
-from nmc.billing import billing_tick, reconcile, report_usage
+from nmc.billing import billing_tick, count_segments, reconcile, report_usage
 from nmc.billing.usage import record_usage
 from tests.fakes.stripe_api import FakeStripe, sign
-from tests.integration.test_inbox_support import dispatch_all
+from tests.integration.conftest import zone_at_local_hour
+from tests.integration.test_inbox_support import CALLER, dispatch_all, text_in
+from tests.integration.twilio_webhooks import missed_call
 
 WEBHOOK_SECRET = "whsec_integration"
 OLD_SECRET = "whsec_previous"
@@ -469,3 +471,143 @@ async def test_stripe_answering_duplicates_with_the_first_event_counts_as_report
     assert report.reported == 1 and report.failed == 0
     assert [e["identifier"] for e in stripe_fake.meter_events()] == [str(message_id)]
     assert len(stripe_fake.meter_attempts()) == 2  # the SDK's retries replayed the first (idempotency key)
+
+
+# ---------------------------------------------------------------- the entitlement gates texting
+async def texting_off(db: asyncpg.Connection, tenant_id: str, reason: str = "canceled") -> None:
+    await db.execute(
+        "UPDATE billing_accounts SET texting_enabled = false, texting_enabled_until = NULL, entitlement_reason = $2 "
+        "WHERE tenant_id = $1",
+        UUID(tenant_id),
+        reason,
+    )
+
+
+async def test_texting_off_suppresses_the_first_sms_and_tells_the_owner_once(
+    client: AsyncTestClient[Any],
+    db: asyncpg.Connection,
+    make_tenant: Any,
+    stripe_fake: FakeStripe,
+    fake_twilio: Any,
+) -> None:
+    tenant = await make_tenant(name="Joe's Plumbing")
+    subscription_id = await subscribed(client, db, stripe_fake, tenant, trial_days=0, status="active")
+    canceled = stripe_fake.set_subscription_status(subscription_id, "canceled")
+    for _ in range(2):  # delivered twice: one change, one notice
+        await post_event(client, events_by_id(stripe_fake)[canceled["events"][0]])
+    await dispatch_all(db)
+    [notice] = fake_twilio.messages()
+    assert notice["form"]["To"] == tenant.forward_to and notice["form"]["From"] == tenant.number
+    assert "texting is off because your NeverMissCall subscription was canceled" in notice["form"]["Body"]
+
+    _, response = await missed_call(client, tenant.number, CALLER)
+    assert response.status_code == 200  # the call is still answered and recorded
+    await text_in(client, tenant.number, "Are you open?")  # inbound texts still land in the inbox
+    await dispatch_all(db)
+    assert len(fake_twilio.messages()) == 1  # no first SMS, no owner alert
+    first = await db.fetchrow("SELECT status, suppressed_reason FROM conv_messages WHERE kind = 'first_sms'")
+    assert (first["status"], first["suppressed_reason"]) == ("suppressed", "not_entitled")
+    assert await db.fetchval("SELECT count(*) FROM conv_calls WHERE status = 'missed'") == 1
+    assert await db.fetchval("SELECT count(*) FROM conv_messages WHERE direction = 'inbound'") == 1
+    threads = (await client.get("/api/threads", headers=tenant.headers)).json()
+    assert len(threads["items"]) == 2  # the caller's and the owner's (with the notice)
+
+    # paid again (a new subscription): on at once, no restart, the next caller is texted back
+    await db.execute("UPDATE billing_accounts SET checkout_created_at = NULL")
+    await subscribed(client, db, stripe_fake, tenant, trial_days=0, status="active")
+    await missed_call(client, tenant.number, "+15550001111")
+    await dispatch_all(db)
+    assert [m["form"]["To"] for m in fake_twilio.messages()] == [tenant.forward_to, "+15550001111"]
+
+
+async def test_a_failed_payment_tells_the_owner_once_per_invoice(
+    client: AsyncTestClient[Any],
+    db: asyncpg.Connection,
+    make_tenant: Any,
+    stripe_fake: FakeStripe,
+    fake_twilio: Any,
+) -> None:
+    tenant = await make_tenant(name="Ace HVAC")
+    subscription_id = await subscribed(client, db, stripe_fake, tenant, trial_days=0, status="active")
+    failed = stripe_fake.set_subscription_status(subscription_id, "past_due", invoice="failed")
+    events = events_by_id(stripe_fake)
+    invoice_event = events[failed["events"][1]]
+    for event_id in failed["events"]:
+        await post_event(client, events[event_id])
+    retried = {**invoice_event, "id": "evt_retry_attempt_2"}  # Stripe's next attempt fails too
+    retried["data"] = {"object": {**invoice_event["data"]["object"], "attempt_count": 2}}
+    await post_event(client, retried)
+    await dispatch_all(db)
+    [notice] = fake_twilio.messages()
+    assert "your NeverMissCall payment of $29.00 failed" in notice["form"]["Body"]
+    assert "Texting continues for now" in notice["form"]["Body"]
+    # within the grace period the callers are still texted back
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_all(db)
+    assert [m["form"]["To"] for m in fake_twilio.messages()] == [tenant.forward_to, CALLER]
+
+
+async def test_texts_waiting_when_texting_turns_off_are_suppressed_not_sent_later(
+    client: AsyncTestClient[Any],
+    db: asyncpg.Connection,
+    make_tenant: Any,
+    stripe_fake: FakeStripe,
+    fake_twilio: Any,
+) -> None:
+    tenant = await make_tenant(timezone=zone_at_local_hour(23))  # quiet hours: the first SMS waits
+    await dispatch_all(db)
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_all(db)
+    assert await db.fetchval("SELECT status FROM conv_messages WHERE kind = 'first_sms'") == "scheduled"
+    await texting_off(db, tenant.id, "trial_ended")
+    await db.execute("UPDATE outbox_events SET available_at = now() WHERE dispatched_at IS NULL")
+    await dispatch_all(db)
+    first = await db.fetchrow("SELECT status, suppressed_reason FROM conv_messages WHERE kind = 'first_sms'")
+    assert (first["status"], first["suppressed_reason"]) == ("suppressed", "not_entitled")
+    assert fake_twilio.messages() == []
+
+
+async def test_billing_disabled_never_gates_texting(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any, settings_env: Any
+) -> None:
+    settings_env(BILLING_ENABLED="false")
+    tenant = await make_tenant()
+    await record_usage(db, uuid4(), UUID(tenant.id), 1)  # a row exists from when billing was on
+    await db.execute(
+        "INSERT INTO billing_accounts (tenant_id, subscription_status, texting_enabled, entitlement_reason) "
+        "VALUES ($1, 'canceled', false, 'canceled') ON CONFLICT (tenant_id) DO UPDATE SET texting_enabled = false",
+        UUID(tenant.id),
+    )
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_all(db)
+    assert len(fake_twilio.messages()) == 1
+
+
+async def test_every_accepted_text_records_its_segments_for_the_meter(
+    client: AsyncTestClient[Any],
+    db: asyncpg.Connection,
+    make_tenant: Any,
+    stripe_fake: FakeStripe,
+    fake_twilio: Any,
+) -> None:
+    tenant = await make_tenant()
+    await dispatch_all(db)
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_all(db)
+    thread_id = await db.fetchval("SELECT thread_id FROM conv_messages WHERE kind = 'first_sms'")
+    reply = await client.post(
+        f"/api/threads/{thread_id}/messages", json={"body": "Hi! 🙂 " + "x" * 70}, headers=tenant.headers
+    )
+    assert reply.status_code == 202, reply.text
+    await dispatch_all(db)
+    rows = await db.fetch(
+        "SELECT m.kind, m.body, u.segments, u.tenant_id FROM billing_usage u "
+        "JOIN conv_messages m ON m.id = u.message_id"
+    )
+    assert sorted(r["kind"] for r in rows) == ["first_sms", "reply"]
+    assert all(r["tenant_id"] == UUID(tenant.id) for r in rows)
+    by_kind = {r["kind"]: r for r in rows}
+    assert by_kind["reply"]["segments"] == 2  # UCS-2: 79 units
+    assert by_kind["first_sms"]["segments"] == count_segments(by_kind["first_sms"]["body"])
+    body = (await client.get("/api/billing", headers=tenant.headers)).json()
+    assert body["usage"]["texts"] == 2 and body["usage"]["segments"] == 2 + by_kind["first_sms"]["segments"]

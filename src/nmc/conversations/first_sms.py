@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
+from nmc.billing import ENTITLED_SQL, count_segments, usage_cte
 from nmc.conversations.delivery import (
     EARLY_ERROR_CODE,
     EARLY_STATUS_CTE,
@@ -98,6 +99,7 @@ _CONTEXT = f"""
            {LANDLINE_SQL.format(phone="$2")} AS landline,
            {CIRCUIT_SQL} AS circuit_probe_at,
            {PAUSE_SQL} AS operator_paused,
+           {ENTITLED_SQL.format(tenant="t.id")} AS entitled,
            EXISTS (
                SELECT 1 FROM conv_messages m
                WHERE m.tenant_id = t.id AND m.to_number = $2 AND m.kind = 'first_sms'
@@ -126,6 +128,7 @@ _TEXTED_BACK_FACT = fact_cte(
 )
 _ACCEPTED = f"""
     WITH {_TEXTED_BACK_FACT},
+         {usage_cte("usage", message_id="$1", tenant_id="$6", segments="$8")},
          {latency_rollup_cte("latency_rollup", message_id="$1", latency_ms="$4")},
          {EARLY_STATUS_CTE}
     UPDATE conv_messages SET status = {status_after_early("$2")}, error_code = {ERROR_CODE_AFTER_EARLY},
@@ -175,6 +178,7 @@ async def load_context(connection: asyncpg.Connection, event: CallMissed) -> Fir
             texted_recently=row["texted_recently"],
             circuit_probe_at=row["circuit_probe_at"],
             operator_paused=row["operator_paused"],
+            entitled=row["entitled"] or not get_settings().BILLING_ENABLED,
         ),
     )
 
@@ -309,6 +313,7 @@ async def _record_accepted(
         sent.event_id,
         sent.tenant_id,
         sent.occurred_at,
+        count_segments(outgoing.body),
     )
     await after_early_status(connection, early_error_code, outgoing.to)
     await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)

@@ -3,8 +3,9 @@
 Pure: the facts are read by the caller (the first SMS in one query, every other text in another),
 the verdict is recorded by the caller. The ladder, in order:
 
-1. the recipient may not be texted (tenant inactive, opted out, known landline), or the caller got a
-   first SMS within the cooldown → suppress;
+1. the recipient may not be texted (tenant inactive, opted out, known landline), the tenant is not
+   entitled to text (billing: `ENTITLED_SQL`; the owner's billing notices are exempt), or the caller
+   got a first SMS within the cooldown → suppress (never kept to go out later);
 2. `PAUSE_OUTBOUND_SMS` or the operator's pause (`just pause-sms`) → wait as `paused`, re-checked every
    `PAUSE_RECHECK` (a resume releases them at once);
 3. quiet hours in the tenant's zone (owner alerts, help replies and booking texts are exempt) →
@@ -36,7 +37,11 @@ QUIET_HOURS_REASON = "quiet hours"
 CIRCUIT_REASON = "sending circuit open"
 
 # The owner wants to hear about a lead now; a caller who texted HELP or is booking asked for the answer now.
-QUIET_HOURS_EXEMPT = frozenset({MessageKind.OWNER_ALERT, MessageKind.HELP, MessageKind.BOOKING})
+QUIET_HOURS_EXEMPT = frozenset(
+    {MessageKind.OWNER_ALERT, MessageKind.HELP, MessageKind.BOOKING, MessageKind.BILLING_NOTICE}
+)
+# The owner's billing notices say texting is off: the entitlement never holds them back.
+ENTITLEMENT_EXEMPT = frozenset({MessageKind.BILLING_NOTICE})
 # Texts the business did not write by hand: the tenant's `suppress` quiet-hours policy applies.
 AUTOMATED = frozenset({MessageKind.FIRST_SMS, MessageKind.FOLLOW_UP})
 
@@ -55,6 +60,8 @@ class SendFacts:
     circuit_probe_at: datetime | None = None
     # An operator paused sending (`just pause-sms`, `PAUSE_SQL`): every text waits, as with PAUSE_OUTBOUND_SMS.
     operator_paused: bool = False
+    # Billing's entitlement (`ENTITLED_SQL`, or BILLING_ENABLED=false): False suppresses as `not_entitled`.
+    entitled: bool = True
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,8 @@ def quiet_hours_end(start: time | None, end: time | None, timezone: str, now: da
 def decide(facts: SendFacts, *, paused: bool, now: datetime) -> Verdict:
     if reason := blocked_recipient(facts.tenant_status, facts.opted_out, facts.landline):
         return Suppress(reason)
+    if not facts.entitled and facts.kind not in ENTITLEMENT_EXEMPT:
+        return Suppress(SuppressedReason.NOT_ENTITLED)
     if facts.texted_recently:
         return Suppress(SuppressedReason.COOLDOWN)
     if paused or facts.operator_paused:

@@ -12,6 +12,7 @@ class MessageKind(StrEnum):
     HELP = "help"  # the answer to HELP or INFO
     OWNER_ALERT = "owner_alert"
     BOOKING = "booking"  # the booking dialog's texts
+    BILLING_NOTICE = "billing_notice"  # to the owner: texting turned off, a payment failed (never gated by billing)
     INBOUND = "inbound"  # a caller's text
 
 
@@ -53,6 +54,7 @@ class SuppressedReason(StrEnum):
     COOLDOWN = "cooldown"  # the same caller got a first SMS within `cooldown_minutes`
     QUIET_HOURS = "quiet_hours"  # the tenant's `suppress` policy
     PAUSED_TOO_LONG = "paused_too_long"  # waited longer than PAUSE_MAX_AGE_MINUTES when sending resumed
+    NOT_ENTITLED = "not_entitled"  # billing: the tenant's texting is off (no subscription, payment overdue)
 
 
 class QuietHoursPolicy(StrEnum):
