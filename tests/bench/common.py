@@ -56,6 +56,85 @@ class BenchStack(Stack):
         super().__init__(full_env, Path(tempfile.mkdtemp(prefix="nmc-bench-")), worker_env={"LOG_LEVEL": "INFO"})
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (/proc/PID/stat fields 14 and 15), 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = task / "children"
+        if children.exists():
+            found += [int(child) for child in children.read_text().split()]
+    return found
+
+
+def tree_cpu(root_pid: int) -> dict[int, float]:
+    """CPU seconds of a process and all its descendants (`just` → `uv run` → python), by pid."""
+    seen: dict[int, float] = {}
+    pending = [root_pid]
+    while pending:
+        pid = pending.pop()
+        if pid not in seen:
+            seen[pid] = _cpu_seconds(pid)
+            pending += _children(pid)
+    return seen
+
+
+async def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends serving the bench database (we run as the server's host user)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await connection.close()
+    return [row["pid"] for row in rows]
+
+
+class CpuMeter:
+    """CPU spent by web, worker and their PostgreSQL backends over a window, from /proc.
+
+    Per process, unlike wall-clock latency, so it stays comparable when other work shares the cores.
+    Backends that appear during the window count from zero; ones that end in it are lost (the pools
+    keep theirs open, so few are).
+    """
+
+    def __init__(self, stack: Stack, database_url: str) -> None:
+        self.stack = stack
+        self.database_url = database_url
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        backends = asyncio.run(backend_pids(self.database_url))
+        return {
+            "web": tree_cpu(self.stack.web.popen.pid),
+            "worker": tree_cpu(self.stack.worker.popen.pid),
+            "postgres": {pid: _cpu_seconds(pid) for pid in backends},
+        }
+
+    def start(self) -> None:
+        self._before = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        after = self._sample()
+        spent = {}
+        for part, now in after.items():
+            before = self._before.get(part, {})
+            spent[part] = sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in now.items())
+        return spent
+
+
 def table(rows: list[dict[str, object]], columns: list[str]) -> str:
     """A Markdown table (pasted into the README)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]

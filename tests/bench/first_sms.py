@@ -23,7 +23,7 @@ import aiohttp
 import asyncpg
 
 from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
-from tests.bench.common import BenchStack, fresh_database, summary, table
+from tests.bench.common import BenchStack, CpuMeter, fresh_database, summary, table
 from tests.conftest import MESSAGING_SERVICE_SID, TWILIO_SID, TWILIO_TOKEN, run_nmc
 from tests.fakes.twilio_api import FakeTwilio
 
@@ -49,6 +49,11 @@ class Result:
     duplicates: int
     webhook_errors: int
     timeline: list[tuple[float, float]]  # (send time, Unix seconds; latency ms), by send time
+    cpu_seconds: dict[str, float]  # web, worker, postgres over the measured window
+
+    def cpu_ms_per_call(self, part: str | None = None) -> float:
+        spent = self.cpu_seconds[part] if part else sum(self.cpu_seconds.values())
+        return spent * 1000 / self.sent if self.sent else float("nan")
 
     def row(self) -> dict[str, object]:
         stats = summary(self.latencies_ms)
@@ -64,6 +69,10 @@ class Result:
             "lost": self.lost,
             "duplicates": self.duplicates,
             "webhook errors": self.webhook_errors,
+            "CPU ms/call (web / worker / postgres)": (
+                f"{self.cpu_ms_per_call():.1f} ({self.cpu_ms_per_call('web'):.1f} / "
+                f"{self.cpu_ms_per_call('worker'):.1f} / {self.cpu_ms_per_call('postgres'):.1f})"
+            ),
         }
 
 
@@ -150,9 +159,12 @@ def run_scenario(stack: BenchStack, fake: FakeTwilio, scenario: Scenario, run: i
     asyncio.run(drive(stack, warmup, run + 100))
     time.sleep(2)
     fake.reset()
+    meter = CpuMeter(stack, stack.env["DATABASE_URL"])
+    meter.start()
     sent_at, total, achieved, errors = asyncio.run(drive(stack, scenario, run))
     latencies, lost, duplicates, timeline = collect(fake, sent_at, wait_seconds=30)
-    return Result(scenario, latencies, total, achieved, lost, duplicates, errors, timeline)
+    cpu = meter.stop()
+    return Result(scenario, latencies, total, achieved, lost, duplicates, errors, timeline, cpu)
 
 
 async def _execute_file(database_url: str, path: Path) -> None:
