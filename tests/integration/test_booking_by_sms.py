@@ -174,6 +174,16 @@ async def test_asking_in_words_or_with_the_prompts_keyword_offers_times(
     assert len(texts) == 3 and "Reply 1, 2 or 3" in texts[0] and texts[1].startswith("No problem")
 
 
+async def test_a_sender_without_a_phone_number_is_never_offered_times(
+    client: Client, db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    shop = await make_shop(client, make_tenant)
+    await say(client, db, shop, "BOOK", caller="22395")  # a short code: bookings need a customer phone
+    assert await db.fetchval("SELECT count(*) FROM conv_booking_dialogs") == 0
+    assert await db.fetchval("SELECT count(*) FROM outbox_events_errors") == 0
+    assert booking_texts(fake_twilio, "22395") == []
+
+
 async def test_without_a_job_type_the_caller_is_told_the_owner_will_text(
     client: Client, db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:

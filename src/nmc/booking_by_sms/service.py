@@ -13,6 +13,7 @@ times instead.
 from __future__ import annotations
 
 import contextlib
+import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -27,7 +28,7 @@ from nmc.booking_by_sms import dialog
 from nmc.booking_by_sms.dialog import Action, DialogState
 from nmc.conversations import DEFAULT_BOOKING_PROMPT, CallerAction, caller_text, queue_text, thread_facts
 from nmc.db import json_column, raw_connection, session_scope
-from nmc.events import HoldExpired, MessageReceived
+from nmc.events import E164_PATTERN, HoldExpired, MessageReceived
 from nmc.identity import TenantService
 from nmc.messaging import MessageKind
 from nmc.problems import DomainError, NotFound
@@ -48,6 +49,7 @@ from nmc.settings import get_settings
 log = structlog.get_logger(module="booking_by_sms")
 
 OFFER_DAYS = 14
+_PHONE = re.compile(E164_PATTERN)
 
 
 class Offer(msgspec.Struct, frozen=True):
@@ -129,6 +131,8 @@ async def converse(event: MessageReceived) -> None:
         await _let_go_after_opt_out(event)
         return
     if event.action is not None:  # opt-in, HELP: keywords, answered elsewhere
+        return
+    if not _PHONE.match(event.caller):  # a short code or a SIP address texting in: nobody to book for
         return
     async with session_scope() as session:
         found = await _message_turn(session, event)
