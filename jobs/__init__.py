@@ -14,6 +14,11 @@ from jobs.heartbeat import JobsHeartbeat  # noqa: E402
 if not any(isinstance(m, JobsHeartbeat) for m in broker.middleware):
     broker.add_middleware(JobsHeartbeat())
 
+from jobs.priority import YieldCpu  # noqa: E402
+
+if not any(isinstance(m, YieldCpu) for m in broker.middleware):  # below web and worker on a shared host
+    broker.add_middleware(YieldCpu())
+
 from dramatiq.middleware.asyncio import AsyncIO  # noqa: E402
 
 if not any(isinstance(m, AsyncIO) for m in broker.middleware):  # async actors (calendars)

@@ -252,14 +252,18 @@ async def claim_reauth_notice(connection: asyncpg.Connection, connection_id: UUI
 _REQUEST_SYNC = """
     UPDATE calendar_connections SET sync_requested_at = now()
     WHERE id = $1 AND status = 'active'
-      AND (sync_requested_at IS NULL OR sync_requested_at < now() - interval '5 minutes')
+      AND (sync_requested_at IS NULL OR sync_requested_at < now() - make_interval(secs => $2))
     RETURNING id
 """
+# A request older than this is taken for lost (its job never ran): the next one queues another.
+REQUEST_STALE_SECONDS = 300.0
 
 
-async def request_sync(connection: asyncpg.Connection, connection_id: UUID) -> bool:
+async def request_sync(
+    connection: asyncpg.Connection, connection_id: UUID, stale_after: float = REQUEST_STALE_SECONDS
+) -> bool:
     """True when no sync was waiting already (the caller queues one); False: one is queued, it will see this."""
-    return await connection.fetchval(_REQUEST_SYNC, connection_id) is not None
+    return await connection.fetchval(_REQUEST_SYNC, connection_id, stale_after) is not None
 
 
 async def sync_requested(connection: asyncpg.Connection, connection_id: UUID) -> bool:

@@ -18,6 +18,7 @@ correlation id.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
 from dataclasses import dataclass
@@ -59,6 +60,7 @@ MAX_RUNS_PER_JOB = 3  # a change that arrived during a sync: run again, a few ti
 WEBHOOK_PATH = "/webhooks/google/calendar"
 WATCH_RETRY_SECONDS = 3600.0
 TICK_BATCH = 500
+SYNCS_AT_ONCE = 2
 
 
 @dataclass
@@ -107,8 +109,26 @@ def window(settings: Settings, now: datetime | None = None) -> Window:
 
 
 # ---------------------------------------------------------------------------- sync
+_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _sync_slot() -> asyncio.Semaphore:
+    """At most SYNCS_AT_ONCE syncs parse and write at a time in a process (per event loop): a burst of full
+    syncs (a deploy, a 410 storm) takes turns instead of taking every core from the first SMS."""
+    loop = asyncio.get_running_loop()
+    slot = _slots.get(loop)
+    if slot is None:
+        slot = _slots[loop] = asyncio.Semaphore(SYNCS_AT_ONCE)
+    return slot
+
+
 async def run_sync(connection_id: UUID, *, full: bool = False, forced: bool = False) -> SyncReport:
     """One job: sync, and again while changes arrived meanwhile (a few times at most)."""
+    async with _sync_slot():
+        return await _run_sync(connection_id, full=full, forced=forced)
+
+
+async def _run_sync(connection_id: UUID, *, full: bool, forced: bool) -> SyncReport:
     report = await sync_once(connection_id, full=full, forced=forced)
     for _ in range(MAX_RUNS_PER_JOB - 1):
         if report.outcome != "synced":
@@ -322,7 +342,10 @@ async def poll_tick() -> dict[str, int]:
             connection, Provider.GOOGLE, renew_before(settings), WATCH_RETRY_SECONDS, TICK_BATCH
         )
         await store.forget_old_channels(connection)
-        requested = [c for c in due if await store.request_sync(connection, c)]
+        # A request older than one interval did not lead to a sync (a job lost, or one that found the
+        # connection backing off): the tick queues another.
+        stale = poll_interval(Provider.GOOGLE, settings)
+        requested = [c for c in due if await store.request_sync(connection, c, stale)]
     for connection_id in requested:
         await queue_sync(connection_id)
         queued += 1
