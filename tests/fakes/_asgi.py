@@ -65,6 +65,10 @@ async def read_body(receive: Receive) -> bytes:
 
 
 async def send_json(send: Send, response: Response) -> None:
+    if response.status == 204:  # No Content (a Twilio delete): no body, no content type
+        await send({"type": "http.response.start", "status": 204, "headers": list(response.headers)})
+        await send({"type": "http.response.body", "body": b""})
+        return
     body = json.dumps(response.payload, separators=(",", ":")).encode()
     headers: list[Header] = [
         (b"content-type", b"application/json"),

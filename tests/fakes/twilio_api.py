@@ -1,4 +1,5 @@
-"""Fake Twilio REST API (Messages resource, Lookup v2 line type) speaking Twilio's real wire format.
+"""Fake Twilio REST API (Messages resource, Lookup v2 line type; phone numbers, a Messaging Service's
+numbers and Calls create: see their section) speaking Twilio's real wire format.
 
 Twilio's semantics it models: a created text is `queued` (`accepted` with a Messaging Service) with a
 null `date_sent` until it is sent (`FakeTwilio.set_status`), and the list's `DateSent` filters leave such
@@ -432,12 +433,411 @@ def parse_messages_path(path: str) -> tuple[str, str | None] | None:
     return None
 
 
+# --------------------------------------------------------------------------- phone numbers and calls (issue #15)
+#
+# AvailablePhoneNumbers (Local), IncomingPhoneNumbers (create/fetch/update/delete/list), a Messaging
+# Service's PhoneNumbers (messaging.twilio.com's `/v1/Services/{MG}/PhoneNumbers`, served here too:
+# point TWILIO_MESSAGING_API_BASE_URL at this fake) and Calls create, in Twilio's wire format: list
+# pages under a resource key, `capabilities` spelled `SMS`/`MMS` in AvailablePhoneNumbers and `sms`/`mms`
+# in IncomingPhoneNumbers, 400 code 21422 for a number no longer available, 409 code 21710 for a number
+# already in the service, 404 code 20404 for a released number, 204 for a delete. Numbers scripts
+# (`POST /_fake/numbers/script`) answer the next IncomingPhoneNumbers create with an error, after
+# creating it with ``drop_after_create`` (our commit-failed-after-Twilio's case).
+
+NUMBERS_ERRORS: dict[int, str] = {
+    21421: "PhoneNumber is invalid",
+    21422: "PhoneNumber is not available",
+    21452: "No phone numbers found",
+    21710: "Phone Number or Short Code is already in the Messaging Service.",
+    21212: "Invalid 'From' phone number",
+    21201: "No 'To' number is specified",
+    21205: "Url is not a valid URL",
+}
+INCOMING_UPDATABLE = (
+    "FriendlyName", "VoiceUrl", "VoiceMethod", "VoiceFallbackUrl", "VoiceFallbackMethod", "StatusCallback",
+    "StatusCallbackMethod", "SmsUrl", "SmsMethod", "SmsFallbackUrl", "SmsFallbackMethod",
+)  # fmt: skip
+NUMBER_SCRIPT_KEYS = frozenset({"status", "code", "message", "delay", "drop_after_create"})
+
+
+def _snake(name: str) -> str:
+    return "".join(f"_{c.lower()}" if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
+def default_inventory() -> list[dict[str, Any]]:
+    """Local numbers on sale: a few area codes, each number SMS and voice capable unless said otherwise."""
+    places = [
+        ("415", "San Francisco", "CA", "94107"),
+        ("512", "Austin", "TX", "78701"),
+        ("617", "Boston", "MA", "02108"),
+    ]
+    inventory = []
+    for area, locality, region, postal in places:
+        for n in range(1, 6):
+            inventory.append(available_number(f"+1{area}555{n:04d}", locality, region, postal))
+    inventory.append(available_number("+14155550999", "San Francisco", "CA", "94107", sms=False))  # voice only
+    return inventory
+
+
+def available_number(
+    number: str, locality: str = "San Francisco", region: str = "CA", postal_code: str = "94107", *,
+    sms: bool = True, voice: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "friendly_name": f"({number[2:5]}) {number[5:8]}-{number[8:]}",
+        "phone_number": number,
+        "lata": "722",
+        "locality": locality,
+        "rate_center": locality.upper().replace(" ", ""),
+        "latitude": "37.780000",
+        "longitude": "-122.400000",
+        "region": region,
+        "postal_code": postal_code,
+        "iso_country": "US",
+        "address_requirements": "none",
+        "beta": False,
+        "capabilities": {"voice": voice, "SMS": sms, "MMS": sms, "fax": False},
+    }
+
+
+def _twilio_page(key: str, path: str, params: Mapping[str, str], items: Sequence[Any]) -> dict[str, Any]:
+    size = max(1, min(int(params.get("PageSize", "50")), 1000))
+    page = max(0, int(params.get("Page", "0")))
+    start = page * size
+    chunk = list(items[start : start + size])
+    filters = [(k, v) for k, v in params.items() if k not in PAGING_KEYS]
+
+    def uri(number: int) -> str:
+        return f"{path}?{urlencode([*filters, ('PageSize', str(size)), ('Page', str(number))])}"
+
+    return {
+        key: chunk,
+        "page": page,
+        "page_size": size,
+        "first_page_uri": uri(0),
+        "next_page_uri": uri(page + 1) if start + size < len(items) else None,
+        "previous_page_uri": uri(page - 1) if page > 0 else None,
+        "uri": uri(page),
+        "start": start,
+        "end": start + max(len(chunk) - 1, 0),
+    }
+
+
+@dataclass
+class NumbersState:
+    account_sid: str
+    available: list[dict[str, Any]] = field(default_factory=default_inventory)
+    incoming: dict[str, dict[str, Any]] = field(default_factory=dict)  # PN... -> resource (in the account)
+    released: list[dict[str, Any]] = field(default_factory=list)
+    service_numbers: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # MG -> PN -> resource
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)  # every numbers/calls request, in order
+    scripts: deque[Script] = field(default_factory=deque)  # for IncomingPhoneNumbers creates
+
+    def reset(self) -> None:
+        self.available = default_inventory()
+        for store in (self.incoming, self.service_numbers):
+            store.clear()
+        for log in (self.released, self.calls, self.requests):
+            log.clear()
+        self.scripts.clear()
+
+    def incoming_resource(self, number: str, form: Form, origin: str = "twilio") -> dict[str, Any]:
+        sid = "PN" + secrets.token_hex(16)
+        stamp = rfc2822(datetime.now(UTC))
+        capabilities = next(
+            (a["capabilities"] for a in self.available if a["phone_number"] == number),
+            {"voice": True, "SMS": True, "MMS": True, "fax": False},
+        )
+        resource: dict[str, Any] = {
+            "sid": sid,
+            "account_sid": self.account_sid,
+            "phone_number": number,
+            "friendly_name": number,
+            "origin": origin,
+            "status": "in-use",
+            "api_version": API_VERSION,
+            "address_requirements": "none",
+            "beta": False,
+            "capabilities": {key.lower(): value for key, value in capabilities.items()},
+            "date_created": stamp,
+            "date_updated": stamp,
+            "emergency_status": "Inactive",
+            "trunk_sid": None,
+            "voice_application_sid": None,
+            "sms_application_sid": None,
+            "voice_caller_id_lookup": False,
+            "voice_url": None,
+            "voice_method": "POST",
+            "voice_fallback_url": None,
+            "voice_fallback_method": "POST",
+            "status_callback": None,
+            "status_callback_method": "POST",
+            "sms_url": None,
+            "sms_method": "POST",
+            "sms_fallback_url": None,
+            "sms_fallback_method": "POST",
+            "uri": f"/{API_VERSION}/Accounts/{self.account_sid}/IncomingPhoneNumbers/{sid}.json",
+        }
+        self.apply_update(resource, form)
+        return resource
+
+    @staticmethod
+    def apply_update(resource: dict[str, Any], form: Form) -> None:
+        for name in INCOMING_UPDATABLE:
+            value = first(form, name)
+            if value is not None:
+                resource[_snake(name)] = value
+        resource["date_updated"] = rfc2822(datetime.now(UTC))
+
+    def add_existing(self, number: str, friendly_name: str | None = None, **urls: str) -> dict[str, Any]:
+        """A number already in the account (bought elsewhere): what `POST /api/numbers/import` adopts."""
+        form: Form = {"FriendlyName": [friendly_name or number]}
+        form.update({name: [value] for name, value in urls.items()})
+        resource = self.incoming_resource(number, form, origin="twilio")
+        self.incoming[resource["sid"]] = resource
+        return resource
+
+
+INCOMING_PATH = "IncomingPhoneNumbers"
+AVAILABLE_PATH = "AvailablePhoneNumbers"
+SERVICES_PREFIX = "/v1/Services/"
+
+
+def numbers_error(status: int, code: int, message: str | None = None) -> Response:
+    return twilio_error(status, code, message or NUMBERS_ERRORS.get(code))
+
+
+class NumbersApi:
+    """Serves the numbers and calls resources for :class:`FakeTwilioApp` (``handle`` returns None for
+    any other path)."""
+
+    def __init__(self, state: NumbersState, app: FakeTwilioApp) -> None:
+        self.state = state
+        self.app = app
+
+    async def handle(self, request: Request) -> Response | None:
+        path = request.path
+        if path.startswith("/_fake/numbers") or path in {"/_fake/calls", "/_fake/available"}:
+            return self.control(request)
+        if path.startswith(SERVICES_PREFIX):
+            return self.service_numbers(request)
+        if not path.startswith(MESSAGES_PREFIX) or not path.endswith(".json"):
+            return None
+        parts = path[len(MESSAGES_PREFIX) : -len(".json")].split("/")
+        if len(parts) < 2 or parts[1] not in {INCOMING_PATH, AVAILABLE_PATH, "Calls"}:
+            return None
+        account_sid = parts[0]
+        denied = self.app.authorize(request, account_sid)
+        if denied is not None:
+            return denied
+        form = parse_qs(request.body.decode(errors="replace"), keep_blank_values=True)
+        params = dict(parse_qsl(request.query_string.decode(), keep_blank_values=True))
+        self.state.requests.append(
+            {"method": request.method, "path": path, "form": flatten_form(form), "query": params}
+        )
+        if parts[1] == AVAILABLE_PATH and len(parts) == 4 and parts[3] == "Local" and request.method == "GET":
+            return self.search(path, parts[2], params)
+        if parts[1] == "Calls" and len(parts) == 2 and request.method == "POST":
+            return self.create_call(form)
+        if parts[1] == INCOMING_PATH and len(parts) == 2:
+            if request.method == "POST":
+                return await self.buy(form)
+            if request.method == "GET":
+                return self.list_incoming(path, params)
+        if parts[1] == INCOMING_PATH and len(parts) == 3:
+            return self.one_incoming(request.method, parts[2], form, path)
+        return twilio_error(405, 20004)
+
+    # AvailablePhoneNumbers/{Country}/Local.json
+    def search(self, path: str, country: str, params: Mapping[str, str]) -> Response:
+        if country != "US":
+            return Response(200, _twilio_page("available_phone_numbers", path, params, []))
+        area = params.get("AreaCode")
+        contains = (params.get("Contains") or "").replace("*", "")
+        near = params.get("NearNumber")
+        sms = params.get("SmsEnabled", "").lower() == "true"
+        voice = params.get("VoiceEnabled", "").lower() == "true"
+        found = [
+            number
+            for number in self.state.available
+            if (not area or number["phone_number"][2:5] == area)
+            and (not contains or contains in number["phone_number"])
+            and (not near or number["phone_number"][2:5] == near.lstrip("+1")[:3])
+            and (not sms or number["capabilities"]["SMS"])
+            and (not voice or number["capabilities"]["voice"])
+        ]
+        return Response(200, _twilio_page("available_phone_numbers", path, params, found))
+
+    # IncomingPhoneNumbers.json (POST: buy)
+    async def buy(self, form: Form) -> Response:
+        number = first(form, "PhoneNumber")
+        if not number:
+            return numbers_error(400, 21421, "A PhoneNumber or AreaCode is required")
+        script = self.state.scripts.popleft() if self.state.scripts else {}
+        delay = float(script.get("delay", 0))
+        if "status" in script and not script.get("drop_after_create"):
+            await asyncio.sleep(delay)
+            return numbers_error(script["status"], script.get("code", 20500), script.get("message"))
+        on_sale = next((n for n in self.state.available if n["phone_number"] == number), None)
+        if on_sale is None:
+            return numbers_error(400, 21422)
+        resource = self.state.incoming_resource(number, form)
+        self.state.available.remove(on_sale)
+        self.state.incoming[resource["sid"]] = resource
+        await asyncio.sleep(delay)
+        if script.get("drop_after_create"):
+            return numbers_error(script.get("status", 500), script.get("code", 20500), script.get("message"))
+        return Response(201, resource)
+
+    def list_incoming(self, path: str, params: Mapping[str, str]) -> Response:
+        wanted_number = params.get("PhoneNumber")
+        wanted_name = params.get("FriendlyName")
+        found = [
+            resource
+            for resource in self.state.incoming.values()
+            if (not wanted_number or resource["phone_number"] == wanted_number)
+            and (not wanted_name or resource["friendly_name"] == wanted_name)
+        ]
+        return Response(200, _twilio_page("incoming_phone_numbers", path, params, found))
+
+    def one_incoming(self, method: str, sid: str, form: Form, path: str) -> Response:
+        resource = self.state.incoming.get(sid)
+        if resource is None:
+            return not_found(path)
+        if method == "GET":
+            return Response(200, resource)
+        if method == "POST":
+            self.state.apply_update(resource, form)
+            return Response(200, resource)
+        if method == "DELETE":
+            self.state.released.append(self.state.incoming.pop(sid))
+            for numbers in self.state.service_numbers.values():
+                numbers.pop(sid, None)
+            return Response(204, None)
+        return twilio_error(405, 20004)
+
+    # Calls.json
+    def create_call(self, form: Form) -> Response:
+        to, from_ = first(form, "To"), first(form, "From")
+        if not to:
+            return numbers_error(400, 21201)
+        owned = {resource["phone_number"] for resource in self.state.incoming.values()}
+        if not from_ or from_ not in owned:
+            return numbers_error(400, 21212, f"The source phone number provided, {from_}, is not yet verified")
+        if not (first(form, "Url") or first(form, "Twiml") or first(form, "ApplicationSid")):
+            return numbers_error(400, 21205, "Url, Twiml or ApplicationSid is required")
+        sid = "CA" + secrets.token_hex(16)
+        stamp = rfc2822(datetime.now(UTC))
+        call = {
+            "sid": sid,
+            "account_sid": self.state.account_sid,
+            "to": to,
+            "to_formatted": to,
+            "from": from_,
+            "from_formatted": from_,
+            "status": "queued",
+            "direction": "outbound-api",
+            "api_version": API_VERSION,
+            "date_created": stamp,
+            "date_updated": stamp,
+            "start_time": None,
+            "end_time": None,
+            "duration": None,
+            "price": None,
+            "parent_call_sid": None,
+            "uri": f"/{API_VERSION}/Accounts/{self.state.account_sid}/Calls/{sid}.json",
+            "twiml": first(form, "Twiml"),
+            "url": first(form, "Url"),
+            "status_callback": first(form, "StatusCallback"),
+        }
+        self.state.calls.append(call)
+        return Response(201, call)
+
+    # messaging.twilio.com /v1/Services/{MG}/PhoneNumbers[/{PN}]
+    def service_numbers(self, request: Request) -> Response:
+        if basic_credentials(request.headers) != (self.app.state.account_sid, self.app.state.auth_token):
+            return unauthorized()
+        parts = request.path[len(SERVICES_PREFIX) :].split("/")
+        if len(parts) < 2 or parts[1] != "PhoneNumbers" or not parts[0].startswith("MG"):
+            return not_found(request.path)
+        service_sid = parts[0]
+        numbers = self.state.service_numbers.setdefault(service_sid, {})
+        form = parse_qs(request.body.decode(errors="replace"), keep_blank_values=True)
+        self.state.requests.append({"method": request.method, "path": request.path, "form": flatten_form(form)})
+        if len(parts) == 2 and request.method == "POST":
+            sid = first(form, "PhoneNumberSid") or ""
+            incoming = self.state.incoming.get(sid)
+            if incoming is None:
+                return numbers_error(400, 21421, f"PhoneNumberSid {sid} is not in this account")
+            if any(sid in other for other in self.state.service_numbers.values()):
+                return numbers_error(409, 21710)
+            stamp = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            numbers[sid] = {
+                "sid": sid,
+                "account_sid": self.state.account_sid,
+                "service_sid": service_sid,
+                "date_created": stamp,
+                "date_updated": stamp,
+                "phone_number": incoming["phone_number"],
+                "country_code": "US",
+                "capabilities": [name.upper() for name, on in incoming["capabilities"].items() if on],
+                "url": f"https://messaging.twilio.com{SERVICES_PREFIX}{service_sid}/PhoneNumbers/{sid}",
+            }
+            return Response(201, numbers[sid])
+        if len(parts) == 2 and request.method == "GET":
+            items = list(numbers.values())
+            return Response(200, {"phone_numbers": items, "meta": {"page": 0, "page_size": 50, "key": "phone_numbers"}})
+        if len(parts) == 3 and request.method == "DELETE":
+            if numbers.pop(parts[2], None) is None:
+                return not_found(request.path)
+            return Response(204, None)
+        return twilio_error(405, 20004)
+
+    def control(self, request: Request) -> Response:
+        route = (request.method, request.path)
+        if route == ("GET", "/_fake/numbers"):
+            return Response(
+                200,
+                {
+                    "incoming": list(self.state.incoming.values()),
+                    "released": self.state.released,
+                    "service_numbers": {mg: list(n.values()) for mg, n in self.state.service_numbers.items()},
+                    "requests": self.state.requests,
+                },
+            )
+        if route == ("GET", "/_fake/calls"):
+            return Response(200, self.state.calls)
+        if route == ("POST", "/_fake/available"):
+            for number in json.loads(request.body or b"[]"):
+                self.state.available.append(
+                    available_number(**number) if isinstance(number, dict) else available_number(number)
+                )
+            return Response(200, {"available": len(self.state.available)})
+        if route == ("POST", "/_fake/numbers/existing"):
+            payload = json.loads(request.body or b"{}")
+            return Response(200, self.state.add_existing(**payload))
+        if route == ("POST", "/_fake/numbers/script"):
+            responses = json.loads(request.body or b"{}").get("responses")
+            if not isinstance(responses, list) or not all(
+                isinstance(item, dict) and set(item) <= NUMBER_SCRIPT_KEYS for item in responses
+            ):
+                return Response(
+                    400, {"error": f"responses: a list of objects with keys in {sorted(NUMBER_SCRIPT_KEYS)}"}
+                )
+            self.state.scripts.extend(responses)
+            return Response(200, {"queued": len(responses)})
+        return Response(404, {"error": f"no control endpoint {request.method} {request.path}"})
+
+
 class FakeTwilioApp:
     """Raw ASGI app implementing the Messages API plus ``/_fake/`` control endpoints."""
 
     def __init__(self, account_sid: str = DEFAULT_ACCOUNT_SID, auth_token: str = DEFAULT_AUTH_TOKEN) -> None:
         self.state = TwilioState(account_sid, auth_token)
         self.outage: Script | None = None  # every Messages request (create, list, fetch) until healed
+        self.numbers = NumbersState(account_sid)  # issue #15: numbers and calls (section above)
+        self.numbers_api = NumbersApi(self.numbers, self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         received_at = time.time()
@@ -459,6 +859,8 @@ class FakeTwilioApp:
                 watcher.cancel()
 
     async def dispatch(self, request: Request) -> Response:
+        if (answer := await self.numbers_api.handle(request)) is not None:
+            return answer
         if request.path.startswith("/_fake/"):
             return self.control(request)
         if request.path.startswith(LOOKUP_PREFIX):
@@ -584,6 +986,7 @@ class FakeTwilioApp:
             return Response(200, resource) if resource else Response(404, {"error": "no such message"})
         if route == ("POST", "/_fake/reset"):
             self.state.reset()
+            self.numbers.reset()
             self.outage = None
             return Response(200, {"ok": True})
         if route == ("POST", "/_fake/outage"):
@@ -757,6 +1160,43 @@ class FakeTwilio:
     def lookups(self) -> list[str]:
         """Every number looked up so far, in arrival order."""
         response = self._control().get("/_fake/lookups")
+        response.raise_for_status()
+        return list(response.json())
+
+    # ------------------------------------------------------------------ numbers and calls (issue #15)
+
+    def numbers_state(self) -> dict[str, Any]:
+        """``incoming`` (the account's IncomingPhoneNumbers), ``released``, ``service_numbers`` (by
+        Messaging Service SID) and ``requests`` (every numbers/calls request, in order)."""
+        response = self._control().get("/_fake/numbers")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def incoming_numbers(self) -> list[dict[str, Any]]:
+        return list(self.numbers_state()["incoming"])
+
+    def add_available(self, *numbers: str | Mapping[str, Any]) -> None:
+        """Put numbers on sale (a number, or keyword arguments of ``available_number``)."""
+        payload = [dict(number) if isinstance(number, Mapping) else number for number in numbers]
+        self._control().post("/_fake/available", json=payload).raise_for_status()
+
+    def add_existing_number(self, number: str, friendly_name: str | None = None, **urls: str) -> dict[str, Any]:
+        """A number already in the account (e.g. ``VoiceUrl="https://old.example/voice"``)."""
+        response = self._control().post(
+            "/_fake/numbers/existing", json={"number": number, "friendly_name": friendly_name, **urls}
+        )
+        response.raise_for_status()
+        return dict(response.json())
+
+    def script_numbers(self, responses: Sequence[Mapping[str, Any]]) -> None:
+        """Answer the next IncomingPhoneNumbers creates so: ``{"status": 500, "drop_after_create": True}``
+        buys the number and loses the answer."""
+        payload = {"responses": [dict(item) for item in responses]}
+        self._control().post("/_fake/numbers/script", json=payload).raise_for_status()
+
+    def calls(self) -> list[dict[str, Any]]:
+        """Every call created through the Calls API, in order."""
+        response = self._control().get("/_fake/calls")
         response.raise_for_status()
         return list(response.json())
 
