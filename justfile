@@ -82,6 +82,11 @@ kpis-rebuild *ARGS:
 billing-reconcile *ARGS:
     uv run nmc billing reconcile {{ARGS}}
 
+# Every tenant number's webhook URLs at Twilio checked against PUBLIC_BASE_URL, drift fixed and printed:
+# just numbers-sync [--tenant ID] [--all: also tagged numbers no tenant stores] [--dry-run]
+numbers-sync *ARGS:
+    uv run nmc numbers sync-webhooks {{ARGS}}
+
 # Re-run a stored webhook_events payload through its handler: just replay-webhook <uuid>
 replay-webhook ID:
     uv run nmc replay-webhook {{ID}}

@@ -38,7 +38,7 @@ from nmc.observability.providers import provider_requests as _provider_requests_
 from nmc.problems import DomainError, domain_problem, refuse_nul_characters, schema_problem
 from nmc.scheduling import SCHEDULING_CONTROLLERS, register_live_busy_check
 from nmc.settings import get_settings
-from nmc.telephony import TwilioWebhooks
+from nmc.telephony import NUMBER_CONTROLLERS, TwilioWebhooks
 
 API_CONTROLLERS: list[type[Controller]] = [
     TenantController,
@@ -48,6 +48,7 @@ API_CONTROLLERS: list[type[Controller]] = [
     KpiController,
     *CALENDAR_CONTROLLERS,
     BillingController,
+    *NUMBER_CONTROLLERS,
 ]
 WEBHOOK_CONTROLLERS: list[type[Controller]] = [TwilioWebhooks, ClerkWebhooks, StripeWebhooks, *CALENDAR_ROUTES]
 

@@ -405,11 +405,12 @@ async def replay_stored_webhook(webhook_event_id: UUID) -> str:
     """A stored delivery of any provider through the webhook pipeline's parse → route → apply."""
     from nmc.billing import STRIPE_WEBHOOKS
     from nmc.db import session_scope
+    from nmc.identity import CLERK_WEBHOOKS
     from nmc.telephony import TWILIO_WEBHOOKS
     from nmc.webhooks import replay
 
     async with session_scope() as session:
-        return await replay(session, webhook_event_id, {**TWILIO_WEBHOOKS, **STRIPE_WEBHOOKS})
+        return await replay(session, webhook_event_id, {**TWILIO_WEBHOOKS, **STRIPE_WEBHOOKS, **CLERK_WEBHOOKS})
 
 
 @cli.command("replay-webhook")
@@ -451,6 +452,16 @@ def _register_calendar_commands() -> None:
 
 
 _register_calendar_commands()
+
+
+def _register_numbers_commands() -> None:
+    """Issue #15's `nmc numbers sync-webhooks` (`nmc/numbers_cli.py`)."""
+    from nmc.numbers_cli import register
+
+    register(cli)
+
+
+_register_numbers_commands()
 
 
 def main() -> None:

@@ -47,6 +47,7 @@ SUBSCRIBER_MODULES = (
     "nmc.booking_by_sms.handlers",
     "nmc.calendars.handlers",
     "nmc.billing.handlers",
+    "nmc.telephony.handlers",
 )
 
 SWEEP_EVERY_SECONDS = 2.0  # with HEARTBEAT_STALE_SECONDS: a dead worker's texts go out within ~8 s

@@ -13,6 +13,7 @@ from nmc.calendars import metrics as _calendar_figures_probe  # noqa: F401  (reg
 from nmc.calendars.controllers import CalendarController, GoogleCalendarWebhooks, GoogleOAuthCallback
 from nmc.calendars.live import live_calendar_check
 from nmc.calendars.models import ConnectionStatus, Provider
+from nmc.calendars.onboarding import calendar_connected
 from nmc.calendars.provider import CalendarProvider
 from nmc.calendars.queueing import (
     CALENDAR_QUEUE,
@@ -45,6 +46,7 @@ __all__ = [
     "ConnectionStatus",
     "Provider",
     "SyncReport",
+    "calendar_connected",
     "live_calendar_check",
     "poll_tick",
     "queue_poll_tick",

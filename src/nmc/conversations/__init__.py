@@ -9,8 +9,10 @@ from nmc.conversations.controllers import MessagingSettingsController, ThreadCon
 from nmc.conversations.follow_up import queue_due_follow_ups
 from nmc.conversations.inbound import InboundSms, Media, apply_inbound
 from nmc.conversations.models import ThreadStatus
+from nmc.conversations.onboarding import messaging_settings_saved
 from nmc.conversations.optouts import OPTED_OUT_SQL, CallerAction
 from nmc.conversations.outbound import queue_text
+from nmc.conversations.owner_texts import queue_owner_text
 from nmc.conversations.paused import PausedTexts, paused_texts, suppress_stale_paused
 from nmc.conversations.reopen import TextsReplay, reopen_unsent_texts
 from nmc.conversations.service import FirstSmsOutcome, first_sms_outcome, update_delivery_status
@@ -34,8 +36,10 @@ __all__ = [
     "apply_inbound",
     "caller_text",
     "first_sms_outcome",
+    "messaging_settings_saved",
     "paused_texts",
     "queue_due_follow_ups",
+    "queue_owner_text",
     "queue_text",
     "reopen_unsent_texts",
     "suppress_stale_paused",

@@ -178,7 +178,8 @@ async def change_forwarding(
         f"""
         UPDATE tenant_phone_numbers SET
             forwarding_number = $3, forwarding_verified_at = NULL, forwarding_code_hash = NULL,
-            forwarding_code_expires_at = NULL, forwarding_code_attempts = 0, updated_at = now()
+            forwarding_code_expires_at = NULL, forwarding_code_attempts = 0, forwarding_code_sent_at = NULL,
+            updated_at = now()
         WHERE id = $1 AND tenant_id = $2 AND released_at IS NULL AND forwarding_number <> $3
         RETURNING {_COLUMNS}
         """,

@@ -42,6 +42,9 @@ QUIET_HOURS_EXEMPT = frozenset(
 )
 # The owner's billing notices say texting is off: the entitlement never holds them back.
 ENTITLEMENT_EXEMPT = frozenset({MessageKind.BILLING_NOTICE})
+# Texts to the business itself while it sets up (a forwarding number's code, issue #15): an onboarding
+# tenant sends them (callers get nothing until it is active), at any hour (the owner is waiting for it).
+SETUP_TEXTS = frozenset({MessageKind.FORWARDING_CODE})
 # Texts the business did not write by hand: the tenant's `suppress` quiet-hours policy applies.
 AUTOMATED = frozenset({MessageKind.FIRST_SMS, MessageKind.FOLLOW_UP})
 
@@ -114,7 +117,10 @@ def quiet_hours_end(start: time | None, end: time | None, timezone: str, now: da
 
 
 def decide(facts: SendFacts, *, paused: bool, now: datetime) -> Verdict:
-    if reason := blocked_recipient(facts.tenant_status, facts.opted_out, facts.landline):
+    tenant_status = facts.tenant_status
+    if facts.kind in SETUP_TEXTS and tenant_status == TenantStatus.ONBOARDING:
+        tenant_status = TenantStatus.ACTIVE
+    if reason := blocked_recipient(tenant_status, facts.opted_out, facts.landline):
         return Suppress(reason)
     if not facts.entitled and facts.kind not in ENTITLEMENT_EXEMPT:
         return Suppress(SuppressedReason.NOT_ENTITLED)
@@ -122,7 +128,7 @@ def decide(facts: SendFacts, *, paused: bool, now: datetime) -> Verdict:
         return Suppress(SuppressedReason.COOLDOWN)
     if paused or facts.operator_paused:
         return Wait(MessageStatus.PAUSED, now + PAUSE_RECHECK, PAUSED_REASON)
-    if facts.kind not in QUIET_HOURS_EXEMPT:
+    if facts.kind not in QUIET_HOURS_EXEMPT and facts.kind not in SETUP_TEXTS:
         until = quiet_hours_end(*facts.quiet_hours, facts.timezone, now)
         if until is not None:
             if facts.kind in AUTOMATED and facts.quiet_policy == QuietHoursPolicy.SUPPRESS:

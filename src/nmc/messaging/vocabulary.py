@@ -11,6 +11,7 @@ class MessageKind(StrEnum):
     FOLLOW_UP = "follow_up"
     HELP = "help"  # the answer to HELP or INFO
     OWNER_ALERT = "owner_alert"
+    FORWARDING_CODE = "forwarding_code"  # to the owner: the code that verifies a forwarding number (issue #15)
     BOOKING = "booking"  # the booking dialog's texts
     BILLING_NOTICE = "billing_notice"  # to the owner: texting turned off, a payment failed (never gated by billing)
     INBOUND = "inbound"  # a caller's text

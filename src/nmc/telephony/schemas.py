@@ -7,6 +7,7 @@ never a database error. A NUL character in any field is refused by the pipeline 
 from __future__ import annotations
 
 from typing import Annotated
+from uuid import UUID
 
 import msgspec
 
@@ -92,3 +93,77 @@ class InboundSmsForm(msgspec.Struct, rename="pascal"):
             if url:
                 found.append((url, getattr(self, f"media_content_type{i}")))
         return found
+
+
+# ---------------------------------------------------------------- the numbers and onboarding API (issue #15)
+
+AREA_CODE_PATTERN = r"^[2-9]\d{2}$"
+# Twilio's `Contains`: digits and letters (vanity, mapped to digits), `*` for any one digit.
+CONTAINS_PATTERN = r"^[0-9A-Za-z*]{1,16}$"
+Code = Annotated[str, msgspec.Meta(pattern=r"^\s*\d{6}\s*$", examples=["123456"])]
+
+
+class AvailableNumberRead(msgspec.Struct):
+    phone_number: str
+    friendly_name: str
+    locality: str | None
+    region: str | None
+    postal_code: str | None
+    iso_country: str
+
+
+class NumberCreate(msgspec.Struct, forbid_unknown_fields=True):
+    phone_number: E164
+    forward_to: E164
+
+
+class NumberUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    forward_to: E164
+
+
+class ForwardingCode(msgspec.Struct, forbid_unknown_fields=True):
+    code: Code
+
+
+class ForwardingRead(msgspec.Struct):
+    """Whether calls ring `forward_to`: only once it is verified by the code texted to it."""
+
+    verified: bool
+    verified_at: str | None
+    code_pending: bool
+    code_expires_at: str | None
+    attempts_left: int
+
+
+class NumberRead(msgspec.Struct):
+    id: str
+    phone_number: str
+    forward_to: str
+    source: str  # purchased | imported | operator
+    forwarding: ForwardingRead
+    created_at: str
+
+
+class OnboardingStep(msgspec.Struct):
+    key: str
+    title: str
+    done: bool
+    required: bool
+    detail: str | None = None
+
+
+class OnboardingRead(msgspec.Struct):
+    status: str  # the tenant's: onboarding | active | ...
+    live: bool  # texting callers back
+    steps: list[OnboardingStep]
+    required_open: list[str]
+
+
+class TestCallCreate(msgspec.Struct, forbid_unknown_fields=True):
+    number_id: UUID | None = None  # the tenant's number to call; default: its first
+
+
+class TestCallRead(msgspec.Struct):
+    call_sid: str
+    to: str
+    from_: str = msgspec.field(name="from")

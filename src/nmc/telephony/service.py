@@ -23,7 +23,9 @@ from nmc.settings import Settings
 
 log = structlog.get_logger(module="telephony")
 
-MISSED_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled"})
+# Our own status for a call we did not forward: its forwarding number is not verified yet (issue #15).
+NOT_FORWARDED = "not-forwarded"
+MISSED_STATUSES = frozenset({"no-answer", "busy", "failed", "canceled", NOT_FORWARDED})
 _E164 = re.compile(E164_PATTERN)
 # Caller IDs that are nobody to text: withheld ones as carriers spell them (any case), and the
 # placeholder numbers Twilio puts in `From` for them (they look like E.164: +266696687 "ANONYMOUS",

@@ -17,7 +17,7 @@ from nmc.identity import NumberOwner, owner_of
 from nmc.settings import get_settings
 from nmc.telephony import twiml
 from nmc.telephony.schemas import CallStatusForm, DialOutcomeForm, InboundSmsForm, IncomingCallForm, MessageStatusForm
-from nmc.telephony.service import CallOutcome, apply_outcome, is_missed, record_ringing
+from nmc.telephony.service import NOT_FORWARDED, CallOutcome, apply_outcome, is_missed, record_ringing
 from nmc.webhooks import TWILIO, Answer, Unrouted, WebhookHandler, twiml_answer
 
 DIAL_STATUS_PATH = "/webhooks/twilio/voice/dial-status"
@@ -45,7 +45,10 @@ class TenantNumberCallback(WebhookHandler[Any, NumberOwner]):
 
 
 class IncomingCall(TenantNumberCallback):
-    """A call to a tenant number: ring the forwarding number, and tell us how the <Dial> ended."""
+    """A call to a tenant number: ring the forwarding number, and tell us how the <Dial> ended.
+
+    A forwarding number not verified yet (a self-serve number, issue #15) is never rung: the caller hears
+    the missed-call message at once and the call is missed (`not-forwarded`), so it is texted back."""
 
     kind = "voice.incoming"
     payload_type = IncomingCallForm
@@ -53,13 +56,18 @@ class IncomingCall(TenantNumberCallback):
 
     def answer(self, payload: IncomingCallForm, owner: NumberOwner | None) -> Answer:
         assert owner is not None
+        if not owner.forwarding_verified:
+            return twiml_answer(twiml.after_missed_call(owner.business_name))
         return twiml_answer(twiml.forward_call(owner.forwarding_number, get_settings().public_url(DIAL_STATUS_PATH)))
 
     async def apply(
-        self, session: AsyncSession, payload: IncomingCallForm, owner: NumberOwner | None, _: datetime
+        self, session: AsyncSession, payload: IncomingCallForm, owner: NumberOwner | None, at: datetime
     ) -> None:
         assert owner is not None
         await record_ringing(session, owner, payload.call_sid, payload.from_, payload.to)
+        if not owner.forwarding_verified:
+            outcome = CallOutcome(payload.call_sid, payload.from_, payload.to, NOT_FORWARDED, None, True)
+            await apply_outcome(session, owner, outcome, at, get_settings())
 
 
 class DialOutcome(TenantNumberCallback):
