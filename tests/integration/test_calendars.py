@@ -6,6 +6,8 @@ tests/e2e/test_calendars_e2e.py runs it in the real jobs process.
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +26,7 @@ from nmc.calendars.google import event_id_for
 from nmc.calendars.sync import poll_tick, run_sync, run_watch
 from nmc.calendars.writeback import write_back
 from nmc.events import dispatch
+from tests.conftest import run_nmc
 from tests.fakes.google import FakeGoogle
 from tests.integration.test_observability import sample_value
 from tests.integration.test_scheduling_api import Shop, iso, local, make_shop, next_weekday
@@ -594,3 +597,34 @@ async def test_the_ops_query_shows_connections(client: Client, make_tenant: Any,
 
 def test_day_helpers_are_consistent() -> None:
     assert isinstance(next_weekday(0), date)
+
+
+async def test_booking_events_queue_the_write_back_for_the_jobs_process(
+    client: Client, db: asyncpg.Connection, make_tenant: Any, google: FakeGoogle
+) -> None:
+    shop, _ = await connected(client, make_tenant, google)
+    await db.execute("DELETE FROM dramatiq.queue")
+    body = {"resource_id": shop.resource_id, "job_type_id": shop.job_type_id, "start": iso(local(next_weekday(3), 9))}
+    booking_id = (await client.post("/api/bookings", json=body, headers=shop.headers)).json()["id"]
+    event_id = await db.fetchval("SELECT id FROM outbox_events WHERE event_name = 'booking.confirmed'")
+    await dispatch(event_id)
+    queued = await db.fetch("SELECT message FROM dramatiq.queue")
+    [message] = [json.loads(row["message"]) if isinstance(row["message"], str) else row["message"] for row in queued]
+    assert message["actor_name"] == "calendars_write_back" and message["queue_name"] == "calendars"
+    assert message["args"] == [shop.tenant_id, booking_id]
+    assert google.events() == []  # nothing is written in the worker: the jobs process does it
+
+
+async def test_just_calendars_sync_prints_what_changed(
+    client: Client, db: asyncpg.Connection, make_tenant: Any, google: FakeGoogle
+) -> None:
+    shop, connection_id = await connected(client, make_tenant, google)
+    start = soon()
+    google.add_event(start=start, end=start + timedelta(hours=1))
+    env = {**google.settings, "DATABASE_URL": os.environ["DATABASE_URL"]}
+    result = run_nmc("calendars", "sync", "--connection", str(connection_id), "--full", env=env, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"{connection_id}: full sync, 1 events in 1 page(s): 1 busy block(s) written" in result.stdout
+    assert len(await blocks(db, shop)) == 1
+    refused = run_nmc("calendars", "sync", env=env, check=False)
+    assert refused.returncode != 0 and "--connection ID, --tenant ID or --all" in refused.stderr
