@@ -62,6 +62,10 @@ migration-check: install
 bench NAME *ARGS: install
     uv run python -m tests.bench.{{replace(NAME, "-", "_")}} {{ARGS}}
 
+# The fault suite against the real processes on a private PostgreSQL: just chaos [--short] [--scenario NAME]
+chaos *ARGS: install
+    uv run python -m tests.chaos {{ARGS}}
+
 # Run db/queries/NAME.sql (runbook §12 cheatsheet and playbook queries).
 sql NAME:
     uv run nmc sql {{NAME}}
