@@ -82,6 +82,7 @@ PATH_PARAMETER_FACTORIES: dict[str, Factory] = {
     "busy_block_id": owned("sched_busy_blocks"),
     "hold_id": owned("sched_holds"),
     "booking_id": owned("sched_bookings"),
+    "connection_id": owned("calendar_connections"),
 }
 
 
@@ -161,6 +162,13 @@ async def seed_tenant_b(
     ):
         await dispatch(row["id"])
     await seed_scheduling(client, {"Authorization": f"Bearer {made.token}"})
+    # A calendar connection of B's technician (as the OAuth callback stores it; the grant is not used here).
+    await db.execute(
+        "INSERT INTO calendar_connections (id, tenant_id, resource_id, provider, calendar_id, refresh_token_encrypted) "
+        "SELECT gen_random_uuid(), tenant_id, id, 'google', 'primary', 'sealed' FROM sched_resources "
+        "WHERE tenant_id = $1::uuid LIMIT 1",
+        b.id,
+    )
     for table in tables:
         rows = (
             await db.fetch(f'SELECT id::text AS id FROM "{table}" WHERE tenant_id = $1::uuid', b.id)
