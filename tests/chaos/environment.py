@@ -9,6 +9,7 @@ does with `nmc.devdb`): the Postgres-restart scenario restarts it, and the machi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -30,6 +31,22 @@ from tests.fakes.twilio_api import FakeTwilio
 from tests.processes import Process, free_port
 
 START_TIMEOUT = 120.0  # seconds for `nmc worker` to start consuming (a busy 2-core machine is slow)
+
+
+def reap(process: Process, grace: float = 10.0) -> None:
+    """Make sure nothing of a stopped process's group is left: what outlives SIGTERM by `grace`
+    seconds (seen with `nmc jobs`' Dramatiq worker processes) is killed, and said so."""
+    group = process.popen.pid  # started with start_new_session: the group id is its pid
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+        print(f"chaos: `just {process.recipe}` left processes {grace:g} s after SIGTERM; killed them", flush=True)
 
 
 class PrivatePostgres:
@@ -175,6 +192,7 @@ class ChaosEnv:
         """Every process this environment ever started, the fake, the cluster and its directory."""
         for process in reversed(self.processes):
             process.stop()
+            reap(process)
         self.fake.stop()
         try:
             if self.postgres is not None:
