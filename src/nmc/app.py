@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError
 from nmc.billing import BillingController, StripeWebhooks
 from nmc.calendars import CALENDAR_CONTROLLERS, CALENDAR_ROUTES, live_calendar_check
 from nmc.conversations import MessagingSettingsController, ThreadController
-from nmc.db import DATABASE_UNAVAILABLE, database_unavailable, get_alchemy_config
+from nmc.db import DATABASE_UNAVAILABLE, database_unavailable, discard_broken_connections, get_alchemy_config
 from nmc.identity import ClerkAuthenticationMiddleware, ClerkWebhooks, TenantController
 from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz
@@ -69,6 +69,7 @@ def _database_error(exc: Exception) -> ProblemDetailsException:
         log.error("http.unhandled_error", http_status=500, exc_info=exc)
         return ProblemDetailsException(status_code=500, title="Internal Server Error")
     log.warning("db.unavailable", error=type(exc).__name__, http_status=503)
+    discard_broken_connections()
     return ProblemDetailsException(
         status_code=503,
         title="Service unavailable",

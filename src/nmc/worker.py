@@ -52,6 +52,7 @@ SUBSCRIBER_MODULES = (
 
 SWEEP_EVERY_SECONDS = 2.0  # with HEARTBEAT_STALE_SECONDS: a dead worker's texts go out within ~8 s
 HEARTBEAT_SECONDS = 1.0
+PGQUEUER_HEARTBEAT_SECONDS = 5.0
 RECONNECT_BACKOFF_SECONDS = (0.5, 1, 2, 5)
 RETENTION_SCHEDULE = "15 3 * * *"
 HOLD_GC_SCHEDULE = "* * * * *"  # runbook §1: expired holds are deleted every minute
@@ -115,8 +116,8 @@ def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_s
     if with_schedules:
         pgq.schedule("retention", RETENTION_SCHEDULE)(on_retention)
         pgq.schedule("hold_gc", HOLD_GC_SCHEDULE)(on_hold_gc)
-        pgq.schedule("billing", BILLING_SCHEDULE)(on_billing_tick)
         pgq.schedule("calendar_poll", calendar_poll_schedule(settings), clean_old=True)(on_calendar_poll)
+        pgq.schedule("billing", BILLING_SCHEDULE)(on_billing_tick)
     return pgq
 
 
@@ -155,7 +156,9 @@ async def _consume_until_lost(index: int, settings: Settings, stopping: asyncio.
             dequeue_timeout=timedelta(seconds=settings.WORKER_POLL_SECONDS),
             batch_size=settings.OUTBOX_BATCH_SIZE,
             max_concurrent_tasks=2 * settings.OUTBOX_BATCH_SIZE,
-            heartbeat_timeout=timedelta(seconds=settings.OUTBOX_LEASE_SECONDS),
+            # A job picked by a worker that died is picked again after this; the outbox row's own claim
+            # (kept while its worker beats) stops a live worker's long dispatch from running twice.
+            heartbeat_timeout=timedelta(seconds=PGQUEUER_HEARTBEAT_SECONDS),
         )
     )
     watchers = [asyncio.create_task(lost.wait()), asyncio.create_task(stopping.wait())]
@@ -206,10 +209,17 @@ class Heartbeat:
                     await asyncio.wait_for(stopping.wait(), HEARTBEAT_SECONDS)
                 try:
                     await self.beat()
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except Exception as exc:  # a beat missed is logged; the worker lives on and beats again
                     log.warning("worker.heartbeat_failed", error=f"{type(exc).__name__}: {exc}")
+                    await self._drop_connection()
         finally:
             await self._stop()
+
+    async def _drop_connection(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._connection is not None:
+                self._connection.terminate()
+        self._connection = None
 
     async def _stop(self) -> None:
         """A clean stop: nothing of ours is left to reclaim."""

@@ -167,3 +167,46 @@ async def test_the_web_answers_503_while_the_database_is_unreachable(tmp_path: P
     output = web.output()
     assert output.count("db.unavailable") == 1
     assert "Traceback" not in output and "http.unhandled_error" not in output
+
+
+async def _request_scope_with_session() -> tuple[dict[str, Any], Any]:
+    from advanced_alchemy.extensions.litestar._utils import set_aa_scope_state
+    from advanced_alchemy.extensions.litestar.plugins.init.config.common import SESSION_SCOPE_KEY
+
+    from nmc.db import get_alchemy_config
+
+    scope: dict[str, Any] = {"type": "http", "state": {}}
+    session = get_alchemy_config().create_session_maker()()
+    set_aa_scope_state(scope, SESSION_SCOPE_KEY, session)  # type: ignore[arg-type]
+    return scope, session
+
+
+async def test_a_2xx_is_sent_only_once_its_transaction_committed(db: asyncpg.Connection) -> None:
+    from nmc.db import commit_before_send, raw_connection
+
+    scope, session = await _request_scope_with_session()
+    connection = await raw_connection(session)
+    await connection.execute(
+        "INSERT INTO worker_heartbeats (worker_id, process, host, pid) VALUES ($1, 'x', 'h', 1)", ME
+    )
+    message: dict[str, Any] = {"type": "http.response.start", "status": 200, "headers": []}
+    await commit_before_send(message, scope)  # type: ignore[arg-type]
+    assert message["status"] == 200
+    assert await db.fetchval("SELECT count(*) FROM worker_heartbeats WHERE worker_id = $1", ME) == 1
+
+
+async def test_a_commit_that_fails_turns_the_2xx_into_a_503(db: asyncpg.Connection) -> None:
+    """The database went away between the handler's writes and the commit: the provider must see an
+    error and retry, not a 200 for a delivery that was never stored."""
+    from nmc.db import commit_before_send, raw_connection
+
+    scope, session = await _request_scope_with_session()
+    connection = await raw_connection(session)
+    await connection.execute(
+        "INSERT INTO worker_heartbeats (worker_id, process, host, pid) VALUES ($1, 'x', 'h', 1)", ME
+    )
+    await db.execute("SELECT pg_terminate_backend($1)", connection.get_server_pid())
+    message: dict[str, Any] = {"type": "http.response.start", "status": 200, "headers": []}
+    await commit_before_send(message, scope)  # type: ignore[arg-type]
+    assert message["status"] == 503
+    assert await db.fetchval("SELECT count(*) FROM worker_heartbeats WHERE worker_id = $1", ME) == 0
