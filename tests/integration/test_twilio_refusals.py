@@ -14,6 +14,7 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
+from nmc.messaging.circuit import PROBE_INTERVAL
 from tests.conftest import TEST_DATABASE_URL, TWILIO_SID, TWILIO_TOKEN
 from tests.integration.test_first_sms import dispatch_pending, first_sms_rows
 from tests.integration.test_inbox_support import dispatch_all, messages, sent_to, texted_back
@@ -81,7 +82,7 @@ async def test_an_account_refusal_pauses_sending_for_everyone_until_an_accepted_
     outbox = await call_missed_row(db)
     assert outbox["dispatched_at"] is None and outbox["attempts"] == 0
     assert outbox["available_at"] == state["circuit_probe_at"]
-    assert timedelta(seconds=25) < outbox["wait"] <= timedelta(seconds=30)
+    assert PROBE_INTERVAL - timedelta(seconds=4) < outbox["wait"] <= PROBE_INTERVAL
     assert outbox["last_error"] == "deferred: sending circuit open"
     assert await parked(db) == 0
 
@@ -96,7 +97,7 @@ async def test_an_account_refusal_pauses_sending_for_everyone_until_an_accepted_
     assert "sms_sending_circuit_open 1.0" in metrics
     assert 'sms_sending_circuit_opened_timestamp_seconds{code="20003"' in metrics
 
-    # The probe is due; Twilio still refuses: the circuit stays open, the next probe is 30 s on.
+    # The probe is due; Twilio still refuses: the circuit stays open, the next probe is PROBE_INTERVAL on.
     await db.execute("UPDATE sms_sending_state SET circuit_probe_at = now() - interval '1 second'")
     await db.execute("UPDATE outbox_events SET available_at = now() WHERE id = $1", outbox["id"])
     fake_twilio.script([{"status": 401, "code": 20003}])
@@ -104,7 +105,7 @@ async def test_an_account_refusal_pauses_sending_for_everyone_until_an_accepted_
     assert len(fake_twilio.messages()) == 2
     still = await db.fetchrow("SELECT * FROM sms_sending_state")
     assert still["circuit_opened_at"] == state["circuit_opened_at"]
-    assert still["circuit_probe_at"] > datetime.now(UTC) + timedelta(seconds=25)
+    assert still["circuit_probe_at"] > datetime.now(UTC) + PROBE_INTERVAL - timedelta(seconds=4)
     assert await parked(db) == 0
 
     # Twilio accepts again: the first text due wins the probe, its acceptance closes the circuit and
@@ -142,7 +143,7 @@ async def test_one_sender_at_a_time_wins_a_due_probe(db: asyncpg.Connection) -> 
             await connection.close()
     assert [v for v in verdicts if isinstance(v, Send)] == [Send(probe=True)]
     waits = [v for v in verdicts if isinstance(v, Wait)]
-    assert len(waits) == 3 and all(w.until > datetime.now(UTC) + timedelta(seconds=25) for w in waits)
+    assert len(waits) == 3 and all(w.until > datetime.now(UTC) + PROBE_INTERVAL - timedelta(seconds=4) for w in waits)
 
 
 async def test_an_account_refusal_holds_every_other_text_too(

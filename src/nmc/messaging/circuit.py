@@ -27,7 +27,7 @@ from nmc.messaging.vocabulary import MessageStatus
 
 log = structlog.get_logger(module="messaging")
 
-PROBE_INTERVAL = timedelta(seconds=30)
+PROBE_INTERVAL = timedelta(seconds=5)  # one text every 5 s while refused; back within ~5 s once accepted
 # A sender that lost the race for a due probe waits at least this long (the winner's outcome).
 LOST_PROBE_WAIT = timedelta(seconds=1)
 

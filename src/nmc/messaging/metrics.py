@@ -61,7 +61,7 @@ async def sending_circuit(session: AsyncSession) -> Iterable[Metric]:
     state = (await session.execute(_STATE)).first()
     open_ = GaugeMetricFamily(
         "sms_sending_circuit_open",
-        "1 while Twilio refuses our credentials or account: no text is sent (one probe every 30 s)",
+        "1 while Twilio refuses our credentials or account: no text is sent (one probe every 5 s)",
         value=0 if state is None else 1,
     )
     opened = GaugeMetricFamily(

@@ -26,7 +26,9 @@ from nmc.settings import Settings, get_settings
 
 log = structlog.get_logger(module="messaging")
 
-SEND_TIMEOUT = aiohttp.ClientTimeout(total=10.0, connect=3.0)
+# Twilio answers a Messages request in well under a second; a hung one is given up on (and looked up
+# before any resend) after 5 s.
+SEND_TIMEOUT = aiohttp.ClientTimeout(total=5.0, connect=2.0)
 LOOKUP_TIMEOUT = aiohttp.ClientTimeout(total=3.0, connect=1.0)
 # The Messages-list lookup after an unknown outcome: pages of this size, at most this many (1,000 texts
 # between one tenant number and one caller since the attempt is far beyond any conversation).
