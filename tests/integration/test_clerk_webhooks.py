@@ -285,3 +285,12 @@ async def test_owner_or_member_from_either_token_version(
     assert await db.fetchval("SELECT role FROM users WHERE clerk_user_id = 'user_v'") == (
         "owner" if owner else "member"
     )
+
+
+async def test_an_unusable_secret_refuses_without_a_server_error(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, settings_env: Any
+) -> None:
+    settings_env(CLERK_WEBHOOK_SECRET="whsec_, not-base64-%%%")
+    response = await send(client, ClerkWebhooks(), clerk_event("organization.created", organization_data("org_y")))
+    assert response.status_code == 400
+    assert await db.fetchval("SELECT count(*) FROM tenants") == 0

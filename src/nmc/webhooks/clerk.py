@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+import structlog
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from nmc.settings import get_settings
@@ -25,6 +26,8 @@ TIMESTAMP_HEADER = "svix-timestamp"
 SIGNATURE_HEADER = "svix-signature"
 DELIVERY_ID_FIELD = "svix_id"
 JSON = "application/json"
+
+log = structlog.get_logger(module="webhooks")
 
 
 def clerk_webhook_secrets() -> list[str]:
@@ -42,9 +45,14 @@ class ClerkProvider:
         if all(headers.values()):
             for secret in clerk_webhook_secrets():
                 try:
-                    Webhook(secret).verify(delivery.body, headers)
+                    verifier = Webhook(secret)
+                except Exception as exc:  # not base64, or nothing after `whsec_`: our configuration's fault
+                    log.error("clerk.webhook_secret_unusable", error=type(exc).__name__)
+                    continue
+                try:
+                    verifier.verify(delivery.body, headers)
                 except (WebhookVerificationError, ValueError):
-                    # ValueError: a malformed signature entry or secret, or a body that is not UTF-8
+                    # ValueError: a malformed signature entry, or a body that is not UTF-8
                     # (binascii.Error and UnicodeDecodeError are ValueErrors): not authentic either.
                     continue
                 return None
