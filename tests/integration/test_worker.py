@@ -152,7 +152,7 @@ async def test_worker_dispatches_on_notify_reconnects_and_stops_cleanly(db: asyn
         "WHERE datname = current_database() AND pid <> pg_backend_pid()"
     )
     assert killed >= 2, "the worker's consumer connections were not found"
-    await worker.wait_for_output('"worker.consumer_reconnecting"', timeout=RECONNECT_DEADLINE_SECONDS)
+    await worker.wait_for_output('"worker.consumer_restarting"', timeout=RECONNECT_DEADLINE_SECONDS)
 
     third = await publish_tenant_created()
     await wait_dispatched(db, third, RECONNECT_DEADLINE_SECONDS, worker)
