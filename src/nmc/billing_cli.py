@@ -4,27 +4,12 @@ process runs every minute: lapsed entitlements recorded, usage reported to Strip
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Coroutine
 from datetime import UTC, datetime
-from typing import Any, TypeVar
 
 import click
 
-T = TypeVar("T")
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    async def with_cleanup() -> T:
-        from nmc.db import dispose_engine
-
-        try:
-            return await coroutine
-        finally:
-            await dispose_engine()
-
-    return asyncio.run(with_cleanup())
+from nmc.db import run_and_dispose
 
 
 def _since(value: str | None) -> datetime | None:
@@ -51,7 +36,7 @@ def reconcile_command(since: str | None) -> None:
     from nmc.problems import DomainError
 
     try:
-        report = _run(reconcile(_since(since)))
+        report = run_and_dispose(reconcile(_since(since)))
     except DomainError as exc:
         raise click.ClickException(exc.detail) from None
     click.echo(report.summary())
@@ -64,7 +49,7 @@ def tick_command() -> None:
     """Record lapsed entitlements and report metered usage now (the jobs process does it every minute)."""
     from nmc.billing import billing_tick
 
-    click.echo(json.dumps(_run(billing_tick()), default=str))
+    click.echo(json.dumps(run_and_dispose(billing_tick()), default=str))
 
 
 def register(cli: click.Group) -> None:

@@ -3,26 +3,11 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 from uuid import UUID
 
 import click
 
-T = TypeVar("T")
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    async def with_cleanup() -> T:
-        from nmc.db import dispose_engine
-
-        try:
-            return await coroutine
-        finally:
-            await dispose_engine()
-
-    return asyncio.run(with_cleanup())
+from nmc.db import run_and_dispose
 
 
 @click.group("calendars")
@@ -42,7 +27,7 @@ def sync(connection_id: str | None, tenant_id: str | None, everything: bool, ful
     if sum(bool(x) for x in (connection_id, tenant_id, everything)) != 1:
         raise click.ClickException("say which: --connection ID, --tenant ID or --all")
     try:
-        reports = _run(
+        reports = run_and_dispose(
             sync_now(
                 connection_id=UUID(connection_id) if connection_id else None,
                 tenant_id=UUID(tenant_id) if tenant_id else None,
@@ -65,7 +50,7 @@ def rotate_tokens() -> None:
     """Re-encrypt every stored token under SECRET_KEY (set SECRET_KEY_PREVIOUS to the old key first)."""
     from nmc.calendars import rotate_tokens as rotate
 
-    rotated, unreadable = _run(rotate())
+    rotated, unreadable = run_and_dispose(rotate())
     click.echo(f"tokens re-encrypted: {rotated}; unreadable (reconnect those): {unreadable}")
     if unreadable:
         raise SystemExit(1)

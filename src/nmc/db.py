@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -31,6 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.pool import NullPool
 
 from nmc.settings import Settings, get_settings
+
+T = TypeVar("T")
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "db"
 metadata = orm_registry.metadata
@@ -226,6 +228,18 @@ async def hot_transaction() -> AsyncIterator[asyncpg.Connection]:
     """A pooled asyncpg connection in a transaction: committed on success, rolled back on error."""
     async with (await hot_pool()).acquire() as connection, connection.transaction():
         yield connection
+
+
+def run_and_dispose(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine to completion, then close this process's pools (the CLIs)."""
+
+    async def with_cleanup() -> T:
+        try:
+            return await coroutine
+        finally:
+            await dispose_engine()
+
+    return asyncio.run(with_cleanup())
 
 
 async def dispose_engine() -> None:

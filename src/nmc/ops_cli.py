@@ -3,26 +3,11 @@ commands — park a poison event, run retention now, the restore drill, the kill
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Coroutine
-from typing import Any, TypeVar
 from uuid import UUID
 
 import click
 
-T = TypeVar("T")
-
-
-def _run(coroutine: Coroutine[Any, Any, T]) -> T:
-    async def with_cleanup() -> T:
-        from nmc.db import dispose_engine
-
-        try:
-            return await coroutine
-        finally:
-            await dispose_engine()
-
-    return asyncio.run(with_cleanup())
+from nmc.db import run_and_dispose
 
 
 @click.command("park")
@@ -33,7 +18,7 @@ def park_command(event_id: str, reason: str) -> None:
     from nmc.events import ParkRefused, park
 
     try:
-        parked = _run(park(UUID(event_id), reason))
+        parked = run_and_dispose(park(UUID(event_id), reason))
     except ValueError:
         raise click.ClickException(f"not an event id: {event_id!r}") from None
     except ParkRefused as exc:
@@ -158,7 +143,7 @@ def _operator() -> str:
 def pause_sms(reason: str, by: str | None, status: bool) -> None:
     """The kill switch: every worker holds every text from its next decision on (no restart)."""
     if status:
-        for line in _run(_status_lines()):
+        for line in run_and_dispose(_status_lines()):
             click.echo(line)
         return
     if not reason.strip():
@@ -171,7 +156,7 @@ def pause_sms(reason: str, by: str | None, status: bool) -> None:
         async with hot_transaction() as connection:
             return await pause_sending(connection, by or _operator(), reason.strip())
 
-    since = _run(pause())
+    since = run_and_dispose(pause())
     click.echo(f"outbound SMS paused (since {_ago(since)}): texts wait as paused; `just resume-sms` resumes")
 
 
@@ -183,7 +168,7 @@ def resume_sms(yes: bool) -> None:
     from nmc.settings import get_settings
 
     max_age = get_settings().PAUSE_MAX_AGE_MINUTES
-    for line in _run(_status_lines()):
+    for line in run_and_dispose(_status_lines()):
         click.echo(line)
     if not yes:
         click.confirm("resume sending?", abort=True)
@@ -203,7 +188,7 @@ def resume_sms(yes: bool) -> None:
         return resumed, suppressed, released
 
     try:
-        _, suppressed, released = _run(resume())
+        _, suppressed, released = run_and_dispose(resume())
     except _NotPaused:
         raise click.ClickException("sending was not paused by an operator (see just pause-sms --status)") from None
     click.echo(
