@@ -106,7 +106,7 @@ async def test_busy_time_in_bookings_out(
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     busy_until = now + timedelta(hours=6)
     event = google.add_event(start=now - timedelta(minutes=30), end=busy_until, summary="Out on a job")
-    await busy_block(db, event, timeout=POLL_SECONDS * 2)
+    await busy_block(db, event, timeout=15)  # pushed: seconds on a quiet machine, more on a loaded one
     assert any(n["X-Goog-Resource-State"] == "exists" and n["status"] == "200" for n in google.notifications())
 
     offer = await asked_to_book(shop, fake_twilio, CALLER)
@@ -123,7 +123,7 @@ async def test_busy_time_in_bookings_out(
     async def written() -> list[dict[str, Any]]:
         return [e for e in google.events() if e["id"] == "nmc" + booking["id"].replace("-", "")]
 
-    [at_google] = await wait_for(written, timeout=15)
+    [at_google] = await wait_for(written, timeout=30)
     assert at_google["extendedProperties"]["private"]["nmc_booking_id"] == booking["id"]
     await asyncio.sleep(POLL_SECONDS)  # the redeliveries and polls that follow write nothing more
     assert len([e for e in google.events() if e.get("extendedProperties")]) == 1
@@ -135,7 +135,7 @@ async def test_busy_time_in_bookings_out(
     async def removed() -> bool:
         return not await written()
 
-    await wait_for(removed, timeout=15)
+    await wait_for(removed, timeout=30)
 
 
 async def test_the_poll_covers_silent_notifications_and_channels_are_renewed(
@@ -148,8 +148,9 @@ async def test_the_poll_covers_silent_notifications_and_channels_are_renewed(
         start = datetime.now(UTC) + timedelta(days=1)
         event = google.add_event(start=start, end=start + timedelta(hours=1))
         started = asyncio.get_running_loop().time()
-        await busy_block(db, event, timeout=POLL_SECONDS * 2 + 2)
-        assert asyncio.get_running_loop().time() - started <= POLL_SECONDS * 2 + 2
+        # One interval until the connection is due, the tick's own period, then the job: a few intervals at most.
+        await busy_block(db, event, timeout=POLL_SECONDS * 4)
+        assert asyncio.get_running_loop().time() - started <= POLL_SECONDS * 4
     finally:
         google.state.push_enabled = True
 
@@ -169,7 +170,7 @@ async def test_the_poll_covers_silent_notifications_and_channels_are_renewed(
         row = await renewed()
         return row if row["old_stopped"] is not None and row["open"] >= 1 else None
 
-    await wait_for(renewed_and_stopped, timeout=CHANNEL_SECONDS)
+    await wait_for(renewed_and_stopped, timeout=CHANNEL_SECONDS + 10)
     assert first not in {c.id for c in google.channels()}  # stopped at Google too
 
 
@@ -185,8 +186,8 @@ async def test_a_revoked_grant_needs_reauth_and_tells_the_owner_once(
         status = await db.fetchval("SELECT status FROM calendar_connections WHERE id = $1", connection["id"])
         return bool(status == "needs_reauth")
 
-    await wait_for(needs_reauth, timeout=POLL_SECONDS * 3)
-    [alert] = await wait_for_texts(fake_twilio, shop.forward_to, 1, timeout=15)
+    await wait_for(needs_reauth, timeout=POLL_SECONDS * 5)
+    [alert] = await wait_for_texts(fake_twilio, shop.forward_to, 1, timeout=30)
     assert "Reconnect it" in alert["form"]["Body"] and alert["form"]["From"] == shop.number
     await asyncio.sleep(POLL_SECONDS * 2)  # polls go on for the others; this one is not polled nor re-alerted
     assert len(texts_to(fake_twilio, shop.forward_to)) == 1
