@@ -188,8 +188,11 @@ def open_starts(
         if first > last:
             continue
         for gap_start, gap_end in busy.free_gaps(first - lead, last + tail):
-            start = align_up(max(first, gap_start + lead), zone, granularity_minutes)
+            earliest_start = max(first, gap_start + lead)
             latest = min(last, gap_end - tail)
+            if earliest_start > latest:  # too short for the job: most gaps of a busy calendar, no alignment needed
+                continue
+            start = align_up(earliest_start, zone, granularity_minutes)
             while start <= latest and start < window_end:
                 found.append(start)
                 start = align_up(start + step, zone, granularity_minutes)
