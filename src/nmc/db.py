@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
-import structlog
 from advanced_alchemy.base import orm_registry
 from advanced_alchemy.extensions.litestar import (
     AlembicAsyncConfig,
@@ -19,13 +18,6 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
-
-# The scope helpers and the library's handler are not in the package's public names; the handler
-# below wraps the library's rather than copying it.
-from advanced_alchemy.extensions.litestar._utils import get_aa_scope_state
-from advanced_alchemy.extensions.litestar.plugins.init.config.asyncio import autocommit_handler_maker
-from advanced_alchemy.extensions.litestar.plugins.init.config.common import SESSION_SCOPE_KEY
-from litestar.types import Message, Scope
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.pool import NullPool
@@ -56,7 +48,7 @@ def alchemy_config(settings: Settings | None = None) -> SQLAlchemyAsyncConfig:
         connection_string=settings.sqlalchemy_url,
         engine_config=engine,
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        before_send_handler=commit_before_send,
+        before_send_handler="autocommit",
         metadata=metadata,
         alembic_config=AlembicAsyncConfig(
             script_location=str(MIGRATIONS_DIR),
@@ -69,34 +61,6 @@ def alchemy_config(settings: Settings | None = None) -> SQLAlchemyAsyncConfig:
 
 
 _config: SQLAlchemyAsyncConfig | None = None
-_library_autocommit = autocommit_handler_maker()
-
-
-async def commit_before_send(message: Message, scope: Scope) -> None:
-    """Commit a 2xx response's transaction before its first byte goes out; a commit that fails turns it
-    into a 503 (database unreachable) or a 500.
-
-    advanced-alchemy's own "autocommit" handler (which still rolls back and closes the session here)
-    only logs a failed commit at DEBUG and sends the 2xx anyway: a webhook whose provider never retries
-    a 2xx would be lost with its transaction.
-    """
-    session = get_aa_scope_state(scope, SESSION_SCOPE_KEY)
-    if (
-        isinstance(session, AsyncSession)
-        and message["type"] == "http.response.start"
-        and 200 <= message["status"] < 300
-    ):
-        try:
-            await session.commit()
-        except Exception as exc:
-            unavailable = database_unavailable(exc)
-            message["status"] = 503 if unavailable else 500  # type: ignore[typeddict-item]
-            structlog.get_logger(module="db").error(
-                "db.commit_failed", http_status=message["status"], error=f"{type(exc).__name__}: {exc}"
-            )
-            if unavailable:
-                discard_broken_connections()
-    await _library_autocommit(message, scope)
 
 
 def discard_broken_connections() -> None:

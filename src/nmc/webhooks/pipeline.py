@@ -196,6 +196,9 @@ async def receive(
     if first.tenant_id:
         structlog.contextvars.bind_contextvars(tenant_id=str(first.tenant_id))
     await handler.apply(session, payload, context, received_at)
+    # Committed here, not by the plugin's autocommit (which logs a failed commit at DEBUG and still
+    # sends the 2xx): a provider never retries a 2xx, so a failed commit must become a 503/500.
+    await session.commit()
     return _respond(answer)
 
 
