@@ -21,8 +21,10 @@ if not any(isinstance(m, YieldCpu) for m in broker.middleware):  # below web and
 
 from dramatiq.middleware.asyncio import AsyncIO  # noqa: E402
 
+from jobs.loop import DaemonAsyncIO  # noqa: E402
+
 if not any(isinstance(m, AsyncIO) for m in broker.middleware):  # async actors (calendars)
-    broker.add_middleware(AsyncIO())
+    broker.add_middleware(DaemonAsyncIO())
 
 from jobs.billing import billing_tick  # noqa: E402
 from jobs.calendars import calendar_poll_tick, sync_calendar, watch_calendar, write_back_booking  # noqa: E402

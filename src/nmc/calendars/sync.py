@@ -60,7 +60,7 @@ MAX_RUNS_PER_JOB = 3  # a change that arrived during a sync: run again, a few ti
 WEBHOOK_PATH = "/webhooks/google/calendar"
 WATCH_RETRY_SECONDS = 3600.0
 TICK_BATCH = 500
-SYNCS_AT_ONCE = 2
+FULL_SYNCS_AT_ONCE = 1
 
 
 @dataclass
@@ -112,23 +112,30 @@ def window(settings: Settings, now: datetime | None = None) -> Window:
 _slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
 
 
-def _sync_slot() -> asyncio.Semaphore:
-    """At most SYNCS_AT_ONCE syncs parse and write at a time in a process (per event loop): a burst of full
-    syncs (a deploy, a 410 storm) takes turns instead of taking every core from the first SMS."""
+def _full_sync_slot() -> asyncio.Semaphore:
+    """At most FULL_SYNCS_AT_ONCE full syncs run at a time in a process (per event loop): a burst of them (a
+    deploy of many connections, the daily resync, a 410 storm) takes turns instead of taking both cores
+    from the first SMS (`just bench calendars-first-sms`). Incremental syncs — what push notifications
+    and polls bring — never wait for it, so a slow calendar's full sync delays only other full syncs."""
     loop = asyncio.get_running_loop()
     slot = _slots.get(loop)
     if slot is None:
-        slot = _slots[loop] = asyncio.Semaphore(SYNCS_AT_ONCE)
+        slot = _slots[loop] = asyncio.Semaphore(FULL_SYNCS_AT_ONCE)
     return slot
+
+
+def _needs_full(row: ConnectionRow | None, full: bool) -> bool:
+    return (
+        full
+        or row is None
+        or row.sync_token is None
+        or row.last_full_sync_at is None
+        or (datetime.now(UTC) - row.last_full_sync_at > FULL_SYNC_EVERY)
+    )
 
 
 async def run_sync(connection_id: UUID, *, full: bool = False, forced: bool = False) -> SyncReport:
     """One job: sync, and again while changes arrived meanwhile (a few times at most)."""
-    async with _sync_slot():
-        return await _run_sync(connection_id, full=full, forced=forced)
-
-
-async def _run_sync(connection_id: UUID, *, full: bool, forced: bool) -> SyncReport:
     report = await sync_once(connection_id, full=full, forced=forced)
     for _ in range(MAX_RUNS_PER_JOB - 1):
         if report.outcome != "synced":
@@ -142,6 +149,16 @@ async def _run_sync(connection_id: UUID, *, full: bool, forced: bool) -> SyncRep
 
 
 async def sync_once(connection_id: UUID, *, full: bool = False, forced: bool = False) -> SyncReport:
+    """A full sync takes its turn first (before its lease starts running); an incremental one goes at once."""
+    async with session_scope() as session:
+        current = await store.get(await raw_connection(session), connection_id)
+    if not _needs_full(current, full):
+        return await _sync_claimed(connection_id, full, forced)
+    async with _full_sync_slot():
+        return await _sync_claimed(connection_id, full, forced)
+
+
+async def _sync_claimed(connection_id: UUID, full: bool, forced: bool) -> SyncReport:
     settings = get_settings()
     async with session_scope() as session:
         row = await store.claim_for_sync(await raw_connection(session), connection_id, LEASE_SECONDS, forced)
@@ -151,12 +168,7 @@ async def sync_once(connection_id: UUID, *, full: bool = False, forced: bool = F
     provider = provider_for(row.provider)
     tokens = Tokens(row)
     zone = ZoneInfo(row.timezone)
-    full = (
-        full
-        or row.sync_token is None
-        or row.last_full_sync_at is None
-        or (datetime.now(UTC) - row.last_full_sync_at > FULL_SYNC_EVERY)
-    )
+    full = _needs_full(row, full)
     try:
         if full:
             result = await tokens.call(lambda t: provider.full_sync(t, row.calendar_id, window(settings), zone))
