@@ -19,24 +19,13 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from nmc.conversations.outbound import queue_text
-from nmc.conversations.threads import current_thread
+from nmc.conversations.owner_texts import tell_owner
 from nmc.db import hot_transaction
 from nmc.events import BillingEntitlementChanged, BillingPaymentFailed
 from nmc.messaging import MessageKind
 
 log = structlog.get_logger(module="conversations")
 
-_OWNER = """
-    SELECT t.name, n.twilio_number, coalesce(s.owner_alert_number, n.forwarding_number) AS owner_number
-    FROM tenant_profiles t
-    JOIN LATERAL (
-        SELECT twilio_number, forwarding_number FROM tenant_numbers
-        WHERE tenant_id = t.id ORDER BY twilio_number LIMIT 1
-    ) n ON true
-    LEFT JOIN conv_settings s ON s.tenant_id = t.id
-    WHERE t.id = $1
-"""
 
 # Why texting is off, in the owner's words (billing's `EntitlementReason` values).
 OFF_BECAUSE = {
@@ -73,25 +62,9 @@ def payment_failed_text(business_name: str, amount: int, currency: str, next_att
 async def _tell_owner(
     connection: asyncpg.Connection, tenant_id: UUID, key: str, causation_id: str, text_for: Callable[[str], str]
 ) -> None:
-    owner = await connection.fetchrow(_OWNER, tenant_id)
-    if owner is None or not owner["owner_number"]:
-        log.warning("billing_notice.no_owner_number", notice=key)
-        return
-    thread_id = await current_thread(
-        connection, tenant_id, owner["owner_number"], owner["twilio_number"], opted_out=False
-    )
-    queued = await queue_text(
-        connection,
-        tenant_id=tenant_id,
-        thread_id=thread_id,
-        kind=MessageKind.BILLING_NOTICE,
-        key=key,
-        to=owner["owner_number"],
-        from_=owner["twilio_number"],
-        body=text_for(owner["name"]),
-        causation_id=causation_id,
-    )
-    if queued:
+    if await tell_owner(
+        connection, tenant_id, kind=MessageKind.BILLING_NOTICE, key=key, causation_id=causation_id, text_for=text_for
+    ):
         log.info("billing_notice.queued", notice=key.rsplit(":", 1)[0])
 
 

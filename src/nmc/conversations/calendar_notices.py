@@ -13,24 +13,13 @@ from __future__ import annotations
 
 import structlog
 
-from nmc.conversations.outbound import queue_text
-from nmc.conversations.threads import current_thread
+from nmc.conversations.owner_texts import tell_owner
 from nmc.db import hot_transaction
 from nmc.events import CalendarNeedsReauth
 from nmc.messaging import MessageKind
 
 log = structlog.get_logger(module="conversations")
 
-_OWNER = """
-    SELECT t.name, n.twilio_number, coalesce(s.owner_alert_number, n.forwarding_number) AS owner_number
-    FROM tenant_profiles t
-    JOIN LATERAL (
-        SELECT twilio_number, forwarding_number FROM tenant_numbers
-        WHERE tenant_id = t.id ORDER BY twilio_number LIMIT 1
-    ) n ON true
-    LEFT JOIN conv_settings s ON s.tenant_id = t.id
-    WHERE t.id = $1
-"""
 PROVIDER_NAMES = {"google": "Google Calendar", "jobber": "Jobber"}
 
 
@@ -45,23 +34,13 @@ def reconnect_text(business_name: str, provider: str) -> str:
 async def tell_owner_calendar_needs_reauth(event: CalendarNeedsReauth) -> None:
     """`calendar.needs_reauth`: one owner alert per loss of the grant (keyed by the event)."""
     async with hot_transaction() as connection:
-        owner = await connection.fetchrow(_OWNER, event.tenant_id)
-        if owner is None or not owner["owner_number"]:
-            log.warning("calendar_notice.no_owner_number", connection_id=str(event.connection_id))
-            return
-        thread_id = await current_thread(
-            connection, event.tenant_id, owner["owner_number"], owner["twilio_number"], opted_out=False
-        )
-        queued = await queue_text(
+        queued = await tell_owner(
             connection,
-            tenant_id=event.tenant_id,
-            thread_id=thread_id,
+            event.tenant_id,
             kind=MessageKind.OWNER_ALERT,
             key=f"calendar:needs_reauth:{event.event_id}",
-            to=owner["owner_number"],
-            from_=owner["twilio_number"],
-            body=reconnect_text(owner["name"], event.provider),
             causation_id=str(event.event_id),
+            text_for=lambda name: reconnect_text(name, event.provider),
         )
     if queued:
         log.info("calendar_notice.queued", connection_id=str(event.connection_id))
