@@ -14,7 +14,9 @@ import httpx
 import pytest
 from litestar.testing import AsyncTestClient
 
-from nmc.messaging.circuit import PROBE_INTERVAL
+from nmc.db import hot_transaction
+from nmc.messaging.circuit import PROBE_INTERVAL, note_unavailable, open_circuit
+from nmc.messaging.sms import SmsAccountRefused, SmsOutcomeUnknown
 from tests.conftest import TEST_DATABASE_URL, TWILIO_SID, TWILIO_TOKEN
 from tests.integration.test_first_sms import dispatch_pending, first_sms_rows
 from tests.integration.test_inbox_support import dispatch_all, messages, sent_to, texted_back
@@ -94,7 +96,7 @@ async def test_an_account_refusal_pauses_sending_for_everyone_until_an_accepted_
     other = await call_missed_row(db, OTHER_CALLER)
     assert other["last_error"] == "deferred: sending circuit open" and other["attempts"] == 0
     metrics = (await client.get("/metrics")).text
-    assert "sms_sending_circuit_open 1.0" in metrics
+    assert 'sms_sending_circuit_open{cause="account"} 1.0' in metrics
     assert 'sms_sending_circuit_opened_timestamp_seconds{code="20003"' in metrics
 
     # The probe is due; Twilio still refuses: the circuit stays open, the next probe is PROBE_INTERVAL on.
@@ -118,7 +120,7 @@ async def test_an_account_refusal_pauses_sending_for_everyone_until_an_accepted_
     await dispatch_pending(db)
     assert sorted(m["form"]["To"] for m in created(fake_twilio)) == sorted([CALLER, OTHER_CALLER])
     assert [m["status"] for m in await first_sms_rows(db)] == ["accepted", "accepted"]
-    assert "sms_sending_circuit_open 0.0" in (await client.get("/metrics")).text
+    assert 'sms_sending_circuit_open{cause="account"} 0.0' in (await client.get("/metrics")).text
 
 
 async def test_one_sender_at_a_time_wins_a_due_probe(db: asyncpg.Connection) -> None:
@@ -309,3 +311,98 @@ async def test_a_callback_for_a_known_sid_is_not_kept(
         await post_twilio(client, STATUS_PATH, {"MessageSid": sid, "MessageStatus": status})
     assert (await first_sms_rows(db))[0]["status"] == "delivered"
     assert await db.fetchval("SELECT count(*) FROM conv_early_statuses") == 0
+
+
+# ---------------------------------------------------------------- Twilio down: the circuit, cause `unavailable`
+async def test_one_5xx_is_retried_with_backoff_and_opens_nothing(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    tenant = await make_tenant()
+    fake_twilio.script([{"status": 500}])
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_pending(db)
+
+    outbox = await call_missed_row(db)
+    assert outbox["attempts"] == 1 and outbox["last_error"].startswith("SmsOutcomeUnknown")
+    state = await db.fetchrow("SELECT circuit_opened_at, unavailable_count FROM sms_sending_state")
+    assert (state["circuit_opened_at"], state["unavailable_count"]) == (None, 1)
+    [message] = await first_sms_rows(db)
+    assert message["status"] == "sending"  # it may exist at Twilio: looked up before it is sent again
+
+
+async def test_a_twilio_outage_opens_the_circuit_and_texts_wait_without_spending_attempts(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    tenant = await make_tenant()
+    fake_twilio.outage(status=503)
+    callers = [f"+1555765{n:04d}" for n in range(4)]
+    for caller in callers:
+        await missed_call(client, tenant.number, caller)
+    await dispatch_pending(db)  # three 5xx in a row: the third opens the circuit
+
+    state = await db.fetchrow("SELECT * FROM sms_sending_state")
+    assert state["circuit_opened_at"] is not None
+    assert (state["circuit_cause"], state["circuit_http_status"]) == ("unavailable", 503)
+    rows = [await call_missed_row(db, caller) for caller in callers]
+    assert [r["attempts"] for r in rows] == [1, 1, 0, 0]  # the run's first two spent one; from the third, none
+    assert all(r["last_error"] == "deferred: sending circuit open" for r in rows[2:])
+    requests_during_outage = len(fake_twilio.messages())
+    assert requests_during_outage == 3  # the fourth text waited behind the circuit without a request
+    metrics = (await client.get("/metrics")).text
+    assert 'sms_sending_circuit_open{cause="unavailable"} 1.0' in metrics
+    assert 'sms_sending_circuit_open{cause="account"} 0.0' in metrics
+
+    # However long Twilio stays down, the texts wait for the probe: none is parked.
+    for _ in range(12):
+        await db.execute("UPDATE outbox_events SET available_at = now() WHERE dispatched_at IS NULL")
+        await db.execute("UPDATE sms_sending_state SET circuit_probe_at = now()")
+        await dispatch_pending(db)
+    assert await parked(db) == 0
+    assert max(r["attempts"] for r in [await call_missed_row(db, c) for c in callers]) <= 2
+
+    # Twilio is back: the next probe closes the circuit and releases every held text, each sent once.
+    fake_twilio.heal()
+    await db.execute("UPDATE sms_sending_state SET circuit_probe_at = now()")
+    await db.execute("UPDATE outbox_events SET available_at = now() WHERE dispatched_at IS NULL")
+    for _ in range(3):
+        await dispatch_pending(db)
+    state = await db.fetchrow("SELECT * FROM sms_sending_state")
+    assert (state["circuit_opened_at"], state["circuit_cause"], state["unavailable_count"]) == (None, None, 0)
+    assert sorted(m["form"]["To"] for m in created(fake_twilio)) == sorted(callers)
+    assert {m["status"] for m in await first_sms_rows(db)} == {"accepted"}
+
+
+async def test_a_text_of_unknown_outcome_waits_behind_an_open_circuit_and_is_looked_up_first(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
+) -> None:
+    tenant = await make_tenant()
+    fake_twilio.script([{"drop_after_create": True}])  # created at Twilio, but we saw a 500
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_pending(db)
+    [text] = created(fake_twilio)
+    await db.execute(
+        "UPDATE sms_sending_state SET circuit_opened_at = now(), circuit_cause = 'unavailable',"
+        " circuit_probe_at = now() + interval '5 seconds'"
+    )
+    await db.execute("UPDATE outbox_events SET available_at = now()")
+    await dispatch_pending(db)
+    outbox = await call_missed_row(db)
+    assert outbox["last_error"] == "deferred: sending circuit open" and outbox["attempts"] == 1
+    assert len(fake_twilio.messages()) == 1  # nothing sent while the circuit is open
+
+    # Its turn: it is the probe; the lookup finds the text, so nothing is sent twice, and it closes the circuit.
+    await db.execute("UPDATE sms_sending_state SET circuit_probe_at = now()")
+    await db.execute("UPDATE outbox_events SET available_at = now()")
+    await dispatch_pending(db)
+    assert created(fake_twilio) == [text]
+    [message] = await first_sms_rows(db)
+    assert (message["status"], message["twilio_sid"]) == ("accepted", text["sid"])
+    assert await db.fetchval("SELECT circuit_opened_at FROM sms_sending_state") is None
+
+
+async def test_an_outage_does_not_hide_a_refused_account(db: asyncpg.Connection) -> None:
+    async with hot_transaction() as connection:
+        await open_circuit(connection, SmsAccountRefused(401, 20003, "Authenticate"))
+        await note_unavailable(connection, SmsOutcomeUnknown("Twilio 500", 500))
+    state = await db.fetchrow("SELECT * FROM sms_sending_state")
+    assert (state["circuit_cause"], state["circuit_http_status"], state["circuit_code"]) == ("account", 401, 20003)

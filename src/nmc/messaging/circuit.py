@@ -1,8 +1,16 @@
-"""The sending circuit: when Twilio refuses our credentials or account, sending pauses for everyone.
+"""The sending circuit: when Twilio refuses our credentials or account, or is down, sending pauses for everyone.
 
 A 401/403 or an account error code (`ACCOUNT_REFUSALS`) is not the text's fault, and every other text
 would get the same answer. So the refusal opens the circuit in `sms_sending_state` (one row, shared by
-every worker process), the text waits as `paused`, and its event is deferred until the next probe.
+every worker process, cause `account`), the text waits as `paused`, and its event is deferred until
+the next probe.
+
+A Twilio outage is not the text's fault either. One 5xx or timeout is retried with the dispatcher's
+backoff, but a run of them (`UNAVAILABLE_RUN`, each within `UNAVAILABLE_GAP` of the last, counted
+across every sender by `note_unavailable`) opens the circuit with cause `unavailable`: texts then wait
+for the probe without spending attempts, so an outage of any length delays them and parks none, and
+sending resumes within a probe interval of Twilio's return instead of after an exponential backoff.
+A text whose outcome is unknown stays `sending` and is looked up in Twilio before it is sent again.
 
 While the circuit is open the decision (`decide`) answers `Wait` until `circuit_probe_at`, and
 `Probe` once it is due: the sender then claims the probe with one atomic UPDATE (`claim_probe`), so one
@@ -22,14 +30,17 @@ import asyncpg
 import structlog
 
 from nmc.messaging.decision import CIRCUIT_REASON, Send, Wait
-from nmc.messaging.sms import SmsRejected
-from nmc.messaging.vocabulary import MessageStatus
+from nmc.messaging.sms import SmsOutcomeUnknown, SmsRejected
+from nmc.messaging.vocabulary import CircuitCause, MessageStatus
 
 log = structlog.get_logger(module="messaging")
 
 PROBE_INTERVAL = timedelta(seconds=5)  # one text every 5 s while refused; back within ~5 s once accepted
 # A sender that lost the race for a due probe waits at least this long (the winner's outcome).
 LOST_PROBE_WAIT = timedelta(seconds=1)
+# A Twilio outage: this many 5xx/timeouts in a row (any sender), each within UNAVAILABLE_GAP of the last.
+UNAVAILABLE_RUN = 3
+UNAVAILABLE_GAP = timedelta(seconds=30)
 
 # Published for the senders' planning queries: when the next probe may go while the circuit is open,
 # NULL while it is closed (or the row is missing).
@@ -37,13 +48,19 @@ CIRCUIT_SQL = "(SELECT s.circuit_probe_at FROM sms_sending_state s WHERE s.id = 
 
 _OPEN = """
     INSERT INTO sms_sending_state AS s (id, circuit_opened_at, circuit_http_status, circuit_code, circuit_reason,
-                                        circuit_probe_at, updated_at)
-    VALUES (1, now(), $1, $2, left($3, 200), now() + make_interval(secs => $4), now())
+                                        circuit_probe_at, circuit_cause, updated_at)
+    VALUES (1, now(), $1, $2, left($3, 200), now() + make_interval(secs => $4), $5, now())
     ON CONFLICT (id) DO UPDATE SET
         circuit_opened_at = coalesce(s.circuit_opened_at, EXCLUDED.circuit_opened_at),
-        circuit_http_status = EXCLUDED.circuit_http_status,
-        circuit_code = EXCLUDED.circuit_code,
-        circuit_reason = EXCLUDED.circuit_reason,
+        -- a refused account outranks an outage (it needs a human; an outage heals by itself): an
+        -- account-caused circuit keeps its cause and Twilio's answer when a 5xx arrives meanwhile
+        (circuit_cause, circuit_http_status, circuit_code, circuit_reason) = (
+            SELECT CASE WHEN keep THEN s.circuit_cause ELSE EXCLUDED.circuit_cause END,
+                   CASE WHEN keep THEN s.circuit_http_status ELSE EXCLUDED.circuit_http_status END,
+                   CASE WHEN keep THEN s.circuit_code ELSE EXCLUDED.circuit_code END,
+                   CASE WHEN keep THEN s.circuit_reason ELSE EXCLUDED.circuit_reason END
+            FROM (SELECT s.circuit_opened_at IS NOT NULL AND s.circuit_cause = 'account'
+                         AND EXCLUDED.circuit_cause <> 'account' AS keep) k),
         circuit_probe_at = EXCLUDED.circuit_probe_at,
         updated_at = now()
     RETURNING circuit_probe_at, circuit_opened_at = now() AS opened_now
@@ -59,20 +76,47 @@ _CLAIM_PROBE = """
 _NEXT_PROBE = f"SELECT {CIRCUIT_SQL}"
 _CLOSE = """
     UPDATE sms_sending_state SET circuit_opened_at = NULL, circuit_http_status = NULL, circuit_code = NULL,
-                                 circuit_reason = NULL, circuit_probe_at = NULL, updated_at = now()
+                                 circuit_reason = NULL, circuit_probe_at = NULL, circuit_cause = NULL,
+                                 unavailable_count = 0, updated_at = now()
     WHERE id = 1 AND circuit_opened_at IS NOT NULL
     RETURNING 1
+"""
+# One more 5xx/timeout in the current run (a run ends after UNAVAILABLE_GAP without one).
+_NOTE_UNAVAILABLE = """
+    INSERT INTO sms_sending_state AS s (id, unavailable_count, unavailable_last_at, updated_at)
+    VALUES (1, 1, now(), now())
+    ON CONFLICT (id) DO UPDATE SET
+        unavailable_count = CASE WHEN s.unavailable_last_at > now() - make_interval(secs => $1)
+                                 THEN s.unavailable_count + 1 ELSE 1 END,
+        unavailable_last_at = now(), updated_at = now()
+    RETURNING unavailable_count, circuit_opened_at IS NOT NULL AS circuit_open
 """
 
 
 async def open_circuit(connection: asyncpg.Connection, refusal: SmsRejected) -> datetime:
     """Open (or keep open) the circuit after Twilio refused our credentials or account; returns when
     the next probe may go."""
-    row = await connection.fetchrow(
-        _OPEN, refusal.http_status, refusal.code, str(refusal), PROBE_INTERVAL.total_seconds()
-    )
+    return await _open(connection, CircuitCause.ACCOUNT, refusal.http_status, refusal.code, str(refusal))
+
+
+async def note_unavailable(connection: asyncpg.Connection, failure: SmsOutcomeUnknown) -> datetime | None:
+    """Count a 5xx/timeout; while Twilio looks down (the circuit open, or this failure completes a run)
+    return when the next probe may go — the text waits for it without spending an attempt. None: one
+    failure among successes, for the dispatcher's backoff."""
+    row = await connection.fetchrow(_NOTE_UNAVAILABLE, UNAVAILABLE_GAP.total_seconds())
+    if not row["circuit_open"] and row["unavailable_count"] < UNAVAILABLE_RUN:
+        return None
+    # Open, or keep open with the next probe a full interval on: this failure was as good as a probe.
+    reason = f"Twilio unavailable: {failure}"
+    return await _open(connection, CircuitCause.UNAVAILABLE, failure.http_status, None, reason)
+
+
+async def _open(
+    connection: asyncpg.Connection, cause: CircuitCause, http_status: int | None, code: int | None, reason: str
+) -> datetime:
+    row = await connection.fetchrow(_OPEN, http_status, code, reason, PROBE_INTERVAL.total_seconds(), cause)
     if row["opened_now"]:
-        log.error("sms.sending_circuit_opened", code=refusal.code, http_status=refusal.http_status)
+        log.error("sms.sending_circuit_opened", cause=cause, code=code, http_status=http_status)
     probe_at: datetime = row["circuit_probe_at"]
     return probe_at
 
@@ -87,6 +131,18 @@ async def claim_probe(connection: asyncpg.Connection, now: datetime) -> Send | W
     if probe_at is None:
         return Send()
     return Wait(MessageStatus.PAUSED, max(probe_at, now + LOST_PROBE_WAIT), CIRCUIT_REASON)
+
+
+async def retry_gate(connection: asyncpg.Connection, now: datetime) -> Send | Wait:
+    """A text whose outcome is unknown (`sending`) skips the decision; while the circuit is open it
+    still waits its turn behind the probe (so a stuck backlog does not hammer a Twilio that is down),
+    or is the probe itself."""
+    probe_at: datetime | None = await connection.fetchval(_NEXT_PROBE)
+    if probe_at is None:
+        return Send()
+    if probe_at > now:
+        return Wait(MessageStatus.SENDING, probe_at, CIRCUIT_REASON)
+    return await claim_probe(connection, now)
 
 
 async def close_circuit(connection: asyncpg.Connection) -> bool:

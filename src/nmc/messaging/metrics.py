@@ -1,8 +1,10 @@
 """The sending circuit on `/metrics`, read from Postgres at scrape time (any process's refusal opens it,
 and the web, which is scraped, sends nothing itself).
 
-`sms_sending_circuit_open` is 1 while Twilio refuses our credentials or account and every text waits
-(page on it); `sms_sending_circuit_opened_timestamp_seconds{code, reason}` says since when and why.
+`sms_sending_circuit_open{cause}` is 1 while every text waits behind the circuit: `cause="account"`
+while Twilio refuses our credentials or account (page at once), `cause="unavailable"` while Twilio is
+down (a run of 5xx/timeouts; it heals by itself, page if it lasts);
+`sms_sending_circuit_opened_timestamp_seconds{code, reason}` says since when and why.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.messaging.vocabulary import CircuitCause
 from nmc.observability.metrics import scrape_time_probe
 
 _STATE = text(
     """
-    SELECT extract(epoch FROM circuit_opened_at) AS opened_at, circuit_code, circuit_http_status, circuit_reason
+    SELECT extract(epoch FROM circuit_opened_at) AS opened_at, circuit_code, circuit_http_status, circuit_reason,
+           coalesce(circuit_cause, 'account') AS cause
     FROM sms_sending_state WHERE id = 1 AND circuit_opened_at IS NOT NULL
     """
 )
@@ -61,9 +65,12 @@ async def sending_circuit(session: AsyncSession) -> Iterable[Metric]:
     state = (await session.execute(_STATE)).first()
     open_ = GaugeMetricFamily(
         "sms_sending_circuit_open",
-        "1 while Twilio refuses our credentials or account: no text is sent (one probe every 5 s)",
-        value=0 if state is None else 1,
+        "1 while no text is sent but one probe every 5 s: Twilio refuses our credentials or account "
+        "(cause=account) or is down (cause=unavailable)",
+        labels=["cause"],
     )
+    for cause in CircuitCause:
+        open_.add_metric([cause], int(state is not None and state.cause == cause))
     opened = GaugeMetricFamily(
         "sms_sending_circuit_opened_timestamp_seconds",
         "When the sending circuit opened (Unix time), with Twilio's error code and message; absent while closed",

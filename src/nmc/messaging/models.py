@@ -30,7 +30,8 @@ class PhoneFact(DefaultBase):
 class SendingState(DefaultBase):
     """Whether texts may go to Twilio at all, for every tenant and every worker process: one row (id 1).
 
-    The sending circuit: opened by a refusal of our credentials or account (`circuit.py`); while
+    The sending circuit: opened by a refusal of our credentials or account, or by a run of Twilio 5xx
+    and timeouts (`circuit.py`); while
     open, one sender at a time probes when `circuit_probe_at` is due, and an accepted probe closes it.
     A missing row reads as closed. Each reason to hold sending gets its own columns here: the
     operator's pause (`just pause-sms`, issue #13) belongs beside the circuit as `paused_at`,
@@ -46,6 +47,8 @@ class SendingState(DefaultBase):
     circuit_http_status: Mapped[int | None] = mapped_column(Integer, default=None)
     circuit_code: Mapped[int | None] = mapped_column(Integer, default=None)  # Twilio's error code
     circuit_reason: Mapped[str | None] = mapped_column(String(200), default=None)  # Twilio's message, bounded
+    # account (Twilio refused our credentials or account) | unavailable (a run of 5xx/timeouts); NULL: closed.
+    circuit_cause: Mapped[str | None] = mapped_column(String(20), default=None)
     # When the next probe may go (a probe claimed pushes it on by the probe interval).
     circuit_probe_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     # The operator's pause (`just pause-sms`, issue #13; `pause.py`): NULL while sending is not paused.
@@ -54,4 +57,8 @@ class SendingState(DefaultBase):
     pause_reason: Mapped[str | None] = mapped_column(String(200), default=None)
     # Texts a resume suppressed for having waited longer than PAUSE_MAX_AGE_MINUTES (a counter).
     suppressed_after_pause: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
+    # The current run of Twilio 5xx/timeouts across every sender (`note_unavailable`); UNAVAILABLE_RUN of
+    # them, each within UNAVAILABLE_GAP of the last, open the circuit with cause `unavailable`.
+    unavailable_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    unavailable_last_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())

@@ -16,16 +16,20 @@ Outcomes, by whose fault a refusal is (`sms.refusal` classifies Twilio's answer)
   for `Retry-After` (bounded);
 - any other 4xx → `rejected` (the message `failed` with its code) and the event is parked
   (`PermanentFailure`) for a human; `just replay-outbox` makes such a text sendable again;
-- 5xx and timeouts raise `SmsOutcomeUnknown` for the dispatcher to retry with backoff.
+- 5xx and timeouts (`SmsOutcomeUnknown`): the text stays `sending` (it may exist at Twilio); one
+  such failure is retried with the dispatcher's backoff, a run of them is an outage: the circuit opens
+  (cause `unavailable`) and the text waits for the probe without spending an attempt.
 
-A probe (`Outgoing.probe`) that Twilio answers with anything but a refusal of our account closes
-the circuit in the same transaction as its record, and releases every text the circuit held.
+A text whose outcome is unknown waits behind an open circuit too (`retry_gate`), and is looked up
+before it is sent again. A probe (`Outgoing.probe`), or a retried text, that Twilio answers with
+anything but a refusal of our account closes the circuit in the same transaction as its record, and
+releases every text the circuit held.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
@@ -34,12 +38,13 @@ import structlog
 
 from nmc.db import hot_transaction
 from nmc.events import Deferred, PermanentFailure, release_deferred
-from nmc.messaging.circuit import close_circuit, open_circuit
-from nmc.messaging.decision import CIRCUIT_REASON
+from nmc.messaging.circuit import close_circuit, note_unavailable, open_circuit, retry_gate
+from nmc.messaging.decision import CIRCUIT_REASON, Wait
 from nmc.messaging.lines import mark_line_type
 from nmc.messaging.sms import (
     Accepted,
     SmsAccountRefused,
+    SmsOutcomeUnknown,
     SmsRateLimited,
     SmsRecipientRefused,
     SmsRejected,
@@ -100,8 +105,19 @@ async def send_and_record(
 ) -> Accepted | None:
     """Transmit, then record the outcome with the caller's statements. None when Twilio refused the
     text for good; raises `Deferred` when it must wait, `PermanentFailure` for a refusal we do not know."""
+    if outgoing.unknown_outcome and not outgoing.probe:
+        outgoing = await _behind_the_circuit(outgoing)
+    # The answer of a probe or of a retried text says whether Twilio takes texts again.
+    heals = outgoing.probe or outgoing.unknown_outcome
     try:
         answer = await transmit(outgoing)
+    except SmsOutcomeUnknown as exc:
+        async with hot_transaction() as connection:
+            probe_at = await note_unavailable(connection, exc)
+        if probe_at is None:
+            raise  # one failure among successes: the dispatcher's backoff
+        log.warning("sms.twilio_unavailable", error=str(exc), to=outgoing.to)
+        raise Deferred(probe_at, CIRCUIT_REASON) from exc
     except SmsRateLimited as exc:
         until = datetime.now(UTC) + rate_limit_wait(exc.retry_after)
         if not exc.text_may_exist:
@@ -121,7 +137,7 @@ async def send_and_record(
             await rejected(connection, exc)
             if exc.code in LANDLINE_CODES:
                 await mark_line_type(connection, outgoing.to, LineType.LANDLINE, f"twilio_{exc.code}")
-            closed = outgoing.probe and await close_circuit(connection)
+            closed = heals and await close_circuit(connection)
         if closed:
             await release_deferred(CIRCUIT_REASON)
         log.warning("sms.rejected", code=exc.code, http_status=exc.http_status, to=outgoing.to)
@@ -130,7 +146,16 @@ async def send_and_record(
         return None
     async with hot_transaction() as connection:
         await accepted(connection, answer)
-        closed = outgoing.probe and await close_circuit(connection)
+        closed = heals and await close_circuit(connection)
     if closed:
         await release_deferred(CIRCUIT_REASON)
     return answer
+
+
+async def _behind_the_circuit(outgoing: Outgoing) -> Outgoing:
+    """A retried text waits for the probe like any other while the circuit is open (it stays `sending`)."""
+    async with hot_transaction() as connection:
+        gate = await retry_gate(connection, datetime.now(UTC))
+    if isinstance(gate, Wait):
+        raise Deferred(gate.until, gate.reason)
+    return replace(outgoing, probe=gate.probe)

@@ -104,7 +104,12 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 class SmsOutcomeUnknown(Exception):
-    """5xx, timeout or a broken connection: the text may or may not exist; look it up before resending."""
+    """5xx, timeout or a broken connection: the text may or may not exist; look it up before resending.
+    `http_status`: Twilio's status when it answered (None: no answer)."""
+
+    def __init__(self, message: str, http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.http_status = http_status
 
 
 # Twilio's smart encoding (on for a Messaging Service) replaces characters that have a GSM-7 look-alike
@@ -183,7 +188,7 @@ class TwilioSmsSender:
             raise SmsOutcomeUnknown(f"{type(exc).__name__} talking to Twilio") from exc
         observe_request("twilio", "messages.create", status_outcome(status), status, timer.seconds)
         if status >= 500:
-            raise SmsOutcomeUnknown(f"Twilio {status}")
+            raise SmsOutcomeUnknown(f"Twilio {status}", status)
         if status >= 400:
             raise refusal(status, payload.get("code"), str(payload.get("message", "")), retry_after)
         return Accepted(sid=payload["sid"], status=payload.get("status", "queued"))
@@ -229,7 +234,7 @@ class TwilioSmsSender:
         if status in (401, 403, RATE_LIMITED_STATUS):
             raise refusal(status, payload.get("code"), str(payload.get("message", "")), retry_after)
         if status >= 400:
-            raise SmsOutcomeUnknown(f"lookup failed: Twilio {status}")
+            raise SmsOutcomeUnknown(f"lookup failed: Twilio {status}", status)
         return payload
 
     async def close(self) -> None:

@@ -58,6 +58,13 @@ class SuppressedReason(StrEnum):
     NOT_ENTITLED = "not_entitled"  # billing: the tenant's texting is off (no subscription, payment overdue)
 
 
+class CircuitCause(StrEnum):
+    """Why the sending circuit is open (`sms_sending_state.circuit_cause`)."""
+
+    ACCOUNT = "account"  # Twilio refused our credentials or account: a human must act
+    UNAVAILABLE = "unavailable"  # a run of 5xx/timeouts: Twilio is down; the probe finds it back
+
+
 class QuietHoursPolicy(StrEnum):
     DELAY = "delay"
     SUPPRESS = "suppress"
