@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,7 +45,7 @@ def fresh_database() -> str:
 class BenchStack(Stack):
     """web + worker as `just web` / `just worker` start them, on a free port, quiet logs on the web."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], worker_env: dict[str, str] | None = None) -> None:
         port = free_port()
         full_env = {
             **os.environ,
@@ -53,7 +55,8 @@ class BenchStack(Stack):
             "LOG_LEVEL": "WARNING",
             **env,
         }
-        super().__init__(full_env, Path(tempfile.mkdtemp(prefix="nmc-bench-")), worker_env={"LOG_LEVEL": "INFO"})
+        log_dir = Path(tempfile.mkdtemp(prefix="nmc-bench-"))
+        super().__init__(full_env, log_dir, worker_env={"LOG_LEVEL": "INFO", **(worker_env or {})})
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -133,6 +136,67 @@ class CpuMeter:
             before = self._before.get(part, {})
             spent[part] = sum(max(0.0, seconds - before.get(pid, 0.0)) for pid, seconds in now.items())
         return spent
+
+
+COUNTER_PATH = Path(__file__).with_name("count_statements")  # its sitecustomize.py counts statements
+COMMITS = "(commits)"  # the counter's key for commits
+
+
+class StatementCounter:
+    """Statements and commits per process role, counted inside the processes the bench starts (see
+    count_statements/sitecustomize.py), diffed over a window like `CpuMeter`."""
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="nmc-bench-statements-"))
+
+    def env(self, role: str) -> dict[str, str]:
+        """What a process started with it needs (`role`: web or worker)."""
+        python_path = os.pathsep.join(filter(None, [str(COUNTER_PATH), os.environ.get("PYTHONPATH")]))
+        return {
+            "PYTHONPATH": python_path,
+            "BENCH_COUNT_STATEMENTS": "1",
+            "BENCH_STATEMENTS_DIR": str(self.directory),
+            "BENCH_ROLE": role,
+        }
+
+    def snapshot(self) -> dict[str, Counter[str]]:
+        by_role: dict[str, Counter[str]] = {}
+        for path in self.directory.glob("*.json"):
+            dumped = json.loads(path.read_text())
+            by_role.setdefault(dumped["role"], Counter()).update(dumped["statements"])
+        return by_role
+
+    @staticmethod
+    def spent(before: dict[str, Counter[str]], after: dict[str, Counter[str]]) -> dict[str, Counter[str]]:
+        return {role: counts - before.get(role, Counter()) for role, counts in after.items()}
+
+
+_DATABASE_STATS = """
+    SELECT xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted
+    FROM pg_stat_database WHERE datname = current_database()
+"""
+_TABLE_WRITES = """
+    SELECT schemaname || '.' || relname AS name, n_tup_ins, n_tup_upd, n_tup_del, n_tup_hot_upd
+    FROM pg_stat_user_tables
+"""
+
+
+async def database_stats(database_url: str) -> dict[str, float]:
+    """Postgres's own counters for the database (commits, rows written) and per table
+    (`table.ins`/`.upd`/`.del`). Backends publish them when idle, at most once a second and within
+    about 10 s: sample after the processes have been quiet that long."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        row = await connection.fetchrow(_DATABASE_STATS)
+        stats = {key: float(value) for key, value in row.items()}
+        for table_row in await connection.fetch(_TABLE_WRITES):
+            for column, short in (("n_tup_ins", "ins"), ("n_tup_upd", "upd"), ("n_tup_del", "del")):
+                stats[f"{table_row['name']}.{short}"] = float(table_row[column])
+    finally:
+        await connection.close()
+    return stats
 
 
 def table(rows: list[dict[str, object]], columns: list[str]) -> str:

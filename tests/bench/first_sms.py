@@ -5,6 +5,11 @@ signed dial-status webhooks at a fixed (open-loop) rate, and measures from the m
 is sent to the moment the fake Twilio receives its Messages request. Every call has its own caller
 number, so lost and duplicate texts are counted exactly. Without --rate it runs the issue's three
 scenarios: 50/s for 60 s, 200/s for 30 s, and 50/s with the NOTIFY wake-up off (polling fallback).
+
+`--pipeline minimal` drives the minimal reference pipeline (tests/bench/minimal: the same guarantees
+and libraries, nothing else) with the same load and meters; `--pipeline both` runs each scenario on
+ours and then on the minimal one, in one window. `--count-statements` adds statements and commits per
+call, per process (counted inside the processes) and Postgres's own commits and rows written.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import gc
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -23,7 +28,17 @@ import aiohttp
 import asyncpg
 
 from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
-from tests.bench.common import BenchStack, CpuMeter, fresh_database, summary, table
+from tests.bench.common import (
+    COMMITS,
+    BenchStack,
+    CpuMeter,
+    StatementCounter,
+    database_stats,
+    fresh_database,
+    summary,
+    table,
+)
+from tests.bench.minimal.stack import MinimalStack, fresh_minimal_database
 from tests.conftest import MESSAGING_SERVICE_SID, TWILIO_SID, TWILIO_TOKEN, run_nmc
 from tests.fakes.twilio_api import FakeTwilio
 
@@ -50,6 +65,9 @@ class Result:
     webhook_errors: int
     timeline: list[tuple[float, float]]  # (send time, Unix seconds; latency ms), by send time
     cpu_seconds: dict[str, float]  # web, worker, postgres over the measured window
+    pipeline: str = "ours"
+    statements: dict[str, Counter[str]] = field(default_factory=dict)  # by role, over the window
+    postgres: dict[str, float] = field(default_factory=dict)  # pg_stat_* deltas (see database_stats)
 
     def cpu_ms_per_call(self, part: str | None = None) -> float:
         spent = self.cpu_seconds[part] if part else sum(self.cpu_seconds.values())
@@ -58,6 +76,7 @@ class Result:
     def row(self) -> dict[str, object]:
         stats = summary(self.latencies_ms)
         return {
+            "pipeline": self.pipeline,
             "scenario": self.scenario.name,
             "target rate/s": f"{self.scenario.rate:g}",
             "achieved rate/s": self.achieved_rate,
@@ -74,6 +93,33 @@ class Result:
                 f"{self.cpu_ms_per_call('worker'):.1f} / {self.cpu_ms_per_call('postgres'):.1f})"
             ),
         }
+
+    def per_call(self, count: float) -> float:
+        return count / self.sent if self.sent else float("nan")
+
+    def work_row(self) -> dict[str, object]:
+        """Statements and commits per call, by process, and what Postgres saw (with --count-statements)."""
+        row: dict[str, object] = {"pipeline": self.pipeline, "scenario": self.scenario.name}
+        for role in ("web", "worker"):
+            counts = self.statements.get(role, Counter())
+            row[f"{role} statements/call"] = f"{self.per_call(counts.total() - counts[COMMITS]):.2f}"
+            row[f"{role} commits/call"] = f"{self.per_call(counts[COMMITS]):.2f}"
+        if self.postgres:
+            written = sum(self.postgres[k] for k in ("tup_inserted", "tup_updated", "tup_deleted"))
+            row["Postgres commits/call"] = f"{self.per_call(self.postgres['xact_commit']):.2f}"
+            row["rows written/call"] = f"{self.per_call(written):.2f}"
+        return row
+
+    def statement_lines(self) -> list[str]:
+        lines = [f"\n{self.pipeline}, {self.scenario.name}: statements per call"]
+        for role, counts in sorted(self.statements.items()):
+            for query, count in counts.most_common():
+                if self.per_call(count) >= 0.005:
+                    lines.append(f"  {role:6} {self.per_call(count):5.2f}  {query[:150]}")
+        tables = [(k, v) for k, v in self.postgres.items() if "." in k and self.per_call(v) >= 0.005]
+        for name, count in sorted(tables, key=lambda item: -item[1]):
+            lines.append(f"  rows   {self.per_call(count):5.2f}  {name}")
+        return lines
 
 
 def caller_number(run: int, index: int) -> str:
@@ -150,21 +196,43 @@ def collect(
     return latencies, lost, duplicates, timeline
 
 
-def run_scenario(stack: BenchStack, fake: FakeTwilio, scenario: Scenario, run: int) -> Result:
+# Backends publish their pg_stat counters when idle within about 10 s (PostgreSQL 15).
+PG_STATS_SETTLE_SECONDS = 11
+
+
+def run_scenario(
+    stack: BenchStack | MinimalStack,
+    fake: FakeTwilio,
+    scenario: Scenario,
+    run: int,
+    pipeline: str = "ours",
+    counter: StatementCounter | None = None,
+) -> Result:
     if scenario.listen != (stack.worker_listen):
         stack.restart_worker(WORKER_LISTEN=str(scenario.listen).lower())
         stack.worker_listen = scenario.listen
+    database_url = stack.env["DATABASE_URL"]
     fake.reset()
     warmup = Scenario("warmup", scenario.rate, 2, scenario.listen)
     asyncio.run(drive(stack, warmup, run + 100))
-    time.sleep(2)
+    time.sleep(PG_STATS_SETTLE_SECONDS if counter else 2)
     fake.reset()
-    meter = CpuMeter(stack, stack.env["DATABASE_URL"])
+    if counter:
+        postgres_before = asyncio.run(database_stats(database_url))
+        statements_before = counter.snapshot()
+    meter = CpuMeter(stack, database_url)
     meter.start()
     sent_at, total, achieved, errors = asyncio.run(drive(stack, scenario, run))
     latencies, lost, duplicates, timeline = collect(fake, sent_at, wait_seconds=30)
     cpu = meter.stop()
-    return Result(scenario, latencies, total, achieved, lost, duplicates, errors, timeline, cpu)
+    result = Result(scenario, latencies, total, achieved, lost, duplicates, errors, timeline, cpu, pipeline)
+    if counter:
+        time.sleep(1)  # the processes write their counts every half second
+        result.statements = StatementCounter.spent(statements_before, counter.snapshot())
+        time.sleep(PG_STATS_SETTLE_SECONDS)
+        after = asyncio.run(database_stats(database_url))
+        result.postgres = {key: value - postgres_before.get(key, 0.0) for key, value in after.items()}
+    return result
 
 
 async def _execute_file(database_url: str, path: Path) -> None:
@@ -175,7 +243,21 @@ async def _execute_file(database_url: str, path: Path) -> None:
         await connection.close()
 
 
-def setup(database_url: str, fake: FakeTwilio) -> BenchStack:
+def twilio_env(fake: FakeTwilio) -> dict[str, str]:
+    return {
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_MESSAGING_SERVICE_SID": MESSAGING_SERVICE_SID,
+        "TWILIO_API_BASE_URL": fake.base_url,
+    }
+
+
+def setup_minimal(fake: FakeTwilio, counter: StatementCounter | None) -> MinimalStack:
+    env = {"DATABASE_URL": fresh_minimal_database(), **twilio_env(fake), **(counter.env("web") if counter else {})}
+    return MinimalStack(env, worker_env=counter.env("worker") if counter else None)
+
+
+def setup(database_url: str, fake: FakeTwilio, counter: StatementCounter | None = None) -> BenchStack:
     env = {
         "DATABASE_URL": database_url,
         "TWILIO_ACCOUNT_SID": TWILIO_SID,
@@ -190,7 +272,7 @@ def setup(database_url: str, fake: FakeTwilio) -> BenchStack:
     # Quiet hours off and no cooldown: the bench measures the path, not the guards' verdicts.
     # (A write: not a `just sql` query, those run read-only.)
     asyncio.run(_execute_file(database_url, Path(__file__).with_name("no_quiet_hours.sql")))
-    stack = BenchStack(env)
+    stack = BenchStack({**env, **(counter.env("web") if counter else {})}, counter.env("worker") if counter else None)
     stack.worker_listen = True
     return stack
 
@@ -200,6 +282,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, help="missed calls per second")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--polling", action="store_true", help="with the NOTIFY wake-up off")
+    parser.add_argument(
+        "--pipeline", choices=("ours", "minimal", "both"), default="ours", help="minimal: the reference pipeline"
+    )
+    parser.add_argument(
+        "--count-statements", action="store_true", help="statements and commits per call (adds ~25 s per scenario)"
+    )
     parser.add_argument(
         "--timeline", metavar="CSV", help="write each call's send time (Unix s) and latency (ms), to find stalls"
     )
@@ -212,15 +300,32 @@ def main() -> None:
             Scenario("200/s for 30 s", 200, 30),
             Scenario("50/s for 20 s, NOTIFY off (polling)", 50, 20, listen=False),
         ]
-    database_url = fresh_database()
+    pipelines = ["ours", "minimal"] if args.pipeline == "both" else [args.pipeline]
+    counters = {pipeline: StatementCounter() if args.count_statements else None for pipeline in pipelines}
+    results = []
     with FakeTwilio(account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN, collect_garbage=False) as fake:
-        stack = setup(database_url, fake)
+        stacks: dict[str, BenchStack | MinimalStack] = {}
         try:
-            results = [run_scenario(stack, fake, scenario, run) for run, scenario in enumerate(scenarios)]
+            if "ours" in pipelines:
+                stacks["ours"] = setup(fresh_database(), fake, counters["ours"])
+            if "minimal" in pipelines:
+                stacks["minimal"] = setup_minimal(fake, counters["minimal"])
+            for run, scenario in enumerate(scenarios):
+                for offset, (pipeline, stack) in enumerate(stacks.items()):
+                    if pipeline == "minimal" and not scenario.listen:
+                        continue  # the minimal worker always listens
+                    counter = counters[pipeline]
+                    results.append(run_scenario(stack, fake, scenario, run + 50 * offset, pipeline, counter))
         finally:
-            stack.stop()
+            for stack in stacks.values():
+                stack.stop()
     print("\nfirst SMS: webhook sent → Twilio Messages request received (fake Twilio on loopback)\n")
     print(table([r.row() for r in results], list(results[0].row())))
+    if args.count_statements:
+        print("\nwork per call in the same windows (statements exclude commits; Postgres's include ~11 s idle)\n")
+        print(table([r.work_row() for r in results], list(results[0].work_row())))
+        for result in results:
+            print("\n".join(result.statement_lines()))
     if args.timeline:
         write_timeline(args.timeline, results)
 
