@@ -17,6 +17,7 @@ import dramatiq
 import psycopg
 import structlog
 
+from nmc.observability.flusher import start_flusher, stop_flusher
 from nmc.settings import get_settings
 
 log = structlog.get_logger(module="jobs")
@@ -38,11 +39,13 @@ class JobsHeartbeat(dramatiq.Middleware):
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="jobs-heartbeat", daemon=True)
         self._thread.start()
+        start_flusher()  # the jobs' in-memory figures (provider requests) reach the web's /metrics
 
     def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        stop_flusher()
 
     def _run(self) -> None:
         connection: psycopg.Connection[Any] | None = None

@@ -105,6 +105,9 @@ def migrated_database() -> Iterator[str]:
     asyncio.run(recreate_database(SERVER_URL, TEST_DATABASE))
     run_nmc("db", "upgrade")
     yield TEST_DATABASE_URL
+    from nmc.observability.flusher import stop_flusher
+
+    stop_flusher()  # its last flush into this database, before it is dropped (no flush_failed at exit)
     asyncio.run(drop_database(SERVER_URL, TEST_DATABASE))
 
 

@@ -31,9 +31,11 @@ from nmc.identity import ClerkAuthenticationMiddleware, ClerkWebhooks, TenantCon
 from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz
 from nmc.observability.correlation import correlation_middleware
+from nmc.observability.flusher import start_flusher, stop_flusher
 from nmc.observability.logging import configure_logging
 from nmc.observability.maintenance import maintenance_runs as _maintenance_probe  # noqa: F401 (registers it)
 from nmc.observability.metrics import MetricsController
+from nmc.observability.process_figures import summed_samples as _summed_samples_probe  # noqa: F401 (registers it)
 from nmc.observability.providers import provider_requests as _provider_requests_probe  # noqa: F401 (registers it)
 from nmc.problems import DomainError, domain_problem, refuse_nul_characters, schema_problem
 from nmc.scheduling import SCHEDULING_CONTROLLERS, register_live_busy_check
@@ -139,4 +141,7 @@ def create_app() -> Litestar:
         after_exception=[log_unexpected_error],
         logging_config=None,  # ours (configure_logging above): Litestar's would replace the root handler
         debug=False,
+        # This process's in-memory figures reach /metrics through Postgres (ADR 0018); the last ones on stop.
+        on_startup=[start_flusher],
+        on_shutdown=[stop_flusher],
     )

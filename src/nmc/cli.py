@@ -54,17 +54,22 @@ def web(port: int | None, host: str) -> None:
     """Run the web process (webhooks, REST, /healthz, /metrics)."""
     import uvicorn
 
+    from nmc.capacity import check_connection_budget
     from nmc.observability.logging import configure_logging
 
     settings = get_settings()
+    check_connection_budget("web", settings)
     configure_logging(settings.LOG_LEVEL)
     # log_config=None: uvicorn installs no formatter of its own; its records reach our root handler.
     # access_log=False: the correlation middleware's `http.request` line is the access log.
+    # workers: uvicorn's own supervisor (one listening socket, WEB_CONCURRENCY processes, a dead one
+    # replaced); every figure /metrics serves is read from Postgres, so any process answers for all.
     uvicorn.run(
         "nmc.cli:served_app",
         factory=True,
         host=host,
         port=port or settings.PORT,
+        workers=settings.WEB_CONCURRENCY,
         access_log=False,
         log_config=None,
         loop="uvloop",
@@ -86,14 +91,28 @@ def served_app() -> Litestar:
 
 @cli.command()
 def worker() -> None:
-    """Run the worker process (outbox dispatcher, sweeper, schedules)."""
+    """Run the worker process (outbox dispatcher, sweeper, schedules); WORKER_PROCESSES of them, supervised."""
+    from nmc.capacity import check_connection_budget
+    from nmc.observability.logging import configure_logging
+
+    settings = get_settings()
+    check_connection_budget("worker", settings)
+    configure_logging(settings.LOG_LEVEL)
+    if settings.WORKER_PROCESSES == 1:
+        serve_worker()
+        return
+    from nmc.supervisor import Supervisor
+
+    sys.exit(Supervisor(settings.WORKER_PROCESSES, serve_worker).run())
+
+
+def serve_worker() -> None:
+    """One worker process: wait for the schema, then run until SIGTERM/SIGINT."""
     import uvloop
 
-    from nmc.observability.logging import configure_logging
     from nmc.schema_gate import wait_for_schema
     from nmc.worker import run_worker
 
-    configure_logging(get_settings().LOG_LEVEL)
     run_async(wait_for_schema("worker"))  # the schema behind this code: wait for the deploy's migrations
     uvloop.run(run_worker())
 

@@ -26,6 +26,7 @@ SECRET_NAMES = frozenset(
         "GOOGLE_CLIENT_SECRET",
         "JOBBER_API_TOKEN",
         "METRICS_TOKEN",
+        "DRAMATIQ_BROKER_URL",
         "TWILIO_AUTH_TOKEN_PREVIOUS",
         "SECRET_KEY_PREVIOUS",
         "CLERK_WEBHOOK_SECRET",
@@ -134,6 +135,20 @@ def _database_url(raw: str) -> str:
     if not sep or scheme.split("+")[0] not in {"postgres", "postgresql"}:
         raise ValueError("expected a postgres:// or postgresql:// URL")
     return f"postgresql://{rest}"
+
+
+BROKER_SCHEMES = frozenset({"postgres", "postgresql", "amqp", "amqps", "redis", "rediss"})
+
+
+def _broker_url(raw: str) -> str:
+    """Empty: the Postgres broker on DATABASE_URL. Otherwise postgres(ql)://, amqp(s):// or redis(s)://."""
+    value = raw.strip()
+    if not value:
+        return ""
+    scheme, sep, rest = value.partition("://")
+    if not sep or not rest or scheme not in BROKER_SCHEMES:
+        raise ValueError("expected a postgres(ql)://, amqp(s):// or redis(s):// URL")
+    return value
 
 
 def _environment(raw: str) -> str:
@@ -246,6 +261,15 @@ class Settings:
     # the jobs process's broker pool; the worker's asyncpg pool for the first-SMS path.
     DB_POOL_SIZE: int = _setting("10", _positive_int)
     DB_HOT_POOL_SIZE: int = _setting("10", _positive_int)
+    # Issue #16: processes per instance (`nmc web` runs uvicorn with this many workers; `nmc worker`
+    # supervises this many worker processes), and the connections one instance of a service may open:
+    # a start whose processes x pools exceed it is refused (README "Connection budget").
+    WEB_CONCURRENCY: int = _setting("1", _positive_int)
+    WORKER_PROCESSES: int = _setting("1", _positive_int)
+    DB_CONNECTION_BUDGET: int = _setting("90", _positive_int)
+    # The jobs process's Dramatiq broker: empty = Postgres (DATABASE_URL, the default); amqp://… (RabbitMQ)
+    # or redis://… run the same actors on that broker (README "Processes", ADR 0018).
+    DRAMATIQ_BROKER_URL: str = _setting("", _broker_url)
     # Added by DESIGN.md/issues: how long a claimed outbox row is invisible to other dispatchers
     # (also PgQueuer's heartbeat timeout), and how many attempts before a row is parked.
     OUTBOX_LEASE_SECONDS: int = _setting("30", _positive_int)

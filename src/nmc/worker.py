@@ -31,6 +31,7 @@ from nmc.db import dispose_engine
 from nmc.events import dispatch, registry_complete, release_deferred, set_dispatcher_id, sweep
 from nmc.messaging import PAUSED_REASON
 from nmc.observability.correlation import use_correlation_id
+from nmc.observability.flusher import start_flusher, stop_flusher
 from nmc.observability.logging import clear_context, configure_logging
 from nmc.queue.pgq import OUTBOX_DISPATCH
 from nmc.runtime import freeze_startup_heap
@@ -261,10 +262,12 @@ async def run_worker() -> None:
     set_dispatcher_id(heartbeat.worker_id)
     tasks = [run_consumer(i, settings, stopping) for i in range(settings.OUTBOX_CONCURRENCY)]
     tasks.append(heartbeat.run(stopping))
+    start_flusher()  # its in-memory figures (booking conflicts, provider requests) reach /metrics
     freeze_startup_heap()
     log.info("worker.started", consumers=settings.OUTBOX_CONCURRENCY, batch=settings.OUTBOX_BATCH_SIZE)
     try:
         await asyncio.gather(*tasks, run_sweeper(stopping))
     finally:
+        await asyncio.to_thread(stop_flusher)
         await dispose_engine()
         log.info("worker.stopped")

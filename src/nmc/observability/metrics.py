@@ -1,13 +1,15 @@
-"""The runbook §5 metrics.
+"""The runbook §5 metrics, served by the web's `/metrics` as the total of every process and instance.
 
-Counters that only the web increments (webhook dedupe hits, signature failures, booking conflicts)
-live in this process. What the worker and jobs observe (first-SMS latency, outbox lag, calendar sync
-errors) is read from Postgres when `/metrics` is scraped, so an SLO alert survives restarts and
-hosts with no scrape port.
+Nothing is served from one process's memory (ADR 0018): what the worker and jobs observe (first-SMS
+latency, outbox lag, calendar sync errors) is read from Postgres at scrape time, and the counters each
+process keeps in memory (webhook dedupe hits, signature failures, booking conflicts, request counts)
+are flushed to Postgres and summed there (`process_figures.py`), so a scrape of any web process of any
+instance reports the same totals, and an SLO alert survives restarts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
@@ -15,12 +17,13 @@ import structlog
 from litestar import Controller, Request, get
 from litestar.di import NamedDependency
 from litestar.response import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.observability.flusher import flush_now
 from nmc.settings import get_settings
 
 log = structlog.get_logger(module="observability")
@@ -34,10 +37,8 @@ SCHEDULING_BOOK_CONFLICTS = Counter(
 )
 
 # `calendar_sync_errors_total{provider}` is observed in the jobs process: `nmc.calendars.metrics` serves it
-# from Postgres (a scrape-time probe), 0 per provider from the start.
-BOOKING_POST_P95_MS = Gauge(
-    "booking_post_p95_ms", "P95 of POST /api/bookings handling time over the last 10 minutes, in ms"
-)
+# from Postgres (a scrape-time probe), 0 per provider from the start. `booking_post_p95_ms`:
+# `nmc.scheduling.metrics`, over every web process's booking POSTs.
 
 Probe = Callable[[AsyncSession], Awaitable[Iterable[Metric]]]
 _PROBES: list[Probe] = []
@@ -71,7 +72,10 @@ class ScrapeTimeFigures(Collector):
 
 
 SCRAPE_TIME_FIGURES = ScrapeTimeFigures()
-REGISTRY.register(SCRAPE_TIME_FIGURES)
+# What /metrics serves: only the Postgres-derived figures. The in-process counters stay in the default
+# registry, where the flusher reads them (and tests of one process may too).
+EXPORTED = CollectorRegistry(auto_describe=False)
+EXPORTED.register(SCRAPE_TIME_FIGURES)
 
 
 class MetricsController(Controller):
@@ -88,10 +92,11 @@ class MetricsController(Controller):
                 status_code=401,
                 headers={"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain"},
             )
+        await asyncio.to_thread(flush_now)  # this process's own increments first
         await SCRAPE_TIME_FIGURES.refresh(db_session)
         # As a header, not `media_type`: Litestar would append a second `charset` to a text/* media type,
         # and a repeated parameter makes the Content-Type invalid for Prometheus 3's scraper.
-        return Response(generate_latest(REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(generate_latest(EXPORTED), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 def scrape_allowed(authorization: str) -> bool:

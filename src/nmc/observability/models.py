@@ -2,7 +2,10 @@
 
 - `obs_provider_requests` / `obs_provider_latency`: provider request counts by outcome and status, and
   latency buckets (`providers.py` flushes each process's increments every few seconds);
-- `obs_maintenance_runs`: when each maintenance task (retention) last succeeded.
+- `obs_maintenance_runs`: when each maintenance task (retention) last succeeded;
+- `obs_process_samples`: every process's in-memory Prometheus counters and histograms, added up
+  (`process_figures.py`; issue #16);
+- `obs_durations`: booking POST handling times of the last 10 minutes, from every web process.
 
 Counters only grow: rows are upserted with `count = count + delta`, never deleted by retention.
 """
@@ -14,7 +17,7 @@ from typing import Any
 
 from advanced_alchemy.base import DefaultBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, Float, String, func, text
+from sqlalchemy import BigInteger, Float, Identity, Index, String, Text, func, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -47,3 +50,30 @@ class MaintenanceRun(DefaultBase):
     task: Mapped[str] = mapped_column(String(40), primary_key=True)  # retention
     succeeded_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSONB, default=None)
+
+
+class ProcessSample(DefaultBase):
+    """One sample (`webhook_dedupe_hits_total{provider="twilio"}`, a histogram bucket, …) summed over
+    every process that observed it."""
+
+    __tablename__ = "obs_process_samples"
+
+    sample: Mapped[str] = mapped_column(String(120), primary_key=True)
+    labels: Mapped[str] = mapped_column(Text, primary_key=True)  # JSON, keys sorted
+    family: Mapped[str] = mapped_column(String(120))
+    kind: Mapped[str] = mapped_column(String(20))  # counter | histogram
+    help: Mapped[str] = mapped_column(Text, server_default=text("''"))
+    value: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class Duration(DefaultBase):
+    """A handling time (booking POST), kept for the percentile's window, deleted after it."""
+
+    __tablename__ = "obs_durations"
+    __table_args__ = (Index("ix_obs_durations_name_observed_at", "name", "observed_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    name: Mapped[str] = mapped_column(String(40))
+    observed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
+    ms: Mapped[float] = mapped_column(Float)

@@ -2,13 +2,10 @@
 requests are made and exported by the web's `/metrics`.
 
 The worker and jobs processes make the provider requests but have no scrape port, and on Render each
-process is a separate service on its own host: Prometheus' multiprocess mode (one shared directory of
-mmap files) cannot span them, and a Pushgateway would be one more stateful service. So, as for every
-other worker-observed figure, Postgres carries them: `observe_request` adds to in-memory counters (a
-dict increment under a lock: nothing on the first-SMS path waits for the database), a daemon thread
-flushes the increments every `FLUSH_SECONDS` with one upsert per table (`count = count + delta`, so
-restarts and several processes add up and nothing goes backwards), and the web reads the rows when
-scraped. A crash loses at most the last `FLUSH_SECONDS` of increments.
+process is a separate service on its own host, so Postgres carries them (`flusher.py`, ADR 0018):
+`observe_request` adds to in-memory counters (a dict increment under a lock), the process's flusher
+thread writes the increments with one upsert per table (`count = count + delta`), and the web reads
+the rows when scraped.
 
 Families: `provider_requests_total{provider, operation, outcome, status}` and
 `provider_request_duration_seconds{provider, operation}` (histogram).
@@ -16,7 +13,6 @@ Families: `provider_requests_total{provider, operation, outcome, status}` and
 
 from __future__ import annotations
 
-import atexit
 import bisect
 import threading
 import time
@@ -28,12 +24,11 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.observability.flusher import FLUSHER, Connect, flushed_to_postgres, start_flusher
 from nmc.observability.metrics import scrape_time_probe
-from nmc.settings import get_settings
 
 log = structlog.get_logger(module="observability")
 
-FLUSH_SECONDS = 5.0
 BUCKETS_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INF = float("inf")
 
@@ -131,7 +126,6 @@ def _statements(placeholder: str) -> list[tuple[str, tuple[str, ...]]]:
 
 
 _PSYCOPG_STATEMENTS = [sql for sql, _ in _statements("%s")]
-_SQLALCHEMY_STATEMENTS = [text(sql) for sql, _ in _statements(":p{}")]
 
 
 def _columns(requests: dict[RequestKey, int], latency: dict[LatencyKey, list[float]]) -> list[list[list[object]]]:
@@ -156,67 +150,16 @@ def flush_sync(connection: object) -> int:
     return len(requests)
 
 
-async def flush(session: AsyncSession) -> int:
-    """Write this process's increments in the session's transaction (the web, before a scrape; tests)."""
-    requests, latency = STATS.drain()
-    if not requests:
-        return 0
-    try:
-        for statement, columns in zip(_SQLALCHEMY_STATEMENTS, _columns(requests, latency), strict=True):
-            await session.execute(statement, {f"p{i}": column for i, column in enumerate(columns)})
-        await session.commit()
-    except BaseException:
-        STATS.restore(requests, latency)
-        raise
-    return len(requests)
-
-
-class _Flusher(threading.Thread):
-    """Flushes every FLUSH_SECONDS on a connection of its own (started by the first observation)."""
-
-    def __init__(self) -> None:
-        super().__init__(name="provider-metrics-flusher", daemon=True)
-        self._connection: object | None = None
-        self._wake = threading.Event()
-
-    def run(self) -> None:
-        while True:
-            self._wake.wait(FLUSH_SECONDS)
-            self._wake.clear()
-            self.flush_once()
-
-    def flush_once(self) -> None:
-        import psycopg
-
-        if not STATS.pending():
-            return
-        try:
-            if self._connection is None or self._connection.closed:  # type: ignore[attr-defined]
-                self._connection = psycopg.connect(get_settings().DATABASE_URL, autocommit=True)
-            flush_sync(self._connection)
-        except Exception as exc:  # the database away: the increments wait for the next flush
-            log.warning("provider_metrics.flush_failed", error=f"{type(exc).__name__}: {exc}")
-            self._connection = None
-
-
-_flusher: _Flusher | None = None
-_flusher_lock = threading.Lock()
-
-
-def _ensure_flusher() -> None:
-    global _flusher
-    with _flusher_lock:
-        if _flusher is None or not _flusher.is_alive():
-            _flusher = _Flusher()
-            _flusher.start()
-            atexit.register(_flusher.flush_once)
+@flushed_to_postgres
+def _flush_pending(connect: Connect) -> int:
+    return flush_sync(connect()) if STATS.pending() else 0
 
 
 def observe_request(provider: str, operation: str, outcome: str, status: int | None, seconds: float) -> None:
-    """Count one provider request (cheap: no I/O here; a background thread writes it to Postgres)."""
+    """Count one provider request (cheap: no I/O here; the flusher thread writes it to Postgres)."""
     STATS.observe(provider, operation, outcome, status, seconds)
-    if _flusher is None:
-        _ensure_flusher()
+    if not FLUSHER.running:
+        start_flusher()
 
 
 class Timer:
@@ -238,7 +181,6 @@ _LATENCY = text("SELECT provider, operation, le, count AS n, sum_seconds FROM ob
 
 @scrape_time_probe
 async def provider_requests(session: AsyncSession) -> Iterable[Metric]:
-    await flush(session)  # the web's own requests, if any
     requests = CounterMetricFamily(
         "provider_requests",
         "Requests to providers (Twilio, …) from every process, by outcome and HTTP status",

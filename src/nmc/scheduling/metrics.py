@@ -1,45 +1,31 @@
 """`booking_post_p95_ms` (runbook §5, alert above 500 ms for 10 minutes): P95 of booking POST handling
-time in this web process over a rolling 10-minute window, computed when `/metrics` is scraped."""
+time over a rolling 10-minute window, over every web process of every instance. Each request's time is
+kept as a row (`obs_durations`, written by the process's metrics flusher), and the percentile is taken
+over the rows when `/metrics` is scraped (ADR 0018): never an average of per-process percentiles."""
 
 from __future__ import annotations
 
-import math
 import time
-from collections import deque
+from collections.abc import Iterable
 
 from litestar.types import ASGIApp, Receive, Scope, Send
+from prometheus_client.core import GaugeMetricFamily, Metric
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.observability.metrics import BOOKING_POST_P95_MS
+from nmc.observability.metrics import scrape_time_probe
+from nmc.observability.process_figures import duration_percentile, observe_duration
 
-WINDOW_SECONDS = 600.0
-MAX_SAMPLES = 500_000  # a memory bound far above any real 10-minute booking volume of one process
-
-
-class RollingPercentile:
-    """Samples of the last `window` seconds; percentiles by nearest rank over what is left."""
-
-    def __init__(self, window: float = WINDOW_SECONDS, max_samples: int = MAX_SAMPLES) -> None:
-        self.window = window
-        self._samples: deque[tuple[float, float]] = deque(maxlen=max_samples)
-
-    def observe(self, value: float, now: float | None = None) -> None:
-        self._samples.append((time.monotonic() if now is None else now, value))
-
-    def percentile(self, q: float, now: float | None = None) -> float:
-        cutoff = (time.monotonic() if now is None else now) - self.window
-        while self._samples and self._samples[0][0] < cutoff:
-            self._samples.popleft()
-        if not self._samples:
-            return 0.0
-        ordered = sorted(value for _, value in self._samples)
-        return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
-
-    def clear(self) -> None:
-        self._samples.clear()
+BOOKING_POST = "booking_post"
 
 
-BOOKING_POST_TIMES_MS = RollingPercentile()
-BOOKING_POST_P95_MS.set_function(lambda: BOOKING_POST_TIMES_MS.percentile(95))
+@scrape_time_probe
+async def booking_post_p95(session: AsyncSession) -> Iterable[Metric]:
+    p95 = await duration_percentile(session, BOOKING_POST, 95)
+    return [
+        GaugeMetricFamily(
+            "booking_post_p95_ms", "P95 of POST /api/bookings handling time over the last 10 minutes, in ms", value=p95
+        )
+    ]
 
 
 def booking_post_timer(app: ASGIApp) -> ASGIApp:
@@ -51,6 +37,6 @@ def booking_post_timer(app: ASGIApp) -> ASGIApp:
         try:
             await app(scope, receive, send)
         finally:
-            BOOKING_POST_TIMES_MS.observe((time.perf_counter() - started) * 1000)
+            observe_duration(BOOKING_POST, (time.perf_counter() - started) * 1000)
 
     return middleware
