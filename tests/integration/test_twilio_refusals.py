@@ -406,3 +406,20 @@ async def test_an_outage_does_not_hide_a_refused_account(db: asyncpg.Connection)
         await note_unavailable(connection, SmsOutcomeUnknown("Twilio 500", 500))
     state = await db.fetchrow("SELECT * FROM sms_sending_state")
     assert (state["circuit_cause"], state["circuit_http_status"], state["circuit_code"]) == ("account", 401, 20003)
+
+
+async def test_probes_go_every_interval_from_their_start_and_soon_after_a_hung_one(db: asyncpg.Connection) -> None:
+    hang = SmsOutcomeUnknown("TimeoutError talking to Twilio")
+    async with hot_transaction() as connection:
+        for _ in range(3):
+            first_probe = await note_unavailable(connection, hang)
+    assert first_probe is not None
+    # Failures of requests already in flight do not push the next probe on.
+    async with hot_transaction() as connection:
+        assert await note_unavailable(connection, hang) == first_probe
+    # A probe claimed 5 s ago that hung until its timeout: the next goes within a second, not 5 s later.
+    await db.execute("UPDATE sms_sending_state SET circuit_probe_at = now() - interval '10 ms'")
+    async with hot_transaction() as connection:
+        after_hang = await note_unavailable(connection, hang)
+    wait = (after_hang - await db.fetchval("SELECT now()")).total_seconds()
+    assert 0.5 < wait <= 1.0

@@ -16,7 +16,8 @@ While the circuit is open the decision (`decide`) answers `Wait` until `circuit_
 `Probe` once it is due: the sender then claims the probe with one atomic UPDATE (`claim_probe`), so one
 sender at a time tries Twilio; the others wait. A probe Twilio answers (accepted, or refused for a
 reason about the recipient) closes the circuit (`close_circuit`) and releases every deferred text, so
-sending resumes by itself. A probe refused again pushes the next probe `PROBE_INTERVAL` on.
+sending resumes by itself. Probes go every `PROBE_INTERVAL`, counted from their start: one that hung
+until its timeout is followed by the next within `LOST_PROBE_WAIT` of giving up.
 
 The planning queries read the state with `CIRCUIT_SQL` (a scalar subquery: no extra round trip on
 the first-SMS path); a statement more is spent only on opening, on a probe and on closing.
@@ -61,7 +62,10 @@ _OPEN = """
                    CASE WHEN keep THEN s.circuit_reason ELSE EXCLUDED.circuit_reason END
             FROM (SELECT s.circuit_opened_at IS NOT NULL AND s.circuit_cause = 'account'
                          AND EXCLUDED.circuit_cause <> 'account' AS keep) k),
-        circuit_probe_at = EXCLUDED.circuit_probe_at,
+        -- already open: the probe claimed at its start set the next one a full interval on; a refusal
+        -- or timeout arriving later (a hung request) leaves at least LOST_PROBE_WAIT before the next
+        circuit_probe_at = CASE WHEN s.circuit_opened_at IS NULL THEN EXCLUDED.circuit_probe_at
+                                ELSE greatest(s.circuit_probe_at, now() + make_interval(secs => $6)) END,
         updated_at = now()
     RETURNING circuit_probe_at, circuit_opened_at = now() AS opened_now
 """
@@ -106,7 +110,7 @@ async def note_unavailable(connection: asyncpg.Connection, failure: SmsOutcomeUn
     row = await connection.fetchrow(_NOTE_UNAVAILABLE, UNAVAILABLE_GAP.total_seconds())
     if not row["circuit_open"] and row["unavailable_count"] < UNAVAILABLE_RUN:
         return None
-    # Open, or keep open with the next probe a full interval on: this failure was as good as a probe.
+    # Open, or keep open: a retried text that failed was as good as a probe.
     reason = f"Twilio unavailable: {failure}"
     return await _open(connection, CircuitCause.UNAVAILABLE, failure.http_status, None, reason)
 
@@ -114,7 +118,9 @@ async def note_unavailable(connection: asyncpg.Connection, failure: SmsOutcomeUn
 async def _open(
     connection: asyncpg.Connection, cause: CircuitCause, http_status: int | None, code: int | None, reason: str
 ) -> datetime:
-    row = await connection.fetchrow(_OPEN, http_status, code, reason, PROBE_INTERVAL.total_seconds(), cause)
+    row = await connection.fetchrow(
+        _OPEN, http_status, code, reason, PROBE_INTERVAL.total_seconds(), cause, LOST_PROBE_WAIT.total_seconds()
+    )
     if row["opened_now"]:
         log.error("sms.sending_circuit_opened", cause=cause, code=code, http_status=http_status)
     probe_at: datetime = row["circuit_probe_at"]
