@@ -103,6 +103,10 @@ calendars-sync *ARGS:
 calendars-rotate-tokens:
     uv run nmc calendars rotate-tokens
 
+# A business's personal Jobber token (JOBBER_API_TOKEN) as its Jobber connection, without OAuth.
+calendars-connect-jobber-token TENANT RESOURCE:
+    uv run nmc calendars connect-jobber-token {{TENANT}} {{RESOURCE}}
+
 # Runbook §4.6 synthetic test against PUBLIC_BASE_URL: just smoke +1TENANTNUMBER +1CALLER
 smoke TO FROM:
     uv run nmc simulate missed-call --to {{TO}} --from {{FROM}}

@@ -27,7 +27,13 @@ if not any(isinstance(m, AsyncIO) for m in broker.middleware):  # async actors (
     broker.add_middleware(DaemonAsyncIO())
 
 from jobs.billing import billing_tick  # noqa: E402
-from jobs.calendars import calendar_poll_tick, sync_calendar, watch_calendar, write_back_booking  # noqa: E402
+from jobs.calendars import (  # noqa: E402
+    calendar_poll_tick,
+    sync_calendar,
+    sync_calendar_item,
+    watch_calendar,
+    write_back_booking,
+)
 from jobs.retention import purge_expired_rows  # noqa: E402
 
 __all__ = [
@@ -36,6 +42,7 @@ __all__ = [
     "calendar_poll_tick",
     "purge_expired_rows",
     "sync_calendar",
+    "sync_calendar_item",
     "watch_calendar",
     "write_back_booking",
 ]

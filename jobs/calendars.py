@@ -15,11 +15,13 @@ import structlog
 
 from nmc.calendars import (
     CALENDAR_QUEUE,
+    ITEM_ACTOR,
     POLL_ACTOR,
     SYNC_ACTOR,
     WATCH_ACTOR,
     WRITE_BACK_ACTOR,
     poll_tick,
+    run_item,
     run_sync,
     run_watch,
     write_back,
@@ -40,6 +42,13 @@ def _context(what: str) -> None:
 async def sync_calendar(connection_id: str, full: bool = False, forced: bool = False) -> None:
     _context("sync")
     await run_sync(UUID(connection_id), full=full, forced=forced)
+
+
+@dramatiq.actor(queue_name=CALENDAR_QUEUE, actor_name=ITEM_ACTOR, max_retries=0, time_limit=2 * MINUTE_MS)
+async def sync_calendar_item(connection_id: str, item_id: str) -> None:
+    """A webhook's item (a Jobber visit) re-queried; a failure is the next poll's (it re-pulls the window)."""
+    _context("item")
+    await run_item(UUID(connection_id), item_id)
 
 
 @dramatiq.actor(

@@ -12,7 +12,7 @@ from nmc.db import run_and_dispose
 
 @click.group("calendars")
 def calendars() -> None:
-    """Calendar connections (Google): sync now, rotate stored tokens."""
+    """Calendar connections (Google, Jobber): sync now, rotate stored tokens, connect a Jobber token."""
 
 
 @calendars.command("sync")
@@ -54,6 +54,24 @@ def rotate_tokens() -> None:
     click.echo(f"tokens re-encrypted: {rotated}; unreadable (reconnect those): {unreadable}")
     if unreadable:
         raise SystemExit(1)
+
+
+@calendars.command("connect-jobber-token")
+@click.argument("tenant_id")
+@click.argument("resource_id")
+def connect_jobber_token(tenant_id: str, resource_id: str) -> None:
+    """A business's personal Jobber token (JOBBER_API_TOKEN) as the tenant's Jobber connection, without OAuth
+    (listed under RESOURCE_ID; map its users with PATCH /api/calendars/{id}/jobber-users)."""
+    from nmc.calendars import connect_jobber_token as connect
+    from nmc.settings import get_settings
+
+    try:
+        outcome = run_and_dispose(connect(UUID(tenant_id), UUID(resource_id), get_settings().JOBBER_API_TOKEN))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if outcome.connection_id is None:
+        raise click.ClickException(f"not connected: {outcome.outcome} ({outcome.detail})")
+    click.echo(f"connected: {outcome.connection_id} (a full sync is queued)")
 
 
 def register(cli: click.Group) -> None:

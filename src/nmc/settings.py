@@ -6,6 +6,7 @@ A bad value stops the process with one line naming the variable (`SettingsError`
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -25,6 +26,7 @@ SECRET_NAMES = frozenset(
         "STRIPE_WEBHOOK_SECRET",
         "GOOGLE_CLIENT_SECRET",
         "JOBBER_API_TOKEN",
+        "JOBBER_CLIENT_SECRET",
         "METRICS_TOKEN",
         "DRAMATIQ_BROKER_URL",
         "TWILIO_AUTH_TOKEN_PREVIOUS",
@@ -49,6 +51,7 @@ REQUIRED_IN_PRODUCTION = (
 # (Billing has its own switch, BILLING_ENABLED, below.)
 OPTIONAL_INTEGRATIONS = {
     "Google": ("GOOGLE_CLIENT_ID", "GOOGLE_CLIENT_SECRET"),
+    "Jobber": ("JOBBER_CLIENT_ID", "JOBBER_CLIENT_SECRET"),
 }
 
 # With billing on (BILLING_ENABLED, the default in production), a production process needs all of these.
@@ -113,6 +116,13 @@ def _port(raw: str) -> int:
     value = _positive_int(raw)
     if value > 65535:
         raise ValueError(f"expected a port number up to 65535, got {value}")
+    return value
+
+
+def _graphql_version(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValueError(f"expected a date like 2025-01-20, got {raw!r}")
     return value
 
 
@@ -247,9 +257,15 @@ class Settings:
     # The Clerk webhook endpoint's Svix signing secret (`whsec_...`); two, comma-separated, during a
     # rotation. Empty: every Clerk webhook is refused (tenants still appear from session tokens).
     CLERK_WEBHOOK_SECRET: str = _setting("")
-    # Jobber
+    # Jobber (issue #14). The client secret is also the webhooks' HMAC key. JOBBER_API_TOKEN: a business's
+    # personal token, turned into a connection by `just calendars-connect-jobber-token` (no OAuth).
     JOBBER_API_TOKEN: str = _setting("")
     JOBBER_API_URL: str = _setting("https://api.getjobber.com/api/graphql", _http_url)
+    JOBBER_CLIENT_ID: str = _setting("")
+    JOBBER_CLIENT_SECRET: str = _setting("")
+    JOBBER_OAUTH_URL: str = _setting("https://api.getjobber.com/api/oauth", _http_url)
+    # The GraphQL schema version pinned in every request (versions live 12-18 months: renew it).
+    JOBBER_GRAPHQL_VERSION: str = _setting("2025-01-20", _graphql_version)
     # Tuning / feature flags
     HOLD_TTL_MINUTES: int = _setting("15", _positive_int)
     SEARCH_GRANULARITY_MINUTES: int = _setting("15", _positive_int)

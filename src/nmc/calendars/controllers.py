@@ -22,8 +22,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.calendars import service
 from nmc.calendars.models import Provider
-from nmc.calendars.schemas import AuthorizationUrl, CalendarConnect, CalendarConnectionRead, CalendarConnectionUpdate
-from nmc.calendars.webhooks import CALENDAR_NOTIFICATION, GOOGLE_PUSH
+from nmc.calendars.schemas import (
+    AuthorizationUrl,
+    CalendarConnect,
+    CalendarConnectionRead,
+    CalendarConnectionUpdate,
+    JobberConnect,
+    JobberUserMapping,
+    JobberUserRead,
+)
+from nmc.calendars.webhooks import CALENDAR_NOTIFICATION, GOOGLE_PUSH, JOBBER_EVENT, JOBBER_PUSH
 from nmc.identity import Principal
 from nmc.settings import get_settings
 from nmc.webhooks import receive
@@ -61,6 +69,43 @@ class CalendarController(Controller):
         )
         return AuthorizationUrl(authorization_url=url)
 
+    @post(
+        "/jobber/connect",
+        status_code=200,
+        summary="Start connecting the business's Jobber account",
+        description="Answers Jobber's consent URL; Jobber brings the browser back to `/oauth/jobber/callback`, "
+        "which stores the connection (one per business) and redirects to the UI with `outcome`. Then map the "
+        "account's users to resources (`/api/calendars/{id}/jobber-users`): unmapped users' visits block nothing.",
+    )
+    async def connect_jobber(
+        self, request: AuthedRequest, db_session: NamedDependency[AsyncSession], data: JSONBody[JobberConnect]
+    ) -> AuthorizationUrl:
+        url = await service.begin_connect(
+            db_session, request.user.tenant_id, request.user.user_id, data.resource_id, "", Provider.JOBBER
+        )
+        return AuthorizationUrl(authorization_url=url)
+
+    @get("/{connection_id:uuid}/jobber-users", summary="The Jobber account's users and the resource each is mapped to")
+    async def list_jobber_users(
+        self, request: AuthedRequest, db_session: NamedDependency[AsyncSession], connection_id: FromPath[UUID]
+    ) -> list[JobberUserRead]:
+        return await service.list_jobber_users(db_session, request.user.tenant_id, connection_id)
+
+    @patch(
+        "/{connection_id:uuid}/jobber-users",
+        summary="Map Jobber users to resources (resource_id null: unmap); a full sync follows",
+    )
+    async def map_jobber_users(
+        self,
+        request: AuthedRequest,
+        db_session: NamedDependency[AsyncSession],
+        connection_id: FromPath[UUID],
+        data: JSONBody[JobberUserMapping],
+    ) -> Response[list[JobberUserRead]]:
+        users, changed = await service.map_jobber_users(db_session, request.user.tenant_id, connection_id, data)
+        task = BackgroundTask(service.after_update, connection_id) if changed else None
+        return Response(users, background=task)
+
     @get("/{connection_id:uuid}", summary="One calendar connection")
     async def read_calendar(
         self, request: AuthedRequest, db_session: NamedDependency[AsyncSession], connection_id: FromPath[UUID]
@@ -97,6 +142,57 @@ def _page(title: str, text: str, status: int) -> Response[str]:
     return Response(body, status_code=status, media_type="text/html")
 
 
+async def _callback(
+    provider: Provider, db_session: AsyncSession, code: str | None, oauth_state: str | None, error: str | None
+) -> Response[Any]:
+    """The OAuth callback of either provider (the state names which one it was begun for)."""
+    try:
+        outcome = await service.complete_connect(db_session, code=code, state=oauth_state, error=error)
+    except service.StateRefused:
+        return _page("This link has expired", "Start connecting your calendar again from NeverMissCall.", status=400)
+    await db_session.commit()  # the session commits 2xx answers by itself, not this redirect
+    task = BackgroundTask(service.after_connect, outcome.connection_id) if outcome.connection_id else None
+    # One settings page in the UI for every calendar provider (`provider=` says which came back).
+    ui = get_settings().GOOGLE_REDIRECT_UI_URL
+    if not ui:
+        text = "Your calendar is connected." if outcome.outcome == "connected" else f"Not connected: {outcome.outcome}."
+        page = _page("Google Calendar" if provider == Provider.GOOGLE else "Jobber", text, status=200)
+        page.background = task
+        return page
+    query = {"provider": provider.value, "outcome": outcome.outcome}
+    if outcome.connection_id:
+        query["connection_id"] = str(outcome.connection_id)
+    separator = "&" if "?" in ui else "?"
+    return Redirect(f"{ui}{separator}{urlencode(query)}", status_code=HTTP_303_SEE_OTHER, background=task)
+
+
+class JobberOAuthCallback(Controller):
+    """Not under `/api`: the owner's browser arrives here from Jobber's consent page (no Clerk token)."""
+
+    path = "/oauth/jobber"
+    include_in_schema = False
+
+    @get("/callback")
+    async def callback(
+        self,
+        db_session: NamedDependency[AsyncSession],
+        code: str | None = None,
+        oauth_state: Annotated[str | None, Parameter(query="state")] = None,
+        error: str | None = None,
+    ) -> Response[Any]:
+        return await _callback(Provider.JOBBER, db_session, code, oauth_state, error)
+
+
+class JobberWebhooks(Controller):
+    path = "/webhooks"
+    tags = ["Webhooks"]
+    include_in_schema = False
+
+    @post("/jobber", status_code=200, request_max_body_size=JOBBER_PUSH.max_body_bytes)
+    async def jobber(self, request: Request[Any, Any, Any], db_session: NamedDependency[AsyncSession]) -> Response[str]:
+        return await receive(JOBBER_EVENT, request, db_session)
+
+
 class GoogleOAuthCallback(Controller):
     """Not under `/api`: the owner's browser arrives here from Google's consent page (no Clerk token)."""
 
@@ -111,29 +207,7 @@ class GoogleOAuthCallback(Controller):
         oauth_state: Annotated[str | None, Parameter(query="state")] = None,
         error: str | None = None,
     ) -> Response[Any]:
-        try:
-            outcome = await service.complete_connect(db_session, code=code, state=oauth_state, error=error)
-        except service.StateRefused:
-            return _page(
-                "This link has expired", "Start connecting your calendar again from NeverMissCall.", status=400
-            )
-        await db_session.commit()  # the session commits 2xx answers by itself, not this redirect
-        task = BackgroundTask(service.after_connect, outcome.connection_id) if outcome.connection_id else None
-        ui = get_settings().GOOGLE_REDIRECT_UI_URL
-        if not ui:
-            text = (
-                "Your calendar is connected."
-                if outcome.outcome == "connected"
-                else f"Not connected: {outcome.outcome}."
-            )
-            page = _page("Google Calendar", text, status=200)
-            page.background = task
-            return page
-        query = {"provider": Provider.GOOGLE, "outcome": outcome.outcome}
-        if outcome.connection_id:
-            query["connection_id"] = str(outcome.connection_id)
-        separator = "&" if "?" in ui else "?"
-        return Redirect(f"{ui}{separator}{urlencode(query)}", status_code=HTTP_303_SEE_OTHER, background=task)
+        return await _callback(Provider.GOOGLE, db_session, code, oauth_state, error)
 
 
 class GoogleCalendarWebhooks(Controller):

@@ -13,7 +13,18 @@ from uuid import UUID
 
 from advanced_alchemy.base import DefaultBase, UUIDAuditBase
 from advanced_alchemy.types import DateTimeUTC
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, func
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -23,6 +34,7 @@ class Provider(StrEnum):
 
 
 PROVIDERS = tuple(Provider)
+JOBBER_ONLY = "provider = 'jobber'"
 
 
 class ConnectionStatus(StrEnum):
@@ -40,11 +52,17 @@ class CalendarConnection(UUIDAuditBase):
         CheckConstraint("status IN ('active', 'needs_reauth', 'error')", name="status"),
         Index("ix_calendar_connections_tenant", "tenant_id"),
         Index("ix_calendar_connections_next_poll", "next_poll_at"),
+        # Jobber (ADR 0016): one account per tenant, one tenant per account (webhooks route by account id).
+        Index("uq_calendar_connections_jobber_tenant", "tenant_id", unique=True, postgresql_where=text(JOBBER_ONLY)),
+        Index("uq_calendar_connections_jobber_account", "calendar_id", unique=True, postgresql_where=text(JOBBER_ONLY)),
     )
 
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
     resource_id: Mapped[UUID] = mapped_column(ForeignKey("sched_resources.id", ondelete="CASCADE"))
     provider: Mapped[str] = mapped_column(String(20))  # a Provider
+    # Google: the calendar's id. Jobber: the account's id (a token speaks for one account).
+    # The connection's resource is then only where it was connected from: busy time goes to the
+    # resources its Jobber users are mapped to (`CalendarJobberUser`).
     calendar_id: Mapped[str] = mapped_column(String(1024), default="primary")
     status: Mapped[str] = mapped_column(String(20), default=ConnectionStatus.ACTIVE)
     connected_by: Mapped[str | None] = mapped_column(String(255), default=None)  # the Clerk user
@@ -117,10 +135,27 @@ class EventLink(DefaultBase):
         ForeignKey("calendar_connections.id", ondelete="CASCADE"), primary_key=True
     )
     tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    # Google: the event id. Jobber: "<request id> <assessment id>" (the request carries our marker).
     event_id: Mapped[str] = mapped_column(String(1024))
     state: Mapped[str] = mapped_column(String(20))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(500), default=None)
+    updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+
+
+class CalendarJobberUser(DefaultBase):
+    """A Jobber user (team member) mapped to one of our resources: their visits block it."""
+
+    __tablename__ = "calendar_jobber_users"
+    __table_args__ = (Index("ix_calendar_jobber_users_resource", "resource_id"),)
+
+    connection_id: Mapped[UUID] = mapped_column(
+        ForeignKey("calendar_connections.id", ondelete="CASCADE"), primary_key=True
+    )
+    jobber_user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tenant_id: Mapped[UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    resource_id: Mapped[UUID] = mapped_column(ForeignKey("sched_resources.id", ondelete="CASCADE"))
+    name: Mapped[str | None] = mapped_column(String(255), default=None)  # as Jobber had it when mapped
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
 
 

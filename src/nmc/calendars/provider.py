@@ -85,6 +85,9 @@ class Change:
     title: str | None = None
     # A cancelled recurring series may come back as its parent id only: its instances (`<id>_…`) go too.
     series: bool = False
+    # Whose time it is at the provider (Jobber: the visit's assigned users; the module maps them to
+    # resources). Empty: the connection's own resource (Google).
+    owners: tuple[str, ...] = ()
 
 
 @dataclass
@@ -94,6 +97,8 @@ class SyncResult:
     changes: list[Change] = field(default_factory=list)
     cursor: str | None = None
     pages: int = 0
+    # Every event of the window is here (Jobber re-pulls the window): what is absent is gone.
+    whole_window: bool = False
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,8 @@ class BookingEvent:
     zone: str
     title: str
     description: str
+    customer_phone: str | None = None  # Jobber finds or creates the client by it
+    customer_name: str | None = None
 
 
 class CalendarProvider(Protocol):

@@ -21,6 +21,7 @@ SYNC_ACTOR = "calendars_sync"
 WATCH_ACTOR = "calendars_watch"
 WRITE_BACK_ACTOR = "calendars_write_back"
 POLL_ACTOR = "calendars_poll_tick"
+ITEM_ACTOR = "calendars_sync_item"
 
 
 def send(actor_name: str, *args: Any, delay_ms: int | None = None, **kwargs: Any) -> None:
@@ -34,8 +35,15 @@ async def send_async(actor_name: str, *args: Any, delay_ms: int | None = None, *
     await asyncio.to_thread(send, actor_name, *args, delay_ms=delay_ms, **kwargs)
 
 
-async def queue_sync(connection_id: UUID, *, full: bool = False, forced: bool = False) -> None:
-    await send_async(SYNC_ACTOR, str(connection_id), full=full, forced=forced)
+async def queue_sync(
+    connection_id: UUID, *, full: bool = False, forced: bool = False, delay_ms: int | None = None
+) -> None:
+    await send_async(SYNC_ACTOR, str(connection_id), full=full, forced=forced, delay_ms=delay_ms)
+
+
+async def queue_item_sync(connection_id: UUID, item_id: str) -> None:
+    """A webhook's item (a Jobber visit) re-queried and applied in the jobs process."""
+    await send_async(ITEM_ACTOR, str(connection_id), item_id)
 
 
 async def queue_watch(connection_id: UUID) -> None:

@@ -41,6 +41,52 @@ class CalendarConnectionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     resource_id: UUID | None = None
 
 
+JobberId = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")]
+
+
+class JobberConnect(msgspec.Struct, forbid_unknown_fields=True):
+    resource_id: UUID  # where the connection is listed (busy time goes to the mapped users' resources)
+
+
+class JobberUserRead(msgspec.Struct):
+    id: str
+    name: str
+    email: str | None
+    resource_id: UUID | None  # the resource their visits block (None: unmapped, they block nothing)
+
+
+class JobberUserMap(msgspec.Struct, forbid_unknown_fields=True):
+    jobber_user_id: JobberId
+    resource_id: UUID | None  # None: unmap
+
+
+class JobberUserMapping(msgspec.Struct, forbid_unknown_fields=True):
+    mappings: Annotated[list[JobberUserMap], msgspec.Meta(max_length=500)]
+
+
+class JobberWebhookEvent(msgspec.Struct, frozen=True):
+    topic: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    accountId: Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+    itemId: Annotated[str, msgspec.Meta(max_length=255)] = ""
+    appId: Annotated[str, msgspec.Meta(max_length=255)] | None = None
+    occurredAt: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    occuredAt: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+
+    @property
+    def occurred_at(self) -> str:
+        return self.occurredAt or self.occuredAt or ""
+
+
+class JobberWebhookData(msgspec.Struct, frozen=True):
+    webHookEvent: JobberWebhookEvent
+
+
+class JobberWebhook(msgspec.Struct, frozen=True):
+    """A Jobber webhook's body (ids only; the item is re-queried)."""
+
+    data: JobberWebhookData
+
+
 class GoogleNotification(msgspec.Struct, frozen=True):
     """A push notification's headers (the body is empty), as the ledger stores them."""
 

@@ -482,3 +482,106 @@ _COUNT = """
 
 async def count(connection: asyncpg.Connection, name: str, provider: str) -> None:
     await connection.execute(_COUNT, name, provider)
+
+
+# ---------------------------------------------------------------------------- Jobber (ADR 0016)
+_JOBBER_OF_TENANT = f"""
+    SELECT {_CONNECTION_COLUMNS} FROM calendar_connections c JOIN tenant_profiles t ON t.id = c.tenant_id
+    WHERE c.tenant_id = $1 AND c.provider = 'jobber'
+"""
+_JOBBER_OF_ACCOUNT = f"""
+    SELECT {_CONNECTION_COLUMNS} FROM calendar_connections c JOIN tenant_profiles t ON t.id = c.tenant_id
+    WHERE c.calendar_id = $1 AND c.provider = 'jobber'
+"""
+
+
+async def jobber_of_tenant(connection: asyncpg.Connection, tenant_id: UUID) -> ConnectionRow | None:
+    return _one(await connection.fetchrow(_JOBBER_OF_TENANT, tenant_id))
+
+
+async def jobber_of_account(connection: asyncpg.Connection, account_id: str) -> ConnectionRow | None:
+    return _one(await connection.fetchrow(_JOBBER_OF_ACCOUNT, account_id))
+
+
+@dataclass(frozen=True)
+class JobberUserRow:
+    jobber_user_id: str
+    resource_id: UUID
+    name: str | None
+
+
+async def jobber_users(connection: asyncpg.Connection, connection_id: UUID) -> list[JobberUserRow]:
+    rows = await connection.fetch(
+        "SELECT jobber_user_id, resource_id, name FROM calendar_jobber_users WHERE connection_id = $1 "
+        "ORDER BY jobber_user_id",
+        connection_id,
+    )
+    return [JobberUserRow(**dict(row)) for row in rows]
+
+
+async def map_jobber_user(
+    connection: asyncpg.Connection,
+    connection_id: UUID,
+    tenant_id: UUID,
+    jobber_user_id: str,
+    resource_id: UUID | None,
+    name: str | None,
+) -> None:
+    """Map a Jobber user to a resource (None: unmap)."""
+    if resource_id is None:
+        await connection.execute(
+            "DELETE FROM calendar_jobber_users WHERE connection_id = $1 AND jobber_user_id = $2",
+            connection_id,
+            jobber_user_id,
+        )
+        return
+    await connection.execute(
+        """
+        INSERT INTO calendar_jobber_users (connection_id, jobber_user_id, tenant_id, resource_id, name)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (connection_id, jobber_user_id) DO UPDATE
+            SET resource_id = EXCLUDED.resource_id, name = EXCLUDED.name, updated_at = now()
+        """,
+        connection_id,
+        jobber_user_id,
+        tenant_id,
+        resource_id,
+        name,
+    )
+
+
+async def jobber_user_for_resource(
+    connection: asyncpg.Connection, connection_id: UUID, resource_id: UUID
+) -> str | None:
+    """The Jobber user a booking on this resource is assigned to (the first mapped, by id)."""
+    user: str | None = await connection.fetchval(
+        "SELECT jobber_user_id FROM calendar_jobber_users WHERE connection_id = $1 AND resource_id = $2 "
+        "ORDER BY jobber_user_id LIMIT 1",
+        connection_id,
+        resource_id,
+    )
+    return user
+
+
+async def defer_sync(connection: asyncpg.Connection, connection_id: UUID, seconds: float) -> None:
+    """A sync that met a throttled provider: not a failure, the next one is due after `seconds`."""
+    await connection.execute(
+        "UPDATE calendar_connections SET sync_lease_until = NULL, next_poll_at = now() + make_interval(secs => $2), "
+        "updated_at = now() WHERE id = $1",
+        connection_id,
+        seconds,
+    )
+
+
+# One refresher per connection at a time (Jobber's refresh tokens rotate: the old one dies at once).
+_TOKEN_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended('calendar-token:' || $1::uuid::text, 0))"  # noqa: S105
+_CURRENT_TOKENS = """
+    SELECT refresh_token_encrypted, access_token_encrypted, access_token_expires_at
+    FROM calendar_connections WHERE id = $1
+"""
+
+
+async def lock_tokens(connection: asyncpg.Connection, connection_id: UUID) -> asyncpg.Record | None:
+    """Take the connection's refresh lock (until the transaction ends) and read its tokens as they are now."""
+    await connection.execute(_TOKEN_LOCK, connection_id)
+    return await connection.fetchrow(_CURRENT_TOKENS, connection_id)

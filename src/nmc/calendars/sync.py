@@ -27,10 +27,12 @@ from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.calendars import keys, store
+from nmc.calendars.jobber import THROTTLED
 from nmc.calendars.metrics import SYNC_ERRORS, count
-from nmc.calendars.models import ConnectionStatus, Provider
+from nmc.calendars.models import PROVIDERS, ConnectionStatus, Provider
 from nmc.calendars.provider import (
     AuthRevoked,
     Change,
@@ -61,13 +63,14 @@ WEBHOOK_PATH = "/webhooks/google/calendar"
 WATCH_RETRY_SECONDS = 3600.0
 TICK_BATCH = 500
 FULL_SYNCS_AT_ONCE = 1
+ITEM_BUSY_RETRY_MS = 5000
 
 
 @dataclass
 class SyncReport:
     connection_id: UUID
-    outcome: str  # synced | skipped | needs_reauth | error | retry
-    mode: str | None = None  # full | incremental
+    outcome: str  # synced | skipped | needs_reauth | error | retry | deferred (throttled, not a failure)
+    mode: str | None = None  # full | incremental | item
     pages: int = 0
     events: int = 0
     blocks_changed: int = 0
@@ -205,7 +208,9 @@ async def _apply(row: ConnectionRow, result: SyncResult, full: bool, settings: S
                         events=len(result.changes))  # fmt: skip
     async with session_scope() as session:
         connection = await raw_connection(session)
-        if full:
+        if result.whole_window:
+            report.blocks_changed, report.blocks_deleted = await _replace_by_owner(session, row, result.changes)
+        elif full:
             report.blocks_changed, report.blocks_deleted = await replace_external_busy(
                 session, row.tenant_id, row.resource_id, source, busy
             )
@@ -231,6 +236,77 @@ async def _apply(row: ConnectionRow, result: SyncResult, full: bool, settings: S
     return report
 
 
+async def _owner_resources(session: AsyncSession, row: ConnectionRow) -> dict[str, UUID]:
+    """The provider's users → our resources (Jobber's mapping); unmapped users block nothing."""
+    users = await store.jobber_users(await raw_connection(session), row.id)
+    return {u.jobber_user_id: u.resource_id for u in users}
+
+
+async def _replace_by_owner(session: AsyncSession, row: ConnectionRow, changes: list[Change]) -> tuple[int, int]:
+    """A window re-pull (Jobber): every mapped resource's blocks of the source become exactly the busy
+    visits of its users — what is absent from the window, or free now (moved out, deleted, completed,
+    cancelled, unscheduled), goes. Returns (changed, deleted)."""
+    owners = await _owner_resources(session, row)
+    wanted: dict[UUID, dict[str, ExternalBusy]] = {resource_id: {} for resource_id in owners.values()}
+    for change in changes:
+        if not change.busy:
+            continue
+        for owner in change.owners:
+            if owner in owners:
+                wanted[owners[owner]][change.external_id] = _block(change)
+    changed = deleted = 0
+    source = BUSY_SOURCE[Provider(row.provider)]
+    for resource_id, blocks in wanted.items():
+        c, d = await replace_external_busy(session, row.tenant_id, resource_id, source, list(blocks.values()))
+        changed, deleted = changed + c, deleted + d
+    return changed, deleted
+
+
+async def _apply_item(session: AsyncSession, row: ConnectionRow, change: Change) -> tuple[int, int]:
+    """One visit as the provider has it now: its blocks leave every mapped resource, then come back on its
+    users' resources if it is busy time."""
+    owners = await _owner_resources(session, row)
+    source = BUSY_SOURCE[Provider(row.provider)]
+    deleted = 0
+    for resource_id in set(owners.values()):
+        deleted += await delete_external_busy(session, row.tenant_id, resource_id, source, [change.external_id])
+    changed = 0
+    if change.busy:
+        for resource_id in {owners[o] for o in change.owners if o in owners}:
+            changed += await upsert_external_busy(session, row.tenant_id, resource_id, source, [_block(change)])
+    return changed, deleted
+
+
+async def run_item(connection_id: UUID, item_id: str) -> SyncReport:
+    """A webhook's item re-queried in the jobs process (Jobber's payloads carry ids only): applied as the
+    provider has it now, so deliveries out of order end in the current state. Under the sync lease; while
+    a sync runs, the item waits for the next one (the request flag makes that sync run again)."""
+    async with session_scope() as session:
+        connection = await raw_connection(session)
+        row = await store.claim_for_sync(connection, connection_id, LEASE_SECONDS, True)
+        if row is None:  # a sync (or another item) runs: a sync after it brings this item too
+            if await store.request_sync(connection, connection_id, 0.0):
+                await queue_sync(connection_id, delay_ms=ITEM_BUSY_RETRY_MS)
+            return SyncReport(connection_id, "skipped")
+    structlog.contextvars.bind_contextvars(tenant_id=str(row.tenant_id), connection_id=str(row.id))
+    provider = provider_for(row.provider)
+    fetch = getattr(provider, "visit", None)
+    if fetch is None:
+        async with session_scope() as session:
+            await store.release_lease(await raw_connection(session), row.id)
+        return SyncReport(connection_id, "skipped")
+    try:
+        change = await Tokens(row).call(lambda t: fetch(t, item_id, ZoneInfo(row.timezone)))
+        async with session_scope() as session:
+            changed, deleted = await _apply_item(session, row, change)
+            await store.release_lease(await raw_connection(session), row.id)
+    except Exception as exc:
+        return await _failed(row, exc)
+    log.info("calendars.item_synced", connection_id=str(row.id), item_id=item_id, busy=change.busy,
+             changed=changed, deleted=deleted)  # fmt: skip
+    return SyncReport(row.id, "synced", mode="item", events=1, blocks_changed=changed, blocks_deleted=deleted)
+
+
 class LeaseLost(RuntimeError):
     """Another sync of the connection took over: this one's changes are rolled back."""
 
@@ -244,8 +320,17 @@ def _block(change: Change) -> ExternalBusy:
 async def _failed(row: ConnectionRow, exc: BaseException) -> SyncReport:
     """Record, count and log a failed sync; what happens next depends on whose fault it was."""
     error = masked(exc)
-    await count(SYNC_ERRORS, row.provider)
     common = {"connection_id": str(row.id), "provider": row.provider, "error": error}
+    if isinstance(exc, RateLimited) and exc.reason == THROTTLED:
+        # The provider's cost bucket is low (Jobber): not a failure; the sync runs again once it refilled,
+        # without holding a jobs slot meanwhile.
+        delay = max(1.0, exc.retry_after or 1.0)
+        async with session_scope() as session:
+            await store.defer_sync(await raw_connection(session), row.id, delay)
+        await queue_sync(row.id, delay_ms=int(delay * 1000))
+        log.info("calendars.sync_deferred", connection_id=str(row.id), provider=row.provider, retry_in=round(delay, 1))
+        return SyncReport(row.id, "deferred", error=error)
+    await count(SYNC_ERRORS, row.provider)
     if isinstance(exc, AuthRevoked | keys.Undecryptable):
         await mark_needs_reauth(row, error)
         log.warning("calendars.needs_reauth", **common)
@@ -349,15 +434,17 @@ async def poll_tick() -> dict[str, int]:
     queued = watched = 0
     async with session_scope() as session:
         connection = await raw_connection(session)
-        due = await store.due_for_poll(connection, Provider.GOOGLE, TICK_BATCH)
+        requested: list[UUID] = []
+        for provider in PROVIDERS:
+            due = await store.due_for_poll(connection, provider, TICK_BATCH)
+            # A request older than one interval did not lead to a sync (a job lost, or one that found the
+            # connection backing off): the tick queues another.
+            stale = poll_interval(provider, settings)
+            requested += [c for c in due if await store.request_sync(connection, c, stale)]
         to_watch = await store.due_for_watch(
             connection, Provider.GOOGLE, renew_before(settings), WATCH_RETRY_SECONDS, TICK_BATCH
         )
         await store.forget_old_channels(connection)
-        # A request older than one interval did not lead to a sync (a job lost, or one that found the
-        # connection backing off): the tick queues another.
-        stale = poll_interval(Provider.GOOGLE, settings)
-        requested = [c for c in due if await store.request_sync(connection, c, stale)]
     for connection_id in requested:
         await queue_sync(connection_id)
         queued += 1

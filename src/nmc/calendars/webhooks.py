@@ -12,18 +12,27 @@ and queues an incremental sync in the jobs process unless one is waiting already
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import asyncpg
+import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.calendars import keys, store
-from nmc.calendars.queueing import queue_sync
-from nmc.calendars.schemas import GoogleNotification
+from nmc.calendars.models import ConnectionStatus
+from nmc.calendars.queueing import queue_item_sync, queue_sync
+from nmc.calendars.schemas import GoogleNotification, JobberWebhook
 from nmc.db import raw_connection
+from nmc.events import CalendarNeedsReauth, publish_on
+from nmc.observability.correlation import current_correlation_id
+from nmc.settings import get_settings
 from nmc.webhooks import Answer, RawDelivery, Unrouted, WebhookHandler, WebhookRefused
 
 log = structlog.get_logger(module="calendars")
@@ -106,4 +115,116 @@ class CalendarNotification(WebhookHandler[GoogleNotification, ChannelContext]):
 CALENDAR_NOTIFICATION = CalendarNotification()
 GOOGLE_WEBHOOKS: dict[tuple[str, str], WebhookHandler[Any, Any]] = {
     (CALENDAR_NOTIFICATION.provider.name, CALENDAR_NOTIFICATION.kind): CALENDAR_NOTIFICATION
+}
+
+
+# ---------------------------------------------------------------------------- Jobber (ADR 0016)
+JOBBER_SIGNATURE = "x-jobber-hmac-sha256"
+VISIT_TOPICS = frozenset({"VISIT_CREATE", "VISIT_UPDATE", "VISIT_DESTROY", "VISIT_COMPLETE"})
+DISCONNECT_TOPIC = "APP_DISCONNECT"
+
+
+def jobber_signature(body: bytes, secret: str) -> str:
+    """base64(HMAC-SHA256(raw body, the app's client secret))."""
+    return base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest()).decode()
+
+
+class JobberWebhookProvider:
+    """Jobber's app-wide webhooks: `X-Jobber-Hmac-SHA256` over the raw body with JOBBER_CLIENT_SECRET (a
+    wrong or missing one: 401 and `webhook_signature_failures_total{provider="jobber"}`), JSON bodies."""
+
+    name = "jobber"
+    idempotency_header = JOBBER_SIGNATURE  # Jobber sends no retry token: topic + item + time is the key
+    max_body_bytes = 64 * 1024  # ids only
+
+    def verify(self, delivery: RawDelivery) -> WebhookRefused | None:
+        secret = get_settings().JOBBER_CLIENT_SECRET
+        presented = delivery.headers.get(JOBBER_SIGNATURE, "")
+        if secret and presented and hmac.compare_digest(jobber_signature(delivery.body, secret), presented):
+            return None
+        return WebhookRefused(401, "Invalid X-Jobber-Hmac-SHA256")
+
+    def decode(self, delivery: RawDelivery) -> dict[str, Any]:
+        try:
+            decoded = msgspec.json.decode(delivery.body)
+        except msgspec.DecodeError:
+            decoded = None
+        return decoded if isinstance(decoded, dict) else {}
+
+    def idempotency_token(self, delivery: RawDelivery) -> str | None:
+        return None
+
+
+JOBBER_PUSH = JobberWebhookProvider()
+
+
+class JobberEventHandler(WebhookHandler[JobberWebhook, ChannelContext]):
+    """Routed by the account id; a visit topic queues the visit's re-query in the jobs process (never a
+    Jobber request here: the answer must leave within a second); APP_DISCONNECT → needs_reauth (the
+    owner told once, polling stops). Other topics, or an account not connected here: 200, ignored."""
+
+    provider = JOBBER_PUSH
+    kind = "jobber.event"
+    payload_type = JobberWebhook
+
+    def key(self, payload: JobberWebhook) -> str:
+        event = payload.data.webHookEvent
+        return f"{event.topic}:{event.itemId}:{event.occurred_at}"
+
+    async def route(self, session: AsyncSession, payload: JobberWebhook) -> ChannelContext:
+        event = payload.data.webHookEvent
+        if event.topic not in VISIT_TOPICS and event.topic != DISCONNECT_TOPIC:
+            raise Unrouted(OK)
+        row = await store.jobber_of_account(await raw_connection(session), event.accountId)
+        if row is None:
+            raise Unrouted(OK)
+        return ChannelContext(row.id, row.tenant_id)
+
+    def tenant_id(self, context: ChannelContext | None) -> UUID | None:
+        return context.tenant_id if context else None
+
+    def answer(self, payload: JobberWebhook, context: ChannelContext | None) -> Answer:
+        return OK
+
+    async def apply(
+        self, session: AsyncSession, payload: JobberWebhook, context: ChannelContext | None, _: datetime
+    ) -> None:
+        assert context is not None
+        event = payload.data.webHookEvent
+        connection = await raw_connection(session)
+        if event.topic == DISCONNECT_TOPIC:
+            await _disconnected(connection, context)
+            return
+        row = await store.get(connection, context.connection_id)
+        if row is None or row.status != ConnectionStatus.ACTIVE or not event.itemId:
+            return
+        await queue_item_sync(context.connection_id, event.itemId)
+        log.info("calendars.jobber_visit_notified", connection_id=str(context.connection_id), topic=event.topic)
+
+
+async def _disconnected(connection: asyncpg.Connection, context: ChannelContext) -> None:
+    """The app was removed in Jobber (its tokens are invalid already): needs_reauth, told once."""
+    row = await store.get(connection, context.connection_id)
+    if row is None or row.status == ConnectionStatus.NEEDS_REAUTH:
+        return
+    interval = float(get_settings().POLL_INTERVAL_JOBBER_SECONDS)
+    await store.record_failed(connection, row.id, "APP_DISCONNECT: the app was disconnected in Jobber", interval,
+                              ConnectionStatus.NEEDS_REAUTH)  # fmt: skip
+    if await store.claim_reauth_notice(connection, row.id):
+        await publish_on(
+            connection,
+            CalendarNeedsReauth(
+                tenant_id=row.tenant_id,
+                connection_id=row.id,
+                resource_id=row.resource_id,
+                provider=row.provider,
+                correlation_id=current_correlation_id(),
+            ),
+        )
+    log.warning("calendars.needs_reauth", connection_id=str(row.id), provider=row.provider, error="APP_DISCONNECT")
+
+
+JOBBER_EVENT = JobberEventHandler()
+JOBBER_WEBHOOKS: dict[tuple[str, str], WebhookHandler[Any, Any]] = {
+    (JOBBER_EVENT.provider.name, JOBBER_EVENT.kind): JOBBER_EVENT
 }

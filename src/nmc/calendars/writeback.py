@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
+import asyncpg
 import structlog
 
 from nmc.calendars import store
@@ -57,6 +58,8 @@ def booking_event(booking: BookingRead, job_type: str, zone: str) -> BookingEven
         zone=zone,
         title=title[:200],
         description="\n".join(lines),
+        customer_phone=booking.customer_phone,
+        customer_name=booking.customer_name,
     )
 
 
@@ -69,33 +72,61 @@ async def write_back(tenant_id: UUID, booking_id: UUID) -> list[str]:
         except NotFound:
             booking = None
         links = {link.connection_id: link for link in await store.links(connection, booking_id)}
-        target: ConnectionRow | None = None
+        targets: list[tuple[ConnectionRow, str]] = []
         if booking is not None and booking.status == BookingStatus.CONFIRMED:
-            target = await store.for_resource(connection, tenant_id, booking.resource_id, Provider.GOOGLE)
+            targets = await _targets(connection, tenant_id, booking.resource_id)
+        target_ids = {row.id for row, _ in targets}
         stale = [await store.get(connection, cid) for cid, link in links.items()
-                 if link.state != DELETED and (target is None or cid != target.id)]  # fmt: skip
+                 if link.state != DELETED and cid not in target_ids]  # fmt: skip
         job_type = ""
-        if target is not None and booking is not None:
+        if targets and booking is not None:
             job_type = (await JobTypeService(session=session).get_for(tenant_id, booking.job_type_id)).name
     done: list[str] = []
     failures: list[str] = []
     for row in stale:
         if row is None:
             continue
-        outcome = await _apply(row, booking_id, None)
+        outcome = await _apply(row, booking_id, None, links[row.id].event_id)
         (failures if outcome.startswith("retry") else done).append(f"{row.id}: {outcome}")
-    if target is not None and booking is not None:
+    for target, calendar_id in targets:
+        assert booking is not None
         event = booking_event(booking, job_type, target.timezone)
-        outcome = await _apply(target, booking_id, event)
+        outcome = await _apply(target, booking_id, event, calendar_id=calendar_id)
         (failures if outcome.startswith("retry") else done).append(f"{target.id}: {outcome}")
     if failures:
         raise WriteBackFailed("; ".join(failures))
     return done
 
 
-async def _apply(row: ConnectionRow, booking_id: UUID, event: BookingEvent | None) -> str:
-    """Write (`event`) or delete (None) the booking's event in one connection's calendar, and record it."""
-    event_id = event_id_for(booking_id)
+async def _targets(
+    connection: asyncpg.Connection, tenant_id: UUID, resource_id: UUID
+) -> list[tuple[ConnectionRow, str]]:
+    """Where a confirmed booking on the resource is written: the resource's Google calendar, and the
+    tenant's Jobber account when the resource is mapped to one of its users (assigned to that user)."""
+    targets: list[tuple[ConnectionRow, str]] = []
+    google = await store.for_resource(connection, tenant_id, resource_id, Provider.GOOGLE)
+    if google is not None:
+        targets.append((google, google.calendar_id))
+    jobber = await store.jobber_of_tenant(connection, tenant_id)
+    if jobber is not None:
+        user = await store.jobber_user_for_resource(connection, jobber.id, resource_id)
+        if user is not None:
+            targets.append((jobber, user))
+    return targets
+
+
+async def _apply(
+    row: ConnectionRow,
+    booking_id: UUID,
+    event: BookingEvent | None,
+    recorded: str | None = None,
+    *,
+    calendar_id: str | None = None,
+) -> str:
+    """Write (`event`) or delete (None) the booking's event in one connection's calendar, and record it
+    (Google: the event id derived from the booking's; Jobber: the request and assessment ids)."""
+    event_id = recorded or event_id_for(booking_id)
+    calendar_id = calendar_id or row.calendar_id
     if row.status != ConnectionStatus.ACTIVE:
         await _record(row, booking_id, event_id, FAILED, f"connection {row.status}")
         return f"failed: connection {row.status}"
@@ -103,9 +134,9 @@ async def _apply(row: ConnectionRow, booking_id: UUID, event: BookingEvent | Non
     tokens = Tokens(row)
     try:
         if event is None:
-            await tokens.call(lambda t: provider.delete_booking(t, row.calendar_id, booking_id))
+            await tokens.call(lambda t: provider.delete_booking(t, calendar_id, booking_id))
         else:
-            await tokens.call(lambda t: provider.write_booking(t, row.calendar_id, event))
+            event_id = await tokens.call(lambda t: provider.write_booking(t, calendar_id, event))
     except Exception as exc:
         error = masked(exc)
         await count(SYNC_ERRORS, row.provider)
