@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from nmc.db import hot_transaction
-from nmc.messaging.circuit import PROBE_INTERVAL, note_unavailable, open_circuit
+from nmc.messaging.circuit import PROBE_INTERVAL, close_circuit, note_unavailable, open_circuit
 from nmc.messaging.sms import SmsAccountRefused, SmsOutcomeUnknown
 from tests.conftest import TEST_DATABASE_URL, TWILIO_SID, TWILIO_TOKEN
 from tests.integration.test_first_sms import dispatch_pending, first_sms_rows
@@ -403,23 +403,43 @@ async def test_a_text_of_unknown_outcome_waits_behind_an_open_circuit_and_is_loo
 async def test_an_outage_does_not_hide_a_refused_account(db: asyncpg.Connection) -> None:
     async with hot_transaction() as connection:
         await open_circuit(connection, SmsAccountRefused(401, 20003, "Authenticate"))
-        await note_unavailable(connection, SmsOutcomeUnknown("Twilio 500", 500))
+        await note_unavailable(connection, SmsOutcomeUnknown("Twilio 500", 500), datetime.now(UTC))
     state = await db.fetchrow("SELECT * FROM sms_sending_state")
     assert (state["circuit_cause"], state["circuit_http_status"], state["circuit_code"]) == ("account", 401, 20003)
 
 
 async def test_probes_go_every_interval_from_their_start_and_soon_after_a_hung_one(db: asyncpg.Connection) -> None:
     hang = SmsOutcomeUnknown("TimeoutError talking to Twilio")
+    started = datetime.now(UTC) - timedelta(seconds=5)
     async with hot_transaction() as connection:
         for _ in range(3):
-            first_probe = await note_unavailable(connection, hang)
+            first_probe = await note_unavailable(connection, hang, started)
     assert first_probe is not None
     # Failures of requests already in flight do not push the next probe on.
     async with hot_transaction() as connection:
-        assert await note_unavailable(connection, hang) == first_probe
+        assert await note_unavailable(connection, hang, started) == first_probe
     # A probe claimed 5 s ago that hung until its timeout: the next goes within a second, not 5 s later.
     await db.execute("UPDATE sms_sending_state SET circuit_probe_at = now() - interval '10 ms'")
     async with hot_transaction() as connection:
-        after_hang = await note_unavailable(connection, hang)
+        after_hang = await note_unavailable(connection, hang, started)
+    assert after_hang is not None
     wait = (after_hang - await db.fetchval("SELECT now()")).total_seconds()
     assert 0.5 < wait <= 1.0
+
+
+async def test_requests_that_hung_through_a_healed_outage_do_not_open_the_circuit_again(
+    db: asyncpg.Connection,
+) -> None:
+    hang = SmsOutcomeUnknown("TimeoutError talking to Twilio")
+    during = datetime.now(UTC)
+    async with hot_transaction() as connection:
+        for _ in range(3):
+            await note_unavailable(connection, hang, during)
+        assert await close_circuit(connection)
+    async with hot_transaction() as connection:  # their timeouts arrive after the probe closed it
+        assert [await note_unavailable(connection, hang, during) for _ in range(5)] == [None] * 5
+    state = await db.fetchrow("SELECT * FROM sms_sending_state")
+    assert (state["circuit_opened_at"], state["unavailable_count"]) == (None, 0)
+    async with hot_transaction() as connection:  # requests sent after it closed count again
+        runs = [await note_unavailable(connection, hang, datetime.now(UTC)) for _ in range(3)]
+    assert runs[:2] == [None, None] and runs[2] is not None

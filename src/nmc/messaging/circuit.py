@@ -81,14 +81,18 @@ _NEXT_PROBE = f"SELECT {CIRCUIT_SQL}"
 _CLOSE = """
     UPDATE sms_sending_state SET circuit_opened_at = NULL, circuit_http_status = NULL, circuit_code = NULL,
                                  circuit_reason = NULL, circuit_probe_at = NULL, circuit_cause = NULL,
-                                 unavailable_count = 0, updated_at = now()
+                                 unavailable_count = 0, circuit_closed_at = now(), updated_at = now()
     WHERE id = 1 AND circuit_opened_at IS NOT NULL
     RETURNING 1
 """
-# One more 5xx/timeout in the current run (a run ends after UNAVAILABLE_GAP without one).
+# One more 5xx/timeout in the current run (a run ends after UNAVAILABLE_GAP without one). A request that
+# started before the circuit last closed hung through the outage already handled: it counts for nothing.
 _NOTE_UNAVAILABLE = """
+    WITH stale AS (
+        SELECT circuit_opened_at IS NULL AND circuit_closed_at > $2 AS stale FROM sms_sending_state WHERE id = 1
+    )
     INSERT INTO sms_sending_state AS s (id, unavailable_count, unavailable_last_at, updated_at)
-    VALUES (1, 1, now(), now())
+    SELECT 1, 1, now(), now() WHERE NOT coalesce((SELECT stale FROM stale), false)
     ON CONFLICT (id) DO UPDATE SET
         unavailable_count = CASE WHEN s.unavailable_last_at > now() - make_interval(secs => $1)
                                  THEN s.unavailable_count + 1 ELSE 1 END,
@@ -103,12 +107,14 @@ async def open_circuit(connection: asyncpg.Connection, refusal: SmsRejected) -> 
     return await _open(connection, CircuitCause.ACCOUNT, refusal.http_status, refusal.code, str(refusal))
 
 
-async def note_unavailable(connection: asyncpg.Connection, failure: SmsOutcomeUnknown) -> datetime | None:
-    """Count a 5xx/timeout; while Twilio looks down (the circuit open, or this failure completes a run)
-    return when the next probe may go — the text waits for it without spending an attempt. None: one
-    failure among successes, for the dispatcher's backoff."""
-    row = await connection.fetchrow(_NOTE_UNAVAILABLE, UNAVAILABLE_GAP.total_seconds())
-    if not row["circuit_open"] and row["unavailable_count"] < UNAVAILABLE_RUN:
+async def note_unavailable(
+    connection: asyncpg.Connection, failure: SmsOutcomeUnknown, started_at: datetime
+) -> datetime | None:
+    """Count a 5xx/timeout of a request sent at `started_at`; while Twilio looks down (the circuit open,
+    or this failure completes a run) return when the next probe may go — the text waits for it without
+    spending an attempt. None: one failure among successes, for the dispatcher's backoff."""
+    row = await connection.fetchrow(_NOTE_UNAVAILABLE, UNAVAILABLE_GAP.total_seconds(), started_at)
+    if row is None or (not row["circuit_open"] and row["unavailable_count"] < UNAVAILABLE_RUN):
         return None
     # Open, or keep open: a retried text that failed was as good as a probe.
     reason = f"Twilio unavailable: {failure}"

@@ -61,4 +61,6 @@ class SendingState(DefaultBase):
     # them, each within UNAVAILABLE_GAP of the last, open the circuit with cause `unavailable`.
     unavailable_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     unavailable_last_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    # When the circuit last closed: a request started before then does not count towards a new run.
+    circuit_closed_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
     updated_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())

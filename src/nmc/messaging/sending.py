@@ -109,11 +109,12 @@ async def send_and_record(
         outgoing = await _behind_the_circuit(outgoing)
     # The answer of a probe or of a retried text says whether Twilio takes texts again.
     heals = outgoing.probe or outgoing.unknown_outcome
+    started_at = datetime.now(UTC)
     try:
         answer = await transmit(outgoing)
     except SmsOutcomeUnknown as exc:
         async with hot_transaction() as connection:
-            probe_at = await note_unavailable(connection, exc)
+            probe_at = await note_unavailable(connection, exc, started_at)
         if probe_at is None:
             raise  # one failure among successes: the dispatcher's backoff
         log.warning("sms.twilio_unavailable", error=str(exc), to=outgoing.to)
