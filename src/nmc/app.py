@@ -37,6 +37,7 @@ from nmc.observability.maintenance import maintenance_runs as _maintenance_probe
 from nmc.observability.metrics import MetricsController
 from nmc.observability.process_figures import summed_samples as _summed_samples_probe  # noqa: F401 (registers it)
 from nmc.observability.providers import provider_requests as _provider_requests_probe  # noqa: F401 (registers it)
+from nmc.ops_api import ops_router
 from nmc.problems import DomainError, domain_problem, refuse_nul_characters, schema_problem
 from nmc.scheduling import SCHEDULING_CONTROLLERS, register_live_busy_check
 from nmc.settings import get_settings
@@ -118,7 +119,7 @@ def create_app() -> Litestar:
     register_live_busy_check(live_calendar_check)  # scheduling asks the resource's calendar before a booking
     prometheus = PrometheusConfig(app_name="nmc", prefix="nmc", group_path=True, exclude=["/metrics"])
     return Litestar(
-        route_handlers=[healthz, MetricsController, api_router(), *WEBHOOK_CONTROLLERS],
+        route_handlers=[healthz, MetricsController, api_router(), ops_router(), *WEBHOOK_CONTROLLERS],
         plugins=[
             SQLAlchemyPlugin(config=get_alchemy_config()),
             ProblemDetailsPlugin(

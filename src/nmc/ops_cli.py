@@ -3,11 +3,15 @@ commands — park a poison event, run retention now, the restore drill, the kill
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 import click
 
 from nmc.db import run_and_dispose
+
+if TYPE_CHECKING:
+    from nmc.ops import SmsSendingStatus
 
 
 @click.command("park")
@@ -45,7 +49,8 @@ def retention_run() -> None:
 @click.command("lint-migrations")
 @click.option("--versions", type=click.Path(file_okay=False, exists=True), default=None, help="Default: db/versions.")
 def lint_migrations(versions: str | None) -> None:
-    """Fail on a migration that drops or rewrites a column or table without the explicit marker."""
+    """Fail on a migration that drops or rewrites a column or table, or builds an index on a large table
+    without CONCURRENTLY, unless it carries the explicit marker."""
     from pathlib import Path
 
     from nmc.db import MIGRATIONS_DIR
@@ -53,13 +58,17 @@ def lint_migrations(versions: str | None) -> None:
 
     findings = check(Path(versions) if versions else MIGRATIONS_DIR / "versions")
     for finding in findings:
-        click.echo(f"destructive: {finding}", err=True)
+        click.echo(f"{finding.kind}: {finding}", err=True)
+    hints = {
+        "destructive": "migrations must stay additive (runbook §4.3); if this one is safe, say why in its upgrade(): "
+        "# migration-check: destructive-ok <why>",
+        "blocking-index": "an index on a large table is built with postgresql_concurrently=True inside "
+        "`with op.get_context().autocommit_block():` (docs/runbook.md §4); if a blocking build is safe, say why "
+        "on the line above the call: # migration-check: blocking-index-ok <why>",
+    }
     if findings:
-        raise click.ClickException(
-            "migrations must stay additive (runbook §4.3); if this one is safe, say why in its upgrade(): "
-            "# migration-check: destructive-ok <why>"
-        )
-    click.echo("migrations: additive (or marked)")
+        raise click.ClickException("\n".join(hints[kind] for kind in sorted({f.kind for f in findings})))
+    click.echo("migrations: additive, large-table indexes built concurrently (or marked)")
 
 
 @click.command("restore-drill")
@@ -89,23 +98,15 @@ def _ago(moment: object) -> str:
     return f"{moment.isoformat(timespec='seconds')} ({minutes:.0f} min ago)"
 
 
-async def _status_lines() -> list[str]:
-    from nmc.conversations import paused_texts
-    from nmc.db import hot_transaction
-    from nmc.messaging import sending_state
-    from nmc.settings import get_settings
-
-    settings = get_settings()
-    async with hot_transaction() as connection:
-        state = await sending_state(connection)
-        texts = await paused_texts(connection, settings.PAUSE_MAX_AGE_MINUTES)
+def status_lines(status: SmsSendingStatus) -> list[str]:
+    state, texts = status.state, status.texts
     lines = []
     if state.paused_at is not None:
         lines.append(f"operator pause: PAUSED since {_ago(state.paused_at)} by {state.paused_by}: {state.pause_reason}")
     else:
         lines.append("operator pause: not paused")
     lines.append(
-        f"PAUSE_OUTBOUND_SMS in this shell: {str(settings.PAUSE_OUTBOUND_SMS).lower()} "
+        f"PAUSE_OUTBOUND_SMS in this shell: {str(status.paused_at_start).lower()} "
         "(the worker's own value is in its Render env group; it pauses from the worker's start)"
     )
     if state.circuit_opened_at is not None:
@@ -118,7 +119,7 @@ async def _status_lines() -> list[str]:
         lines.append("sending circuit: closed")
     lines.append(
         f"texts waiting as paused: {texts.waiting} (oldest {_ago(texts.oldest)}); {texts.stale} waited longer than "
-        f"PAUSE_MAX_AGE_MINUTES={settings.PAUSE_MAX_AGE_MINUTES} and would be suppressed on resume"
+        f"PAUSE_MAX_AGE_MINUTES={status.max_age_minutes} and would be suppressed on resume"
     )
     lines.append(f"texts suppressed by resumes so far: {state.suppressed_after_pause}")
     return lines
@@ -142,21 +143,15 @@ def _operator() -> str:
 )
 def pause_sms(reason: str, by: str | None, status: bool) -> None:
     """The kill switch: every worker holds every text from its next decision on (no restart)."""
+    from nmc import ops
+
     if status:
-        for line in run_and_dispose(_status_lines()):
+        for line in status_lines(run_and_dispose(ops.sms_sending_status())):
             click.echo(line)
         return
     if not reason.strip():
         raise click.ClickException('say why: just pause-sms --reason "Twilio 5xx flood"')
-
-    async def pause() -> object:
-        from nmc.db import hot_transaction
-        from nmc.messaging import pause_sending
-
-        async with hot_transaction() as connection:
-            return await pause_sending(connection, by or _operator(), reason.strip())
-
-    since = run_and_dispose(pause())
+    since = run_and_dispose(ops.pause_sms(by or _operator(), reason.strip()))
     click.echo(f"outbound SMS paused (since {_ago(since)}): texts wait as paused; `just resume-sms` resumes")
 
 
@@ -165,40 +160,21 @@ def pause_sms(reason: str, by: str | None, status: bool) -> None:
 def resume_sms(yes: bool) -> None:
     """End the operator's pause: texts that waited longer than PAUSE_MAX_AGE_MINUTES are suppressed
     (`paused_too_long`, counted), the others are sent at once. Shows how many of each first."""
-    from nmc.settings import get_settings
+    from nmc import ops
 
-    max_age = get_settings().PAUSE_MAX_AGE_MINUTES
-    for line in run_and_dispose(_status_lines()):
+    status = run_and_dispose(ops.sms_sending_status())
+    for line in status_lines(status):
         click.echo(line)
     if not yes:
         click.confirm("resume sending?", abort=True)
-
-    async def resume() -> tuple[bool, int, int]:
-        from nmc.conversations import suppress_stale_paused
-        from nmc.db import hot_transaction
-        from nmc.events import release_deferred
-        from nmc.messaging import PAUSED_REASON, resume_sending
-
-        async with hot_transaction() as connection:
-            suppressed = await suppress_stale_paused(connection, max_age)
-            resumed = await resume_sending(connection, suppressed)
-            if not resumed:  # not paused: change nothing
-                raise _NotPaused
-        released = await release_deferred(PAUSED_REASON)  # the waiting texts go now, not at their next recheck
-        return resumed, suppressed, released
-
     try:
-        _, suppressed, released = run_and_dispose(resume())
-    except _NotPaused:
+        resumed = run_and_dispose(ops.resume_sms())
+    except ops.NotPaused:
         raise click.ClickException("sending was not paused by an operator (see just pause-sms --status)") from None
     click.echo(
-        f"outbound SMS resumed: {suppressed} texts suppressed (waited over {max_age} min, reason paused_too_long); "
-        f"{released} waiting events released now"
+        f"outbound SMS resumed: {resumed.suppressed} texts suppressed (waited over {status.max_age_minutes} min, "
+        f"reason paused_too_long); {resumed.released} waiting events released now"
     )
-
-
-class _NotPaused(Exception):
-    pass
 
 
 COMMANDS: list[click.Command] = [park_command, retention, restore_drill, pause_sms, resume_sms]

@@ -19,6 +19,7 @@ from litestar.exceptions import ValidationException
 from litestar.plugins.problem_details import ProblemDetailsException
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `([^`]+)`")
+_MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 _MISSING_PARAMETER = re.compile(r"Missing required \w+ parameter '([^']+)'")
 NUL = "\x00"
 # A JSON body can only hold a NUL character escaped; most bodies are spared the walk.
@@ -140,7 +141,8 @@ def schema_problem(request: Request[Any, Any, Any], exc: ValidationException) ->
     missing = _MISSING_PARAMETER.search(str(exc.detail))
     field = missing.group(1) if missing else "body"
     for error in errors:
-        unknown = _UNKNOWN_FIELD.search(str(error.get("message", "")))
+        message = str(error.get("message", ""))
+        unknown = _UNKNOWN_FIELD.search(message) or _MISSING_FIELD.search(message)
         key = unknown.group(1) if unknown else error.get("key")
         if key and key != "data":
             # msgspec writes a dict value's path as `weekly_hours[...][0]`: name the field itself.

@@ -29,6 +29,7 @@ SECRET_NAMES = frozenset(
         "JOBBER_CLIENT_SECRET",
         "METRICS_TOKEN",
         "DRAMATIQ_BROKER_URL",
+        "OPS_API_TOKEN",
         "TWILIO_AUTH_TOKEN_PREVIOUS",
         "SECRET_KEY_PREVIOUS",
         "CLERK_WEBHOOK_SECRET",
@@ -186,6 +187,13 @@ def _text(raw: str) -> str:
     return raw.strip()
 
 
+def _operator_token(raw: str) -> str:
+    token = raw.strip()
+    if token and len(token) < 32:
+        raise ValueError("at least 32 characters (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+    return token
+
+
 def _setting(default: str, parse: Callable[[str], Any] = _text) -> Any:
     return field(default=parse(default) if default else default, metadata={"parse": parse})
 
@@ -207,6 +215,9 @@ class Settings:
     LOG_FORMAT: str = _setting("", _log_format)
     # Issue #13: with a token, `/metrics` answers only `Authorization: Bearer <token>` (set in production).
     METRICS_TOKEN: str = _setting("")
+    # Issue #13: the operators' REST API (`/api/ops/*`, the kill switch) answers only this bearer token;
+    # empty: that API is off (404) and the `just` recipes are the only way. Never a tenant's Clerk token.
+    OPS_API_TOKEN: str = _setting("", _operator_token)
     # Twilio
     TWILIO_ACCOUNT_SID: str = _setting("")
     TWILIO_AUTH_TOKEN: str = _setting("")

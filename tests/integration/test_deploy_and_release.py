@@ -168,6 +168,63 @@ def test_additive_changes_and_downgrades_pass(tmp_path: Path) -> None:
     assert run_nmc("db", "lint-migrations", "--versions", str(versions)).returncode == 0
 
 
+CONCURRENT_INDEX = """    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_planted_concurrently", "conv_messages", ["to_number"], postgresql_concurrently=True
+        )"""
+
+
+def test_the_concurrent_index_pattern_the_check_asks_for_runs_on_a_real_database(tmp_path: Path) -> None:
+    """What `just migration-check` tells an author to write is applied by Alembic as it runs a deploy
+    (online: CREATE INDEX CONCURRENTLY outside the migration's transaction) and renders offline."""
+    from nmc.schema_gate import code_heads
+
+    shutil.copytree(ROOT / "db", tmp_path / "db", ignore=shutil.ignore_patterns("__pycache__"))
+    [head] = code_heads()
+    planted = PLANTED.format(down=head, body=CONCURRENT_INDEX).replace(
+        'op.drop_table("anything_upgrade_created")', 'op.drop_index("ix_planted_concurrently", "conv_messages")'
+    )
+    (tmp_path / "db" / "versions" / "zz_planted.py").write_text(planted)
+    assert run_nmc("db", "lint-migrations", "--versions", str(tmp_path / "db" / "versions")).returncode == 0
+
+    name = f"nmc_test_concurrent_index_{os.getpid()}"
+    url = f"{SERVER_URL}/{name}"
+    asyncio.run(recreate_database(SERVER_URL, name))
+    alembic = [sys.executable, "-m", "alembic", "-c", str(tmp_path / "db" / "alembic.ini")]
+    env = {**os.environ, "DATABASE_URL": url}
+    try:
+        upgraded = subprocess.run([*alembic, "upgrade", "head"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert upgraded.returncode == 0, upgraded.stderr
+
+        async def index_is_valid() -> bool:
+            import asyncpg
+
+            connection = await asyncpg.connect(url)
+            try:
+                return bool(
+                    await connection.fetchval(
+                        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_planted_concurrently'::regclass"
+                    )
+                )
+            finally:
+                await connection.close()
+
+        assert asyncio.run(index_is_valid())
+        offline = subprocess.run(
+            [*alembic, "upgrade", f"{head}:zz0000000001", "--sql"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        assert offline.returncode == 0, offline.stderr
+        sql = offline.stdout
+        assert "CREATE INDEX CONCURRENTLY ix_planted_concurrently" in sql
+        assert sql.index("COMMIT") < sql.index("CREATE INDEX CONCURRENTLY")  # outside the migration's transaction
+    finally:
+        asyncio.run(drop_database(SERVER_URL, name))
+
+
 # ------------------------------------------------------------------------------ schema behind code
 
 
