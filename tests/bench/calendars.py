@@ -6,7 +6,12 @@ On a fresh database, against the fake Google (in this process, on loopback):
    a tenth free or declined, some recurring instances): the sync code the jobs process runs (`run_sync`),
    every page read, then one transaction. Printed: seconds, events/s, busy blocks written.
 2. Incremental sync of N changes (default 50: moves, cancellations, new events) with the sync token.
-3. Availability over 7 days for a resource with N synced busy blocks (default 2,000 of 5 minutes on a
+3. Jobber: full sync of one account with N visits (default 2,000; `--visits`) over the window, spread over
+   5 technicians mapped to 5 resources, pages of 40 as the jobs process reads them — once with the fake's
+   cost bucket as Jobber has it (10,000 points, 500/s restored: the waits are Jobber's limit, not ours), once
+   with an unlimited bucket (our side alone) — then the window re-pulled after 50 changes (moves, deletions,
+   completions).
+4. Availability over 7 days for a resource with N synced busy blocks (default 2,000 of 5 minutes on a
    5-minute grid: an around-the-clock technician with gaps left for a 15-minute job) in those days:
    `GET /api/availability` on the real web process (as `just web` starts it), one client, back to back.
    Goal: P95 ≤ 10 ms.
@@ -34,6 +39,7 @@ from tests.bench.common import BenchStack, fresh_database, summary, table
 from tests.conftest import run_nmc
 from tests.fakes.clerk import FakeClerk
 from tests.fakes.google import FakeGoogle
+from tests.fakes.jobber import FakeJobber
 
 ORG = "org_bench_calendars"
 EVERY_DAY = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -142,6 +148,71 @@ async def syncs(
     ]
 
 
+async def jobber_syncs(
+    jobber: FakeJobber, client: httpx.AsyncClient, tenant_id: UUID, args: argparse.Namespace
+) -> list[dict[str, object]]:
+    """A Jobber account as the OAuth callback stores it, its users mapped as PATCH .../jobber-users does."""
+    from nmc.calendars import keys, run_sync, store
+    from nmc.calendars.jobber import JOBBER, token_expiry
+    from nmc.db import raw_connection, session_scope
+
+    hours = {day: [["00:00", "24:00"]] for day in EVERY_DAY}
+    account = jobber.add_account("Bench Jobber", timezone="Etc/GMT")
+    users = [jobber.add_user(account, f"Tech {n}") for n in range(5)]
+    resources = [UUID(await create(client, "/api/resources", {"name": f"Tech {n}", "weekly_hours": hours}))
+                 for n in range(5)]  # fmt: skip
+    grant = jobber.grant_tokens(account)
+    async with session_scope() as session:
+        connection = await raw_connection(session)
+        connection_id = await store.upsert(
+            connection, id=uuid4(), tenant_id=tenant_id, resource_id=resources[0], provider="jobber",
+            calendar_id=account, connected_by="bench", scopes="",
+            refresh_token_encrypted=keys.encrypt(grant["refresh_token"]),
+            access_token_encrypted=keys.encrypt(grant["access_token"]),
+            access_token_expires_at=token_expiry(grant["access_token"]),
+        )  # fmt: skip
+        for user, resource in zip(users, resources, strict=True):
+            await store.map_jobber_user(connection, connection_id, tenant_id, user, resource, None)
+    visits = jobber.seed_visits(account, args.visits, users, datetime.now(UTC) + timedelta(hours=1), 85)
+    rows = []
+    for label, unlimited in (("as Jobber throttles", False), ("unlimited bucket: our side", True)):
+        async with session_scope() as session:
+            await (await raw_connection(session)).execute(
+                "DELETE FROM sched_busy_blocks WHERE source = 'jobber' AND tenant_id = $1", tenant_id
+            )
+        jobber.set_bucket(account, maximum=10**9 if unlimited else 10000, restore_rate=10**9 if unlimited else 500)
+        jobber.fill_bucket(account)
+        JOBBER.buckets.clear()
+        calls_before = jobber.call_count("Visits", account=account)
+        started = time.perf_counter()
+        full = await run_sync(connection_id, full=True, forced=True)
+        seconds = time.perf_counter() - started
+        assert full.outcome == "synced", full.line()
+        throttled = sum(1 for c in jobber.calls("Visits", account=account)[calls_before:] if c.throttled)
+        rows.append(
+            {"sync": f"jobber full, {args.visits} visits ({label})", "pages": full.pages, "events read": full.events,
+             "blocks written": full.blocks_changed, "seconds": seconds, "events/s": full.events / seconds,
+             "THROTTLED answers": throttled}
+        )  # fmt: skip
+    rng = random.Random(4)
+    for n, visit in enumerate(rng.sample(visits, min(50, len(visits)))):
+        if n % 3 == 0:
+            jobber.delete_visit(visit, notify=False)
+        elif n % 3 == 1:
+            jobber.complete_visit(visit, notify=False)
+        else:
+            at = datetime.now(UTC) + timedelta(days=rng.uniform(1, 80))
+            jobber.update_visit(visit, start=at, end=at + timedelta(hours=1), notify=False)
+    started = time.perf_counter()
+    again = await run_sync(connection_id, forced=True)
+    seconds = time.perf_counter() - started
+    assert again.outcome == "synced", again.line()
+    rows.append({"sync": "jobber window re-pull, 50 changes (unlimited bucket)", "pages": again.pages,
+                 "events read": again.events, "blocks written": again.blocks_changed + again.blocks_deleted,
+                 "seconds": seconds, "events/s": again.events / seconds, "THROTTLED answers": 0})  # fmt: skip
+    return rows
+
+
 async def availability(
     google: FakeGoogle, client: httpx.AsyncClient, db: asyncpg.Connection, tenant_id: UUID, args: argparse.Namespace
 ) -> dict[str, object]:
@@ -212,8 +283,13 @@ async def search_in_process(
 
 
 async def run(
-    stack: BenchStack, clerk: FakeClerk, google: FakeGoogle, database_url: str, args: argparse.Namespace
-) -> tuple[list[dict[str, object]], dict[str, object]]:
+    stack: BenchStack,
+    clerk: FakeClerk,
+    google: FakeGoogle,
+    jobber: FakeJobber,
+    database_url: str,
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, object]], list[dict[str, object]], dict[str, object]]:
     from nmc.db import dispose_engine
 
     token = clerk.mint(org_id=ORG, exp_in=3600)
@@ -224,11 +300,12 @@ async def run(
             base_url=stack.base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30
         ) as client:
             sync_rows = await syncs(google, client, tenant_id, args)
+            jobber_rows = await jobber_syncs(jobber, client, tenant_id, args)
             searching = await availability(google, client, db, tenant_id, args)
     finally:
         await db.close()
         await dispose_engine()
-    return sync_rows, searching
+    return sync_rows, jobber_rows, searching
 
 
 def main() -> None:
@@ -237,15 +314,17 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=50)
     parser.add_argument("--blocks", type=int, default=2000)
     parser.add_argument("--searches", type=int, default=500)
+    parser.add_argument("--visits", type=int, default=2000)
     args = parser.parse_args()
     common.BENCH_DATABASE = "nmc_bench_calendars"
     database_url = fresh_database()
-    with FakeClerk() as clerk, FakeGoogle() as google:
+    with FakeClerk() as clerk, FakeGoogle() as google, FakeJobber() as jobber:
         env = {
             "DATABASE_URL": database_url,
             "CLERK_JWKS_URL": clerk.jwks_url,
             "CLERK_JWT_ISSUER": clerk.issuer,
             **google.settings,
+            **jobber.settings,
             "CALENDAR_SYNC_FUTURE_DAYS": "90",
         }
         os.environ.update(env)
@@ -258,11 +337,13 @@ def main() -> None:
         )  # fmt: skip
         stack = BenchStack(env)
         try:
-            sync_rows, searching = asyncio.run(run(stack, clerk, google, database_url, args))
+            sync_rows, jobber_rows, searching = asyncio.run(run(stack, clerk, google, jobber, database_url, args))
         finally:
             stack.stop()
     print()
     print(table(sync_rows, list(sync_rows[0])))
+    print()
+    print(table(jobber_rows, list(jobber_rows[0])))
     print()
     print(table([searching], list(searching)))
 
