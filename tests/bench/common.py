@@ -139,7 +139,13 @@ class CpuMeter:
 
 
 COUNTER_PATH = Path(__file__).with_name("count_statements")  # its sitecustomize.py counts statements
-COMMITS = "(commits)"  # the counter's key for commits
+COMMITS = "(commits)"  # the counter's keys for commits
+PGQUEUER_COMMITS = "(commits: PgQueuer's own)"
+
+
+def is_pgqueuer(statement: str) -> bool:
+    """PgQueuer's own SQL (enqueue, dequeue, probes, job log): its count varies with how jobs batch."""
+    return "pgqueuer" in statement
 
 
 class StatementCounter:

@@ -30,11 +30,13 @@ import asyncpg
 from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
 from tests.bench.common import (
     COMMITS,
+    PGQUEUER_COMMITS,
     BenchStack,
     CpuMeter,
     StatementCounter,
     database_stats,
     fresh_database,
+    is_pgqueuer,
     summary,
     table,
 )
@@ -102,8 +104,12 @@ class Result:
         row: dict[str, object] = {"pipeline": self.pipeline, "scenario": self.scenario.name}
         for role in ("web", "worker"):
             counts = self.statements.get(role, Counter())
-            row[f"{role} statements/call"] = f"{self.per_call(counts.total() - counts[COMMITS]):.2f}"
-            row[f"{role} commits/call"] = f"{self.per_call(counts[COMMITS]):.2f}"
+            queue = sum(n for statement, n in counts.items() if is_pgqueuer(statement))
+            own = counts.total() - queue - counts[COMMITS] - counts[PGQUEUER_COMMITS]
+            row[f"{role} statements/call (+ PgQueuer's)"] = f"{self.per_call(own):.2f} + {self.per_call(queue):.2f}"
+            row[f"{role} commits/call (+ PgQueuer's)"] = (
+                f"{self.per_call(counts[COMMITS]):.2f} + {self.per_call(counts[PGQUEUER_COMMITS]):.2f}"
+            )
         if self.postgres:
             written = sum(self.postgres[k] for k in ("tup_inserted", "tup_updated", "tup_deleted"))
             row["Postgres commits/call"] = f"{self.per_call(self.postgres['xact_commit']):.2f}"

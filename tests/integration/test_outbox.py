@@ -10,9 +10,9 @@ import asyncpg
 import msgspec
 import pytest
 
-from nmc.db import session_scope
+from nmc.db import hot_transaction, session_scope
 from nmc.events.catalog import DomainEvent, FirstSmsSent, MessageStatusChanged, TenantCreated
-from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, sweep
+from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, settle_on, sweep
 from nmc.events.outbox import publish
 from nmc.events.subscribers import handlers_for, subscriber
 from nmc.observability.correlation import current_correlation_id
@@ -177,6 +177,63 @@ async def test_every_subscriber_of_the_event_runs(db: asyncpg.Connection, handle
 
     await dispatch((await published(status_changed())).event_id)
     assert calls == ["first", "second"]
+
+
+async def test_a_handler_settles_its_event_in_its_own_transaction(db: asyncpg.Connection, handlers: None) -> None:
+    """`settle_on`: the row is dispatched exactly when the handler's transaction commits."""
+    seen_inside: list[object] = []
+
+    @subscriber(MessageStatusChanged)
+    async def settles(event: MessageStatusChanged) -> None:
+        async with hot_transaction() as connection:
+            await settle_on(connection)
+            seen_inside.append(await connection.fetchval(
+                "SELECT dispatched_at FROM outbox_events WHERE id = $1", event.event_id
+            ))  # fmt: skip
+            assert await db.fetchval("SELECT dispatched_at FROM outbox_events WHERE id = $1", event.event_id) is None
+
+    event = await published(status_changed())
+    await dispatch(event.event_id)
+    row = await outbox_row(db, event.event_id)
+    assert row is not None
+    assert row["dispatched_at"] == seen_inside[0]  # set by the handler's commit, not again after it
+    assert row["attempts"] == 1
+
+
+async def test_a_settling_transaction_rolled_back_leaves_the_event_to_retry(
+    db: asyncpg.Connection, handlers: None
+) -> None:
+    @subscriber(MessageStatusChanged)
+    async def fails_after_settling(event: MessageStatusChanged) -> None:
+        async with hot_transaction() as connection:
+            await settle_on(connection)
+            raise Boom("commit lost")
+
+    event = await published(status_changed())
+    await dispatch(event.event_id)
+    row = await outbox_row(db, event.event_id)
+    assert row is not None
+    assert row["dispatched_at"] is None
+    assert row["last_error"] == "Boom: commit lost"
+
+
+async def test_only_the_last_handler_settles(db: asyncpg.Connection, handlers: None) -> None:
+    """An earlier handler's settle_on is ignored: the event is done only once every handler is."""
+
+    @subscriber(MessageStatusChanged)
+    async def first(event: MessageStatusChanged) -> None:
+        async with hot_transaction() as connection:
+            await settle_on(connection)
+
+    @subscriber(MessageStatusChanged)
+    async def second(event: MessageStatusChanged) -> None:
+        raise Boom("second failed")
+
+    event = await published(status_changed())
+    await dispatch(event.event_id)
+    row = await outbox_row(db, event.event_id)
+    assert row is not None
+    assert row["dispatched_at"] is None
 
 
 async def test_a_failing_handler_backs_off_and_enqueues_a_retry(db: asyncpg.Connection, handlers: None) -> None:

@@ -10,7 +10,8 @@ This is the worker's first-SMS path, measured against a 15 ms P95 budget: it run
 hot asyncpg pool (`nmc.db.hot_transaction`), two short transactions around the Twilio request. What
 else the first SMS feeds rides statements it already runs: the KPI projection's missed-call fact is
 written by the context query, its texted-back fact by the acceptance update, and the follow-up is
-scheduled by the thread update after acceptance (no extra round trip, no extra dispatch).
+scheduled by the thread update after acceptance (no extra round trip, no extra dispatch). The
+acceptance's transaction also settles the `call.missed` outbox row (`settle_on`): one commit fewer.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from nmc.conversations.templates import (
 )
 from nmc.conversations.threads import current_thread
 from nmc.db import hot_transaction
-from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on
+from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on, settle_on
 from nmc.kpis import Metric, fact_cte
 from nmc.messaging import (
     CIRCUIT_SQL,
@@ -318,4 +319,5 @@ async def _record_accepted(
     await after_early_status(connection, early_error_code, outgoing.to)
     await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
     await publish_on(connection, sent)
+    await settle_on(connection)  # `call.missed` is done when this commits: no separate commit for it
     log.info("first_sms.sent", latency_ms=round(latency_ms, 1), sid=accepted.sid)

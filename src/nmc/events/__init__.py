@@ -29,7 +29,15 @@ from nmc.events.catalog import (
     TenantDeactivated,
     json_schemas,
 )
-from nmc.events.dispatcher import Deferred, PermanentFailure, dispatch, release_deferred, set_dispatcher_id, sweep
+from nmc.events.dispatcher import (
+    Deferred,
+    PermanentFailure,
+    dispatch,
+    release_deferred,
+    set_dispatcher_id,
+    settle_on,
+    sweep,
+)
 from nmc.events.history import Unreadable, held_events, oldest_occurrence
 from nmc.events.metrics import Overdue, overdue_events
 from nmc.events.outbox import publish, publish_on
@@ -80,6 +88,7 @@ __all__ = [
     "release_deferred",
     "replay_parked",
     "set_dispatcher_id",
+    "settle_on",
     "subscriber",
     "sweep",
 ]

@@ -2,7 +2,9 @@
 
 One PgQueuer job per row wakes a dispatcher; the row itself is the source of truth:
 - claim: `attempts + 1` and a lease on `available_at`, so a sweeper never re-sends a row in flight;
-- success: `dispatched_at`;
+- success: `dispatched_at` — in the last handler's own final transaction when it calls `settle_on`
+  (the first SMS does, in the transaction recording Twilio's acceptance: one commit fewer per text),
+  otherwise by the dispatcher once every handler returned;
 - failure: `last_error` and `available_at` pushed out with exponential backoff and jitter,
   then a retry job; past `OUTBOX_MAX_ATTEMPTS` (or on a `PermanentFailure`) the row moves intact
   to `outbox_events_errors`.
@@ -11,10 +13,13 @@ One PgQueuer job per row wakes a dispatcher; the row itself is the source of tru
 from __future__ import annotations
 
 import random
+from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import asyncpg
 import msgspec
 import structlog
 from sqlalchemy import func, text, update
@@ -67,9 +72,11 @@ async def dispatch(event_id: UUID) -> None:
     except (UnknownEvent, msgspec.ValidationError) as exc:
         await _park(event_id, f"catalog: {exc}")
         return
+    handlers = handlers_for(row["event_name"])
+    settling = _Settling(event_id)
     try:
-        for handler in handlers_for(row["event_name"]):
-            await handler(event)
+        for index, handler in enumerate(handlers):
+            await _run_handler(handler, event, settling if index == len(handlers) - 1 else None)
     except Deferred as verdict:
         await _defer(event_id, verdict)
     except PermanentFailure as exc:
@@ -78,7 +85,39 @@ async def dispatch(event_id: UUID) -> None:
         log.warning("outbox.dispatch_failed", attempts=row["attempts"], error=_describe(exc))
         await _fail(event_id, row["attempts"], _describe(exc))
     else:
-        await _mark_dispatched(event_id)
+        if not settling.settled:
+            await _mark_dispatched(event_id)
+
+
+@dataclass
+class _Settling:
+    """The event the running (last) handler may settle in its own transaction (`settle_on`)."""
+
+    event_id: UUID
+    settled: bool = False
+
+
+_settling: ContextVar[_Settling | None] = ContextVar("outbox_settling", default=None)
+
+
+async def _run_handler(handler: Any, event: Any, settling: _Settling | None) -> None:
+    token = _settling.set(settling)
+    try:
+        await handler(event)
+    finally:
+        _settling.reset(token)
+
+
+async def settle_on(connection: asyncpg.Connection) -> None:
+    """Mark the event being dispatched as dispatched in the caller's transaction.
+
+    For a handler's final transaction, after which it does nothing that can fail: its commit then
+    completes the dispatch (no separate commit for `dispatched_at`), and a rollback leaves the row
+    for a retry. Does nothing outside a dispatch, or in a handler that other handlers follow."""
+    settling = _settling.get()
+    if settling is not None:
+        await connection.execute(_MARK_DISPATCHED, settling.event_id)
+        settling.settled = True
 
 
 # This process's identity in `worker_heartbeats` (set by the worker at start; a process that never

@@ -3,7 +3,8 @@
 The bench puts this folder on PYTHONPATH with BENCH_COUNT_STATEMENTS=1, so Python imports it at start
 (`sitecustomize`): product code is unchanged. Every statement asyncpg sends is counted by its SQL
 text (plain and prepared, executemany as one; BEGIN and COMMIT included, as asyncpg sends them as
-statements), and commits under `(commits)`: a COMMIT, or a statement run outside a transaction.
+statements), and commits under `(commits)`: a COMMIT, or a statement run outside a transaction
+(PgQueuer's own statements outside a transaction under a key of their own).
 The counts are written every half second to BENCH_STATEMENTS_DIR/<pid>.json with the process's
 BENCH_ROLE, for the bench to diff over its measured window. A statement served from
 asyncpg's statement cache is one round trip; a first Parse adds one (not counted: the warm-up pays it).
@@ -24,6 +25,7 @@ if os.environ.get("BENCH_COUNT_STATEMENTS") == "1":
     from asyncpg import prepared_stmt as _prepared
 
     COMMITS = "(commits)"
+    PGQUEUER_COMMITS = "(commits: PgQueuer's own)"  # its dequeue, probes and job log, outside a transaction
     _OPENERS = ("BEGIN", "ROLLBACK", "START TRANSACTION")
     _counts: Counter[str] = Counter()
     _out = Path(os.environ["BENCH_STATEMENTS_DIR"]) / f"{os.getpid()}.json"
@@ -37,7 +39,7 @@ if os.environ.get("BENCH_COUNT_STATEMENTS") == "1":
         _counts[key] += 1
         word = key.upper().rstrip(";")
         if word == "COMMIT" or (not connection.is_in_transaction() and not word.startswith(_OPENERS)):
-            _counts[COMMITS] += 1
+            _counts[PGQUEUER_COMMITS if "pgqueuer" in key else COMMITS] += 1
 
     _execute = _connection.Connection.execute
 
