@@ -36,6 +36,7 @@ import hmac
 import itertools
 import json
 import queue
+import random
 import secrets
 import threading
 import time
@@ -336,6 +337,7 @@ class Delivery:
     status: int | str | None = None  # our answer's status, or the transport error's name
     latency: float | None = None  # seconds until our answer
     sent_at: float | None = None
+    attempt: int = 1  # 2, 3 … for Jobber's retries of a delivery we failed
 
     @property
     def payload(self) -> dict[str, Any]:
@@ -387,6 +389,10 @@ class FakeJobberState:
             self.duplicate_deliveries = False
             self.legacy_occured_at = False
             self.notify_connect = True
+            self.webhook_timeout = 5.0
+            self.webhook_retries = 0
+            self.webhook_retry_delay = 1.0
+            self.default_timezone = "America/Chicago"
 
     def new_id(self) -> int:
         return next(self.ids)
@@ -893,7 +899,6 @@ class Deliverer(threading.Thread):
         self.queue: queue.Queue[tuple[Delivery, str] | None] = queue.Queue()
         self.holding = False
         self.held: list[tuple[Delivery, str]] = []
-        self.timeout = 5.0
 
     def put(self, delivery: Delivery, url: str) -> None:
         with self.state.lock:
@@ -903,20 +908,44 @@ class Deliverer(threading.Thread):
                 return
         self.queue.put((delivery, url))
 
-    def release(self, *, reverse: bool = False) -> None:
+    def release(self, *, reverse: bool = False, shuffle: bool = False) -> None:
         with self.state.lock:
             held, self.held, self.holding = self.held, [], False
-        for item in reversed(held) if reverse else held:
+        if reverse:
+            held.reverse()
+        if shuffle:
+            random.shuffle(held)
+        for item in held:
             self.queue.put(item)
 
+    def _retry(self, delivery: Delivery, url: str) -> None:
+        """Jobber retries a delivery we failed (non-2xx or no answer), up to `webhook_retries` times."""
+        with self.state.lock:
+            if delivery.attempt > self.state.webhook_retries:
+                return
+            delay = self.state.webhook_retry_delay
+        again = Delivery(
+            delivery.topic,
+            delivery.account_id,
+            delivery.item_id,
+            delivery.body,
+            delivery.signature,
+            attempt=delivery.attempt + 1,
+        )
+        timer = threading.Timer(delay, self.put, args=(again, url))
+        timer.daemon = True
+        timer.start()
+
     def run(self) -> None:
-        with httpx.Client(timeout=self.timeout, trust_env=False) as client:
+        with httpx.Client(trust_env=False) as client:
             while (item := self.queue.get()) is not None:
                 delivery, url = item
                 headers = {"Content-Type": "application/json", "X-Jobber-Hmac-SHA256": delivery.signature}
                 started = time.perf_counter()
                 try:
-                    response = client.post(url, content=delivery.body, headers=headers)
+                    response = client.post(
+                        url, content=delivery.body, headers=headers, timeout=self.state.webhook_timeout
+                    )
                     status: int | str = response.status_code
                 except httpx.HTTPError as exc:
                     status = type(exc).__name__
@@ -924,6 +953,8 @@ class Deliverer(threading.Thread):
                     delivery.latency = time.perf_counter() - started
                     delivery.sent_at = time.time()
                     delivery.status = status
+                if not (isinstance(status, int) and 200 <= status < 300):
+                    self._retry(delivery, url)
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -1001,7 +1032,9 @@ class FakeJobberApp:
             if self.state.consenting_account is not None:
                 account = self.state.accounts[self.state.consenting_account]
             else:
-                account = self.state.add_account(f"Jobber account {len(self.state.accounts) + 1}", "UTC")
+                account = self.state.add_account(
+                    f"Jobber account {len(self.state.accounts) + 1}", self.state.default_timezone
+                )
             code = self.issue_code(account.id, query["redirect_uri"])
         return Response(302, f"{query['redirect_uri']}?{urlencode({'code': code, 'state': query.get('state', '')})}")
 
@@ -1172,6 +1205,11 @@ class FakeJobberApp:
             cost = 0  # the execution below reports what is wrong with the variables
         call.requested_cost = cost
         with self.state.lock:
+            if cost > account.maximum_available:
+                # Never affordable: waiting would not help (a client that waits on THROTTLED would hang).
+                message = f"Query cost {cost} exceeds the maximum available {int(account.maximum_available)}"
+                call.errors.append(message)
+                return answer({"errors": [{"message": message, "extensions": {"code": "MAX_COST_EXCEEDED"}}]}, cost, 0)
             if account.restore() < cost:
                 call.throttled = True
                 call.errors.append("Throttled")
@@ -1340,9 +1378,18 @@ class FakeJobber:
         with self.state.lock:
             self.deliverer.holding = True
 
-    def release_deliveries(self, *, reverse: bool = False) -> None:
-        """Send the held webhooks, in order or reversed (out of order)."""
-        self.deliverer.release(reverse=reverse)
+    def release_deliveries(self, *, reverse: bool = False, shuffle: bool = False) -> None:
+        """Send the held webhooks, in order, reversed or shuffled (out of order)."""
+        self.deliverer.release(reverse=reverse, shuffle=shuffle)
+
+    def set_webhook_retries(self, retries: int, *, delay: float = 1.0) -> None:
+        """A delivery we fail (non-2xx, no answer) is sent again up to `retries` times, `delay` s apart."""
+        with self.state.lock:
+            self.state.webhook_retries, self.state.webhook_retry_delay = retries, delay
+
+    def set_webhook_timeout(self, seconds: float) -> None:
+        """How long the fake waits for our answer to a delivery (default 5 s); beyond it: `ReadTimeout`."""
+        self.state.webhook_timeout = seconds
 
     def set_duplicate_deliveries(self, enabled: bool = True) -> None:
         """Each webhook is POSTed twice (at-least-once)."""

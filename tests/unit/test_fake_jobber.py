@@ -230,6 +230,8 @@ def test_cost_throttle_status_and_throttled_answer(fake: FakeJobber) -> None:
     assert 100 <= answer["extensions"]["cost"]["throttleStatus"]["currentlyAvailable"] < 110
     assert gql(fake, token, ACCOUNT).json()["data"]["account"]["id"] == account  # a cheap query still runs
     assert fake.calls("Visits")[-1].throttled is True
+    too_big = gql(fake, token, VISITS, {**variables, "first": 92}).json()  # 92 x 109 + 2 > 10000: never affordable
+    assert too_big["errors"][0]["extensions"]["code"] == "MAX_COST_EXCEEDED" and "data" not in too_big
 
 
 def test_request_count_limit_answers_429(fake: FakeJobber) -> None:
@@ -348,11 +350,14 @@ def test_users_clients_requests_and_user_errors(fake: FakeJobber) -> None:
 
 class Receiver(BaseHTTPRequestHandler):
     received: list[tuple[bytes, str]] = []
+    failures = 0  # answer 503 to this many deliveries first
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         Receiver.received.append((body, self.headers["X-Jobber-Hmac-SHA256"]))
-        self.send_response(200)
+        failing = Receiver.failures > 0
+        Receiver.failures -= 1
+        self.send_response(503 if failing else 200)
         self.end_headers()
 
     def log_message(self, *args: Any) -> None:
@@ -362,6 +367,7 @@ class Receiver(BaseHTTPRequestHandler):
 @pytest.fixture
 def receiver(fake: FakeJobber) -> Iterator[list[tuple[bytes, str]]]:
     Receiver.received = []
+    Receiver.failures = 0
     server = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -432,3 +438,16 @@ def test_failure_injection(fake: FakeJobber) -> None:
     fake.fail("graphql", delay=0.3)
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(fake.api_url, json={"query": ACCOUNT}, timeout=0.1)
+
+
+def test_a_failed_delivery_is_retried(fake: FakeJobber, receiver: list[tuple[bytes, str]]) -> None:
+    fake.state.notify_connect = False
+    account = fake.add_account()
+    fake.set_webhook_retries(2, delay=0.05)
+    Receiver.failures = 1
+    start = datetime(2030, 3, 4, 15, 0, tzinfo=UTC)
+    visit = fake.add_visit(account, start=start, end=start + timedelta(hours=1))
+    first, second = fake.wait_for_deliveries(2)
+    assert (first.status, first.attempt, second.status, second.attempt) == (503, 1, 200, 2)
+    assert first.body == second.body and second.item_id == visit
+    assert len(fake.wait_for_deliveries(3, timeout=0.3)) == 2  # no retry after a 200
