@@ -99,6 +99,16 @@ def _positive_float(raw: str) -> float:
     return value
 
 
+def _non_negative_float(raw: str) -> float:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {raw!r}") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"expected a number of 0 or more, got {value}")
+    return value
+
+
 def _non_negative_int(raw: str) -> int:
     try:
         value = int(raw.strip())
@@ -288,6 +298,9 @@ class Settings:
     # the jobs process's broker pool; the worker's asyncpg pool for the first-SMS path.
     DB_POOL_SIZE: int = _setting("10", _positive_int)
     DB_HOT_POOL_SIZE: int = _setting("10", _positive_int)
+    # Issue #13: the database plan's CPUs (Render dashboard -> the database -> Info), exported as `db_cpus`
+    # for the DbCpuBusy alert (backends on CPU against CPUs: runbook §6). 0: unknown, the alert stays silent.
+    DATABASE_CPUS: float = _setting("0", _non_negative_float)
     # Issue #16: processes per instance (`nmc web` runs uvicorn with this many workers; `nmc worker`
     # supervises this many worker processes), and the connections one instance of a service may open:
     # a start whose processes x pools exceed it is refused (README "Connection budget").

@@ -217,7 +217,10 @@ def _known(name: str, exposed: set[str]) -> bool:
     return base in exposed
 
 
-async def test_every_panel_and_alert_names_metrics_the_web_exposes(client: AsyncTestClient[Litestar]) -> None:
+async def test_every_panel_and_alert_names_metrics_the_web_exposes(
+    client: AsyncTestClient[Litestar], settings_env: Any
+) -> None:
+    settings_env(DATABASE_CPUS="2")  # db_cpus is exported once the plan's CPUs are known
     await client.get("/healthz")  # request metrics get their first samples
     exposed = exposed_names((await client.get("/metrics")).text)
     used = {(file, title, name) for file, title, expr in panel_expressions() for name in metric_names(expr)}
@@ -225,3 +228,46 @@ async def test_every_panel_and_alert_names_metrics_the_web_exposes(client: Async
     unknown = sorted(entry for entry in used if not _known(entry[2], exposed))
     assert unknown == []
     assert len({name for _, _, name in used}) > 20  # the tokenizer found the names
+
+
+# ------------------------------------------------------------------------------------------ database CPU proxy
+
+
+async def test_the_cpu_proxy_counts_backends_running_and_not_those_waiting(
+    client: AsyncTestClient[Litestar], db: Any, settings_env: Any
+) -> None:
+    """`db_backends_on_cpu` (DbCpuBusy's numerator): a backend computing counts, one sleeping does not."""
+    import asyncio
+    import contextlib
+
+    import asyncpg
+
+    from tests.conftest import TEST_DATABASE_URL
+    from tests.integration.test_observability import sample_value
+
+    settings_env(DATABASE_CPUS="0.5")
+    pids: list[int] = []
+    busy, sleeping = await asyncpg.connect(TEST_DATABASE_URL), await asyncpg.connect(TEST_DATABASE_URL)
+    try:
+        await busy.execute("SET statement_timeout = '20s'")
+        burn = asyncio.create_task(busy.fetchval("SELECT count(*) FROM generate_series(1, 1000000000)"))
+        nap = asyncio.create_task(sleeping.execute("SELECT pg_sleep(20)"))
+        ours = "SELECT pid, state, wait_event FROM pg_stat_activity WHERE pid = ANY($1::int[])"
+        pids += [busy.get_server_pid(), sleeping.get_server_pid()]
+        for _ in range(100):  # both statements started
+            rows = {r["pid"]: r for r in await db.fetch(ours, pids)}
+            if all(rows[pid]["state"] == "active" for pid in pids):
+                break
+            await asyncio.sleep(0.05)
+        assert rows[pids[0]]["wait_event"] is None  # computing: what the proxy counts
+        assert rows[pids[1]]["wait_event"] == "PgSleep"  # waiting: not counted
+        text = (await client.get("/metrics")).text
+        assert (sample_value(text, "db_backends_on_cpu") or 0) >= 1
+        assert sample_value(text, "db_cpus") == 0.5
+    finally:
+        await db.execute("SELECT pg_cancel_backend(pid) FROM unnest($1::int[]) AS pid", pids)
+        for task in (burn, nap):
+            with contextlib.suppress(asyncpg.QueryCanceledError):
+                await task
+        await busy.close()
+        await sleeping.close()

@@ -109,7 +109,9 @@ def scrape_allowed(authorization: str) -> bool:
 
 
 # Database saturation (runbook §6: connections > 80% for 10 minutes). The database's CPU is not visible
-# from SQL: Render shows it on the database's Metrics page (docs/runbook.md §6).
+# from SQL: Render shows it on the database's Metrics page (docs/runbook.md §6). Its proxy here: backends
+# running a statement and waiting on nothing (no wait event: on a CPU or queued for one), every backend
+# type, the scrape's own excepted — against the plan's CPUs (DATABASE_CPUS) in the DbCpuBusy alert.
 _DATABASE = text(
     """
     SELECT count(*) FILTER (WHERE backend_type = 'client backend') AS in_use,
@@ -117,6 +119,7 @@ _DATABASE = text(
            count(*) FILTER (WHERE backend_type = 'client backend' AND state LIKE 'idle in transaction%')
                AS idle_in_transaction,
            count(*) FILTER (WHERE wait_event_type = 'Lock') AS waiting_on_locks,
+           count(*) FILTER (WHERE state = 'active' AND wait_event IS NULL AND pid <> pg_backend_pid()) AS on_cpu,
            coalesce(extract(epoch FROM now() - min(xact_start) FILTER (WHERE backend_type = 'client backend'
                                                                      AND pid <> pg_backend_pid())), 0)
                AS oldest_transaction,
@@ -125,6 +128,11 @@ _DATABASE = text(
     FROM pg_stat_activity
     """
 )
+
+
+def _database_cpus() -> list[Metric]:
+    cpus = get_settings().DATABASE_CPUS
+    return [GaugeMetricFamily("db_cpus", "The database plan's CPUs (DATABASE_CPUS)", value=cpus)] if cpus else []
 
 
 @scrape_time_probe
@@ -146,6 +154,12 @@ async def database_saturation(session: AsyncSession) -> Iterable[Metric]:
             value=row.idle_in_transaction,
         ),
         GaugeMetricFamily("db_lock_waits", "Backends waiting for a lock (runbook §7.6)", value=row.waiting_on_locks),
+        GaugeMetricFamily(
+            "db_backends_on_cpu",
+            "Backends running a statement with no wait event (on a CPU or queued for one), this scrape's excepted",
+            value=row.on_cpu,
+        ),
+        *_database_cpus(),
         GaugeMetricFamily(
             "db_oldest_transaction_seconds",
             "Age of the oldest open transaction of another client",
