@@ -1125,6 +1125,14 @@ class FakeJobberApp:
             self._documents[query] = cached
         return cached
 
+    def _operation_name(self, query: Any) -> str | None:
+        """The name of the query's only named operation (when the body has no operationName)."""
+        document = self._document(query)[0] if isinstance(query, str) and query.strip() else None
+        if document is None:
+            return None
+        names = [d.name.value for d in document.definitions if isinstance(d, OperationDefinitionNode) and d.name]
+        return names[0] if len(names) == 1 else None
+
     def _record(self, call: Call) -> None:
         with self.state.lock:
             self.state.calls.append(call)
@@ -1139,8 +1147,10 @@ class FakeJobberApp:
         query = body.get("query")
         variables = body.get("variables") or {}
         operation = body.get("operationName")
-        call = Call(operation=operation, account_id=None, variables=variables, status=200)
-        failure = self._failure(operation, "graphql")
+        call = Call(
+            operation=operation or self._operation_name(query), account_id=None, variables=variables, status=200
+        )
+        failure = self._failure(call.operation, "graphql")
         if failure is not None:
             if failure.delay:
                 await asyncio.sleep(failure.delay)
@@ -1196,9 +1206,6 @@ class FakeJobberApp:
         if document is None or errors:
             call.errors.extend(e.message for e in errors)
             return answer({"errors": [e.formatted for e in errors]}, 0, 0)
-        if call.operation is None:
-            names = [d.name.value for d in document.definitions if isinstance(d, OperationDefinitionNode) and d.name]
-            call.operation = names[0] if len(names) == 1 else None
         try:
             cost = requested_cost(self.schema, document, operation, variables)
         except (GraphQLError, StopIteration, IndexError, TypeError, ValueError):

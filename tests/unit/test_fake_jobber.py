@@ -149,6 +149,7 @@ def test_version_header_is_required_and_echoed(fake: FakeJobber) -> None:
         fake.api_url, json={"query": ACCOUNT}, headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
     assert missing.status_code == 400
+    assert fake.calls("Account")[0].status == 400  # named from the query when the body has no operationName
     assert gql(fake, tokens["access_token"], ACCOUNT, version="1999-01-01").status_code == 400
     answer = gql(fake, tokens["access_token"], ACCOUNT, version="2025-01-20").json()
     assert answer["extensions"]["versioning"] == {"version": "2025-01-20"}
