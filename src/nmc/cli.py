@@ -423,13 +423,15 @@ def kpis_rebuild(everything: bool) -> None:
 async def replay_stored_webhook(webhook_event_id: UUID) -> str:
     """A stored delivery of any provider through the webhook pipeline's parse → route → apply."""
     from nmc.billing import STRIPE_WEBHOOKS
+    from nmc.calendars import GOOGLE_WEBHOOKS, JOBBER_WEBHOOKS
     from nmc.db import session_scope
     from nmc.identity import CLERK_WEBHOOKS
     from nmc.telephony import TWILIO_WEBHOOKS
     from nmc.webhooks import replay
 
+    handlers = {**TWILIO_WEBHOOKS, **STRIPE_WEBHOOKS, **CLERK_WEBHOOKS, **GOOGLE_WEBHOOKS, **JOBBER_WEBHOOKS}
     async with session_scope() as session:
-        return await replay(session, webhook_event_id, {**TWILIO_WEBHOOKS, **STRIPE_WEBHOOKS, **CLERK_WEBHOOKS})
+        return await replay(session, webhook_event_id, handlers)
 
 
 @cli.command("replay-webhook")

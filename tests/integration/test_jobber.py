@@ -587,7 +587,39 @@ async def test_disconnect_removes_the_mapped_resources_blocks(
     jobber.add_visit(account, start=soon(), end=soon() + timedelta(hours=1), user_ids=[ana], notify=False)
     await run_sync(connection_id)
     assert len(await blocks(db, second)) == 1
+    # The connection is its account: another calendar id is refused; listing it under another resource
+    # moves nothing of the mapped users' blocks.
+    refused = await client.patch(f"/api/calendars/{connection_id}", json={"calendar_id": "x"}, headers=shop.headers)
+    assert refused.status_code == 422 and refused.json()["field"] == "calendar_id"
+    moved = await client.patch(f"/api/calendars/{connection_id}", json={"resource_id": second}, headers=shop.headers)
+    assert moved.status_code == 200 and moved.json()["resource_id"] == second
+    assert len(await blocks(db, second)) == 1
     gone = await client.delete(f"/api/calendars/{connection_id}", headers=shop.headers)
     assert gone.status_code == 204
     assert await blocks(db, second) == {}
     assert await db.fetchval("SELECT count(*) FROM calendar_jobber_users") == 0
+
+
+async def test_signed_but_malformed_deliveries_are_refused_naming_the_field(
+    client: Client, db: asyncpg.Connection, jobber: FakeJobber
+) -> None:
+    from nmc.calendars.webhooks import jobber_signature
+
+    async def post(body: bytes) -> httpx.Response:
+        signature = jobber_signature(body, jobber.client_secret)
+        headers = {"Content-Type": "application/json", "X-Jobber-Hmac-SHA256": signature}
+        return await client.post("/webhooks/jobber", content=body, headers=headers)
+
+    for body, field in (
+        (b"not json", "data"),
+        (b'{"data": {}}', "webHookEvent"),
+        (b'{"data": {"webHookEvent": {"topic": "VISIT_UPDATE"}}}', "accountId"),
+        (json.dumps({"data": {"webHookEvent": {"topic": "X" * 101, "accountId": "A"}}}).encode(), "topic"),
+        (json.dumps({"data": {"webHookEvent": {"topic": "VISIT_UPDATE", "accountId": "A\u0000"}}}).encode(), ""),
+    ):
+        answer = await post(body)
+        assert answer.status_code == 400, (body, answer.text)
+        assert field in answer.text, (field, answer.text)
+    too_big = await post(b'{"data": "' + b"x" * 70_000 + b'"}')
+    assert too_big.status_code == 413
+    assert await db.fetchval("SELECT count(*) FROM webhook_events WHERE provider = 'jobber'") == 0

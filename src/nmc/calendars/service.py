@@ -361,6 +361,9 @@ async def update_connection(
         raise NotFound("calendar connection")
     calendar_id = data.calendar_id if data.calendar_id is not None else row.calendar_id
     resource_id = data.resource_id if data.resource_id is not None else row.resource_id
+    jobber = row.provider == Provider.JOBBER
+    if jobber and calendar_id != row.calendar_id:
+        raise InvalidField("calendar_id", "a Jobber connection is its account: connect the other account instead")
     if resource_id != row.resource_id and resource_id not in await resource_names(session, tenant_id, [resource_id]):
         raise InvalidField("resource_id", "no such resource")
     changed = (calendar_id, resource_id) != (row.calendar_id, row.resource_id)
@@ -369,7 +372,8 @@ async def update_connection(
             connection, tenant_id, resource_id, row.provider
         ):
             raise InvalidField("resource_id", "that resource has a calendar of this provider already")
-        await clear_external_busy(session, tenant_id, row.resource_id, BUSY_SOURCE[Provider(row.provider)])
+        if not jobber:  # a Jobber connection's blocks are its mapped users' (jobber-users), not its resource's
+            await clear_external_busy(session, tenant_id, row.resource_id, BUSY_SOURCE[Provider(row.provider)])
         await store.move(connection, connection_id, tenant_id, calendar_id, resource_id)
     return await get_connection(session, tenant_id, connection_id), changed
 

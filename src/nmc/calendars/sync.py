@@ -385,6 +385,8 @@ async def run_watch(connection_id: UUID) -> str:
         row = await store.get(await raw_connection(session), connection_id)
     if row is None or row.status != ConnectionStatus.ACTIVE:
         return "skipped"
+    if row.provider == Provider.JOBBER:  # Jobber's webhooks are app-wide: no channel to open
+        return "unsupported"
     provider = provider_for(row.provider)
     tokens = Tokens(row)
     channel_id = uuid4().hex
