@@ -122,53 +122,29 @@ park EVENT_ID *ARGS:
 retention-run:
     uv run nmc retention run
 
-# Tail a Render service's logs: just logs web|worker|jobs (render CLI; RENDER_WEB/RENDER_WORKER/RENDER_JOBS = srv-…)
+# Tail a Render service's logs: just logs web|worker|jobs (Render CLI; RENDER_WEB/RENDER_WORKER/RENDER_JOBS = srv-…)
+[positional-arguments]
 logs SERVICE="worker":
-    #!/usr/bin/env bash
-    set -euo pipefail
-    case "{{SERVICE}}" in
-      web) id="${RENDER_WEB:?set RENDER_WEB to the web service id (render services -o json)}" ;;
-      worker) id="${RENDER_WORKER:?set RENDER_WORKER to the worker service id}" ;;
-      jobs) id="${RENDER_JOBS:?set RENDER_JOBS to the jobs service id}" ;;
-      *) echo "just logs web|worker|jobs" >&2; exit 2 ;;
-    esac
-    exec render logs -r "$id" --tail -o text
+    @ops/render.sh logs "$@"
 
 # Set a Render service's instance count: just scale worker 2 (Render API; RENDER_API_KEY)
+[positional-arguments]
 scale SERVICE COUNT:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    case "{{SERVICE}}" in
-      web) id="${RENDER_WEB:?set RENDER_WEB}" ;;
-      worker) id="${RENDER_WORKER:?set RENDER_WORKER}" ;;
-      jobs) id="${RENDER_JOBS:?set RENDER_JOBS}" ;;
-      *) echo "just scale web|worker|jobs COUNT" >&2; exit 2 ;;
-    esac
-    curl -fsS -X POST "https://api.render.com/v1/services/$id/scale" \
-      -H "Authorization: Bearer ${RENDER_API_KEY:?set RENDER_API_KEY}" -H "Content-Type: application/json" \
-      -d '{"numInstances": {{COUNT}}}'
-    echo "{{SERVICE}}: {{COUNT}} instance(s) requested"
+    @ops/render.sh scale "$@"
 
 # A SQL console on the production database (render psql; RENDER_DB = dpg-…), or on DATABASE_URL with --local.
+[positional-arguments]
 psql *ARGS:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    if [ "{{ARGS}}" = "--local" ]; then exec psql "${DATABASE_URL:-postgresql://127.0.0.1:5432/nmc}"; fi
-    exec render psql "${RENDER_DB:?set RENDER_DB to the database id (dpg-…)}" {{ARGS}}
+    @ops/render.sh psql "$@"
 
 # Run the CI-equivalent checks (lint, migration check, tests), then tag vYYYY.MM.DD-N: just release [--dry-run]
 release *ARGS:
     uv run python ops/release.py {{ARGS}}
 
 # Deploy a release tag to production (web first: its pre-deploy runs the migrations; then worker and jobs).
+[positional-arguments]
 deploy TAG:
-    #!/usr/bin/env bash
-    set -euo pipefail
-    commit="$(git rev-list -n 1 "refs/tags/{{TAG}}")"
-    for id in "${RENDER_WEB:?set RENDER_WEB}" "${RENDER_WORKER:?set RENDER_WORKER}" "${RENDER_JOBS:?set RENDER_JOBS}"; do
-      render deploys create "$id" --commit "$commit" --wait --confirm -o text
-    done
-    echo "deployed {{TAG}} ($commit)"
+    @ops/render.sh deploy "$@"
 
 # Restore drill (runbook §8, §9): a database URL or a dump into a scratch database, migrate, smoke test, drop it.
 restore-drill SOURCE *ARGS:

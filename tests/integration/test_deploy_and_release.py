@@ -46,6 +46,12 @@ def test_render_declares_staging_and_production_and_production_deploys_tags_only
     for web in ("nmc-web", "nmc-web-staging"):
         assert services[web]["preDeployCommand"].endswith("nmc db upgrade")
         assert services[web]["healthCheckPath"] == "/healthz"
+    readme = (ROOT / "README.md").read_text()
+    production = sorted(name for name in services if not name.endswith("-staging"))
+    assert production == ["nmc-jobs", "nmc-web", "nmc-worker"]
+    for name in [*production, "nmc-db"]:
+        assert f"`{name}`" in readme, f"README does not name {name}"
+    assert {database["name"] for database in blueprint()["databases"]} == {"nmc-db", "nmc-db-staging"}
 
 
 def test_render_groups_name_only_real_settings_and_keep_secrets_out_of_git() -> None:
