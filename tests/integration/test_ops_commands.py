@@ -172,3 +172,55 @@ async def test_twilio_signatures_from_the_previous_token_pass_during_a_rotation(
         assert await _signed_status(client, "old-token") != 403
         assert await _signed_status(client, current) != 403
         assert await _signed_status(client, "someone-elses-token") == 403
+
+
+# ------------------------------------------------------------------------------ SECRET_KEY rotation (runbook §8.2)
+
+
+async def test_calendars_rotate_tokens_reencrypts_every_token_under_the_new_key_and_names_unreadable_ones(
+    db: asyncpg.Connection, make_tenant: Any, settings_env: Any
+) -> None:
+    """docs/oncall.md "Secret rotation" → `SECRET_KEY`: with SECRET_KEY_PREVIOUS = the old key,
+    `just calendars-rotate-tokens` re-encrypts the stored tokens; afterwards the new key alone reads them."""
+    from nmc.calendars import keys
+
+    old, new = "old-secret-key-for-the-rotation-test", "new-secret-key-for-the-rotation-test"
+    settings_env(SECRET_KEY=old, SECRET_KEY_PREVIOUS="")
+    refresh, access = keys.encrypt("1//refresh-token"), keys.encrypt("ya29.access-token")
+    settings_env(SECRET_KEY="a-key-nobody-has-any-more-000000000")
+    lost = keys.encrypt("1//sealed-under-a-lost-key")
+    tenant = await make_tenant()
+    connections = []
+    for name, sealed_refresh, sealed_access in (("Sam", refresh, access), ("Kim", lost, None)):
+        resource = await db.fetchval(
+            "INSERT INTO sched_resources (id, tenant_id, name, kind, active, weekly_hours, created_at, updated_at) "
+            "VALUES (gen_random_uuid(), $1::uuid, $2, 'technician', true, '{}'::jsonb, now(), now()) RETURNING id",
+            tenant.id,
+            name,
+        )
+        connections.append(
+            await db.fetchval(
+                "INSERT INTO calendar_connections (id, tenant_id, resource_id, provider, calendar_id, "
+                "refresh_token_encrypted, access_token_encrypted) "
+                "VALUES (gen_random_uuid(), $1::uuid, $2, 'google', 'primary', $3, $4) RETURNING id",
+                tenant.id,
+                resource,
+                sealed_refresh,
+                sealed_access,
+            )
+        )
+
+    env = {"SECRET_KEY": new, "SECRET_KEY_PREVIOUS": old}
+    result = await asyncio.to_thread(run_nmc, "calendars", "rotate-tokens", env=env, check=False)
+    assert result.returncode == 1, result.stdout + result.stderr  # one token could not be read: say so
+    assert "tokens re-encrypted: 1; unreadable (reconnect those): 1" in result.stdout
+
+    settings_env(SECRET_KEY=new, SECRET_KEY_PREVIOUS="")  # the old key removed: the new one alone reads them
+    row = await db.fetchrow(
+        "SELECT refresh_token_encrypted, access_token_encrypted FROM calendar_connections WHERE id = $1", connections[0]
+    )
+    assert row["refresh_token_encrypted"] != refresh
+    assert keys.decrypt(row["refresh_token_encrypted"]) == "1//refresh-token"
+    assert keys.decrypt(row["access_token_encrypted"]) == "ya29.access-token"
+    untouched = "SELECT refresh_token_encrypted FROM calendar_connections WHERE id = $1"
+    assert await db.fetchval(untouched, connections[1]) == lost  # left as it was: that connection needs a reconnect
