@@ -9,6 +9,7 @@ import structlog
 from advanced_alchemy.exceptions import DuplicateKeyError, NotFoundError
 from advanced_alchemy.extensions.litestar import SQLAlchemyPlugin
 from litestar import Controller, Litestar, Router
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
@@ -26,7 +27,13 @@ from sqlalchemy.exc import DBAPIError
 from nmc.billing import BillingController, StripeWebhooks
 from nmc.calendars import CALENDAR_CONTROLLERS, CALENDAR_ROUTES, live_calendar_check
 from nmc.conversations import MessagingSettingsController, ThreadController
-from nmc.db import DATABASE_UNAVAILABLE, database_unavailable, discard_broken_connections, get_alchemy_config
+from nmc.db import (
+    DATABASE_UNAVAILABLE,
+    database_unavailable,
+    discard_broken_connections,
+    get_alchemy_config,
+    request_transaction,
+)
 from nmc.identity import ClerkAuthenticationMiddleware, ClerkWebhooks, TenantController
 from nmc.kpis import KpiController
 from nmc.observability.controllers import healthz
@@ -92,6 +99,19 @@ async def log_unexpected_error(exc: Exception, scope: Scope) -> None:
     )
 
 
+def _grouped_failure(group: ExceptionGroup[Exception]) -> ProblemDetailsException:
+    """Litestar closes several generator dependencies in a task group, so a failed commit in
+    `request_transaction` arrives wrapped: answer for the (first) failure inside."""
+    failure: Exception = group
+    while isinstance(failure, ExceptionGroup):
+        failure = failure.exceptions[0]
+    for kind, problem in PROBLEM_DETAILS.items():
+        if kind is not ExceptionGroup and isinstance(failure, kind):
+            return problem(failure)
+    structlog.get_logger(module="http").error("http.unhandled_error", http_status=500, exc_info=failure)
+    return ProblemDetailsException(status_code=500, title="Internal Server Error")
+
+
 # Domain errors and the problem each becomes (4xx; 503 while the database is unreachable).
 PROBLEM_DETAILS: dict[type[Exception], Callable[[Any], ProblemDetailsException]] = {
     DomainError: domain_problem,
@@ -99,6 +119,7 @@ PROBLEM_DETAILS: dict[type[Exception], Callable[[Any], ProblemDetailsException]]
     DuplicateKeyError: _conflict,
     DBAPIError: _database_error,
     **dict.fromkeys(DATABASE_UNAVAILABLE, _database_error),
+    ExceptionGroup: _grouped_failure,
 }
 
 
@@ -130,6 +151,7 @@ def create_app() -> Litestar:
             ),
         ],
         middleware=[correlation_middleware, prometheus.middleware],
+        dependencies={"db_session": Provide(request_transaction)},
         openapi_config=OpenAPIConfig(
             title="NeverMissCall API",
             version="1.0.0",
@@ -141,8 +163,8 @@ def create_app() -> Litestar:
         ),
         after_exception=[log_unexpected_error],
         logging_config=None,  # ours (configure_logging above): Litestar's would replace the root handler
-        debug=False,
         # This process's in-memory figures reach /metrics through Postgres (ADR 0018); the last ones on stop.
         on_startup=[start_flusher],
         on_shutdown=[stop_flusher],
+        debug=False,
     )

@@ -48,7 +48,10 @@ def alchemy_config(settings: Settings | None = None) -> SQLAlchemyAsyncConfig:
         connection_string=settings.sqlalchemy_url,
         engine_config=engine,
         session_config=AsyncSessionConfig(expire_on_commit=False),
-        before_send_handler="autocommit",
+        # The request's session is `db_session` (`request_transaction`, which commits it); the plugin's
+        # own dependency goes by another name, and its before-send handler only closes the session.
+        session_dependency_key=SESSION_IN_SCOPE,
+        before_send_handler=None,
         metadata=metadata,
         alembic_config=AlembicAsyncConfig(
             script_location=str(MIGRATIONS_DIR),
@@ -58,6 +61,23 @@ def alchemy_config(settings: Settings | None = None) -> SQLAlchemyAsyncConfig:
             render_as_batch=False,
         ),
     )
+
+
+SESSION_IN_SCOPE = "db_session_in_scope"
+
+
+async def request_transaction(db_session_in_scope: AsyncSession) -> AsyncIterator[AsyncSession]:
+    """The `db_session` of every route: committed once the handler returned, before the answer is sent,
+    so a failed commit becomes an error answer (problem details, 503 while the database is unreachable)
+    and never a 2xx for work that was not stored. advanced-alchemy's autocommit handler commits in
+    `before_send` and only logs a failure (at debug) while the 2xx goes out. A handler that raised
+    rolls back."""
+    try:
+        yield db_session_in_scope
+    except BaseException:
+        await db_session_in_scope.rollback()
+        raise
+    await db_session_in_scope.commit()
 
 
 _config: SQLAlchemyAsyncConfig | None = None
