@@ -89,6 +89,12 @@ def restore_drill(source: str, server: str | None, keep: bool) -> None:
         click.echo(line)
 
 
+CIRCUIT_CAUSES = {
+    "account": "Twilio refused our credentials or account",
+    "unavailable": "Twilio is down (5xx/timeouts); texts go out by themselves once a probe succeeds",
+}
+
+
 def _ago(moment: object) -> str:
     from datetime import UTC, datetime
 
@@ -110,8 +116,9 @@ def status_lines(status: SmsSendingStatus) -> list[str]:
         "(the worker's own value is in its Render env group; it pauses from the worker's start)"
     )
     if state.circuit_opened_at is not None:
+        cause = CIRCUIT_CAUSES[state.circuit_cause or "account"]
         lines.append(
-            f"sending circuit: OPEN since {_ago(state.circuit_opened_at)} — Twilio refused our credentials or account "
+            f"sending circuit: OPEN since {_ago(state.circuit_opened_at)} — {cause} "
             f"({state.circuit_http_status}, code {state.circuit_code}: {state.circuit_reason}); "
             f"next probe at {_ago(state.circuit_probe_at)}"
         )

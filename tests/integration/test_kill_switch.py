@@ -117,3 +117,16 @@ async def test_status_shows_a_pause_caused_by_a_twilio_credential_failure(db: as
 async def test_pause_needs_a_reason(db: asyncpg.Connection) -> None:
     refused = await nmc("pause-sms", check=False)
     assert refused.returncode != 0 and "say why" in refused.stderr
+
+
+async def test_status_tells_a_twilio_outage_from_a_credential_failure(db: asyncpg.Connection) -> None:
+    await db.execute(
+        "INSERT INTO sms_sending_state (id, circuit_opened_at, circuit_http_status, circuit_reason, circuit_probe_at,"
+        " circuit_cause) VALUES (1, now(), 503, 'Twilio unavailable: Twilio 503', now() + interval '5 seconds',"
+        " 'unavailable') ON CONFLICT (id) DO UPDATE SET circuit_opened_at = EXCLUDED.circuit_opened_at,"
+        " circuit_http_status = 503, circuit_code = NULL, circuit_reason = EXCLUDED.circuit_reason,"
+        " circuit_probe_at = EXCLUDED.circuit_probe_at, circuit_cause = 'unavailable'"
+    )
+    status = (await nmc("pause-sms", "--status")).stdout
+    assert "sending circuit: OPEN since" in status and "Twilio is down (5xx/timeouts)" in status
+    assert "refused our credentials" not in status

@@ -34,7 +34,7 @@ _RESUME = """
 """
 _STATE = """
     SELECT paused_at, paused_by, pause_reason, suppressed_after_pause,
-           circuit_opened_at, circuit_http_status, circuit_code, circuit_reason, circuit_probe_at
+           circuit_opened_at, circuit_http_status, circuit_code, circuit_reason, circuit_probe_at, circuit_cause
     FROM sms_sending_state WHERE id = 1
 """
 
@@ -50,6 +50,7 @@ class SendingState:
     circuit_code: int | None = None
     circuit_reason: str | None = None
     circuit_probe_at: datetime | None = None
+    circuit_cause: str | None = None  # account | unavailable (`CircuitCause`)
 
 
 async def pause_sending(connection: asyncpg.Connection, by: str, reason: str) -> datetime:
