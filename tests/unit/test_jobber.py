@@ -90,11 +90,37 @@ def test_an_all_day_visit_blocks_the_whole_local_day_in_the_tenants_zone() -> No
         assert same is not None and (same.start, same.end) == (change.start, change.end), (start, end)
 
 
-def test_an_all_day_visit_across_a_dst_change_keeps_local_midnights() -> None:
-    change = visit_change(visit(allDay=True, startAt="2026-11-01", endAt="2026-11-01"), NY)
+@pytest.mark.parametrize("answer_zone", ["America/Chicago", "UTC", "America/Los_Angeles"])
+def test_an_all_day_visit_in_another_offset_still_blocks_its_one_day(answer_zone: str) -> None:
+    """The account's day (Chicago), read in whatever offset the answer uses, blocks that day in New York."""
+    chicago = ZoneInfo("America/Chicago")
+    begin = datetime(2026, 12, 10, tzinfo=chicago)
+    finish = datetime(2026, 12, 10, 23, 59, 59, tzinfo=chicago)
+    shown = ZoneInfo(answer_zone)
+    change = visit_change(
+        visit(allDay=True, startAt=begin.astimezone(shown).isoformat(), endAt=finish.astimezone(shown).isoformat()),
+        NY,
+    )
     assert change is not None
-    assert change.start == datetime(2026, 11, 1, 4, tzinfo=UTC)  # EDT midnight
-    assert change.end == datetime(2026, 11, 2, 5, tzinfo=UTC)  # EST midnight: a 25-hour day
+    assert (change.start, change.end) == (datetime(2026, 12, 10, 5, tzinfo=UTC), datetime(2026, 12, 11, 5, tzinfo=UTC))
+
+
+def test_a_multi_day_all_day_visit_blocks_each_of_its_days() -> None:
+    change = visit_change(visit(allDay=True, startAt="2026-12-10", endAt="2026-12-12"), NY)
+    assert change is not None and (change.start, change.end) == (
+        datetime(2026, 12, 10, 5, tzinfo=UTC),
+        datetime(2026, 12, 13, 5, tzinfo=UTC),
+    )
+    timed = visit_change(visit(allDay=True, startAt="2026-12-10T00:00:00-05:00", endAt="2026-12-11T23:59:59-05:00"), NY)
+    assert timed is not None and timed.end == datetime(2026, 12, 12, 5, tzinfo=UTC)
+
+
+def test_an_all_day_visit_across_a_dst_change_keeps_local_midnights() -> None:
+    for start, end in (("2026-11-01", "2026-11-01"), ("2026-11-01T00:00:00-04:00", "2026-11-01T23:59:59-05:00")):
+        change = visit_change(visit(allDay=True, startAt=start, endAt=end), NY)
+        assert change is not None
+        assert change.start == datetime(2026, 11, 1, 4, tzinfo=UTC)  # EDT midnight
+        assert change.end == datetime(2026, 11, 2, 5, tzinfo=UTC)  # EST midnight: a 25-hour day
 
 
 def test_a_visit_without_users_blocks_nobody_and_one_without_id_is_skipped() -> None:

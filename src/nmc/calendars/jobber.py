@@ -109,18 +109,26 @@ def _moment(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _local_day(value: Any, zone: ZoneInfo) -> date | None:
-    if not value:
-        return None
-    text = str(value)
-    if len(text) == 10:
-        return date.fromisoformat(text)
-    moment = _moment(text)
-    return moment.astimezone(zone).date() if moment else None
-
-
 def _midnight(day: date, zone: ZoneInfo) -> datetime:
     return datetime.combine(day, time(0), tzinfo=zone).astimezone(UTC)
+
+
+def all_day_days(start_at: Any, end_at: Any, zone: ZoneInfo) -> tuple[date, date] | None:
+    """An all-day visit's local days [first, after last) in the tenant's zone. Bare dates are the days
+    themselves (the end included). Instants are the account's local day(s), 00:00 to 23:59:59 or to the
+    next midnight, in whatever offset the answer uses (the Visit query has no `timezone`): the first day is
+    the one at the first day's middle, and the length is the span rounded to whole days, so an account
+    zone a few hours off the tenant's, or a 23- or 25-hour day, still blocks the same days."""
+    if start_at and len(str(start_at)) == 10:
+        first = date.fromisoformat(str(start_at))
+        last = date.fromisoformat(str(end_at)) if end_at and len(str(end_at)) == 10 else first
+        return first, max(first, last) + timedelta(days=1)
+    start, end = _moment(start_at), _moment(end_at)
+    if start is None:
+        return None
+    length = max(1, round(((end or start) - start).total_seconds() / 86400))
+    first = (start + timedelta(hours=12)).astimezone(zone).date()
+    return first, first + timedelta(days=length)
 
 
 def visit_change(node: Mapping[str, Any], zone: ZoneInfo) -> Change | None:
@@ -136,15 +144,10 @@ def visit_change(node: Mapping[str, Any], zone: ZoneInfo) -> Change | None:
     if status in FREE_STATUSES or node.get("completedAt") or not node.get("startAt"):
         return Change(visit_id, busy=False, owners=owners)
     if node.get("allDay"):
-        first = _local_day(node.get("startAt"), zone)
-        last = _local_day(node.get("endAt"), zone) or first
-        if first is None or last is None:
+        days = all_day_days(node.get("startAt"), node.get("endAt"), zone)
+        if days is None:
             return Change(visit_id, busy=False, owners=owners)
-        end = _midnight(last, zone)
-        ends_at_midnight = _moment(node.get("endAt")) is not None and end == _moment(node.get("endAt"))
-        if not (ends_at_midnight and last > first):
-            end = _midnight(last + timedelta(days=1), zone)
-        start = _midnight(first, zone)
+        start, end = _midnight(days[0], zone), _midnight(days[1], zone)
     else:
         start_or_none, end_or_none = _moment(node.get("startAt")), _moment(node.get("endAt"))
         if start_or_none is None or end_or_none is None:

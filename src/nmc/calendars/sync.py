@@ -264,9 +264,12 @@ async def _replace_by_owner(session: AsyncSession, row: ConnectionRow, changes: 
 
 async def _apply_item(session: AsyncSession, row: ConnectionRow, change: Change) -> tuple[int, int]:
     """One visit as the provider has it now: its blocks leave every mapped resource, then come back on its
-    users' resources if it is busy time."""
+    users' resources if it is busy time within the synced window."""
     owners = await _owner_resources(session, row)
     source = BUSY_SOURCE[Provider(row.provider)]
+    synced = window(get_settings())
+    if change.start is not None and not synced.start <= change.start <= synced.end:
+        change = Change(change.external_id, busy=False)  # as the window's re-pull would leave it: not held
     deleted = 0
     for resource_id in set(owners.values()):
         deleted += await delete_external_busy(session, row.tenant_id, resource_id, source, [change.external_id])
