@@ -12,8 +12,9 @@ import pytest
 
 from nmc.db import hot_transaction, session_scope
 from nmc.events.catalog import DomainEvent, FirstSmsSent, MessageStatusChanged, TenantCreated
-from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, settle_on, sweep
-from nmc.events.outbox import publish
+from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, sweep
+from nmc.events.outbox import publish, publish_on
+from nmc.events.settling import settle_on
 from nmc.events.subscribers import handlers_for, subscriber
 from nmc.observability.correlation import current_correlation_id
 
@@ -215,6 +216,34 @@ async def test_a_settling_transaction_rolled_back_leaves_the_event_to_retry(
     assert row is not None
     assert row["dispatched_at"] is None
     assert row["last_error"] == "Boom: commit lost"
+
+
+async def test_publishing_with_settle_settles_the_dispatched_event_in_the_same_statement(
+    db: asyncpg.Connection, handlers: None
+) -> None:
+    published_here: list[FirstSmsSent] = []
+
+    @subscriber(MessageStatusChanged)
+    async def publishes_last(event: MessageStatusChanged) -> None:
+        sent = FirstSmsSent(tenant_id=uuid4(), call_id=uuid4(), message_id=uuid4(), latency_ms=1.0, correlation_id="c")
+        async with hot_transaction() as connection:
+            await publish_on(connection, sent, settle=True)
+            assert await db.fetchval("SELECT dispatched_at FROM outbox_events WHERE id = $1", event.event_id) is None
+        published_here.append(sent)
+
+    event = await published(status_changed())
+    await dispatch(event.event_id)
+    settled = await outbox_row(db, event.event_id)
+    assert settled is not None and settled["dispatched_at"] is not None
+    new_row = await outbox_row(db, published_here[0].event_id)
+    assert new_row is not None and new_row["dispatched_at"] is None  # the new event is only published
+
+    # Outside a dispatch, settle=True only publishes.
+    alone = FirstSmsSent(tenant_id=uuid4(), call_id=uuid4(), message_id=uuid4(), latency_ms=1.0, correlation_id="c")
+    async with hot_transaction() as connection:
+        await publish_on(connection, alone, settle=True)
+    alone_row = await outbox_row(db, alone.event_id)
+    assert alone_row is not None and alone_row["dispatched_at"] is None
 
 
 async def test_only_the_last_handler_settles(db: asyncpg.Connection, handlers: None) -> None:

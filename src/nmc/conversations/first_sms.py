@@ -10,8 +10,9 @@ This is the worker's first-SMS path, measured against a 15 ms P95 budget: it run
 hot asyncpg pool (`nmc.db.hot_transaction`), two short transactions around the Twilio request. What
 else the first SMS feeds rides statements it already runs: the KPI projection's missed-call fact is
 written by the context query, its texted-back fact by the acceptance update, and the follow-up is
-scheduled by the thread update after acceptance (no extra round trip, no extra dispatch). The
-acceptance's transaction also settles the `call.missed` outbox row (`settle_on`): one commit fewer.
+scheduled by the thread update, a CTE of the acceptance update (no extra round trip, no extra
+dispatch). The acceptance's transaction also settles the `call.missed` outbox row, in the statement
+publishing `sms.first_sent` (`publish_on(..., settle=True)`): no commit or round trip of its own.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from nmc.conversations.templates import (
 )
 from nmc.conversations.threads import current_thread
 from nmc.db import hot_transaction
-from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on, settle_on
+from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on
 from nmc.kpis import Metric, fact_cte
 from nmc.messaging import (
     CIRCUIT_SQL,
@@ -121,28 +122,13 @@ _UPSERT_MESSAGE = """
         held_on_purpose = conv_messages.held_on_purpose OR EXCLUDED.held_on_purpose
     RETURNING id, send_started_at
 """
-# With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it),
-# and a status callback that came before the SID (`conv_early_statuses`: applied, its error code returned), and the
-# `first_sms_latency_seconds` roll-up (`conv_first_sms_latency`, issue #13): no extra round trip.
-_TEXTED_BACK_FACT = fact_cte(
-    "texted_back_fact", Metric.TEXTED_BACK, event_id="$5", tenant_id="$6", occurred_at="$7", value="$4"
-)
-_ACCEPTED = f"""
-    WITH {_TEXTED_BACK_FACT},
-         {usage_cte("usage", message_id="$1", tenant_id="$6", segments="$8")},
-         {latency_rollup_cte("latency_rollup", message_id="$1", latency_ms="$4")},
-         {EARLY_STATUS_CTE}
-    UPDATE conv_messages SET status = {status_after_early("$2")}, error_code = {ERROR_CODE_AFTER_EARLY},
-                             twilio_sid = $3, sent_at = now(), latency_ms = $4
-    WHERE id = $1
-    RETURNING {EARLY_ERROR_CODE}
-"""
 # The thread shows the text; with follow-ups on (`follow_up_delay_minutes`), the thread's one
-# follow-up is scheduled here (the worker's follow-up sweep re-checks it when due).
-_TOUCH_THREAD = f"""
+# follow-up is scheduled here (the worker's follow-up sweep re-checks it when due). A CTE of `_ACCEPTED`:
+# it reads the message's thread as it was before that statement's update (which leaves thread_id alone).
+_TOUCH_THREAD = f"""touched_thread AS (
     UPDATE conv_threads t SET
         last_activity_at = now(),
-        last_message_preview = left($2, {PREVIEW_LENGTH}),
+        last_message_preview = left($9, {PREVIEW_LENGTH}),
         follow_up_due_at = CASE
             WHEN t.status = 'open' AND t.follow_up_due_at IS NULL
                  AND NOT EXISTS (SELECT 1 FROM conv_messages f WHERE f.thread_id = t.id AND f.kind = 'follow_up')
@@ -151,6 +137,23 @@ _TOUCH_THREAD = f"""
             ELSE t.follow_up_due_at
         END
     WHERE t.id = (SELECT thread_id FROM conv_messages WHERE id = $1)
+)"""
+# With the KPI projection's texted-back fact (keyed by the `sms.first_sent` event published beside it),
+# and a status callback that came before the SID (`conv_early_statuses`: applied, its error code returned), the
+# `first_sms_latency_seconds` roll-up (`conv_first_sms_latency`, issue #13) and the thread: one round trip.
+_TEXTED_BACK_FACT = fact_cte(
+    "texted_back_fact", Metric.TEXTED_BACK, event_id="$5", tenant_id="$6", occurred_at="$7", value="$4"
+)
+_ACCEPTED = f"""
+    WITH {_TEXTED_BACK_FACT},
+         {usage_cte("usage", message_id="$1", tenant_id="$6", segments="$8")},
+         {latency_rollup_cte("latency_rollup", message_id="$1", latency_ms="$4")},
+         {_TOUCH_THREAD},
+         {EARLY_STATUS_CTE}
+    UPDATE conv_messages SET status = {status_after_early("$2")}, error_code = {ERROR_CODE_AFTER_EARLY},
+                             twilio_sid = $3, sent_at = now(), latency_ms = $4
+    WHERE id = $1
+    RETURNING {EARLY_ERROR_CODE}
 """
 
 
@@ -315,9 +318,9 @@ async def _record_accepted(
         sent.tenant_id,
         sent.occurred_at,
         count_segments(outgoing.body),
+        outgoing.body,
     )
     await after_early_status(connection, early_error_code, outgoing.to)
-    await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
-    await publish_on(connection, sent)
-    await settle_on(connection)  # `call.missed` is done when this commits: no separate commit for it
+    # `call.missed` is done when this commits: its outbox row is settled with this one's insert.
+    await publish_on(connection, sent, settle=True)
     log.info("first_sms.sent", latency_ms=round(latency_ms, 1), sid=accepted.sid)

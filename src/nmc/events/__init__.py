@@ -35,7 +35,6 @@ from nmc.events.dispatcher import (
     dispatch,
     release_deferred,
     set_dispatcher_id,
-    settle_on,
     sweep,
 )
 from nmc.events.history import Unreadable, held_events, oldest_occurrence
@@ -44,6 +43,7 @@ from nmc.events.outbox import publish, publish_on
 from nmc.events.parking import Parked, ParkRefused, park
 from nmc.events.replay import ReplayFilter, ReplayReport
 from nmc.events.replay import replay as replay_parked
+from nmc.events.settling import settle_on
 from nmc.events.subscribers import registry_complete, subscriber
 
 __all__ = [

@@ -2,9 +2,9 @@
 
 One PgQueuer job per row wakes a dispatcher; the row itself is the source of truth:
 - claim: `attempts + 1` and a lease on `available_at`, so a sweeper never re-sends a row in flight;
-- success: `dispatched_at` — in the last handler's own final transaction when it calls `settle_on`
-  (the first SMS does, in the transaction recording Twilio's acceptance: one commit fewer per text),
-  otherwise by the dispatcher once every handler returned;
+- success: `dispatched_at` — in the last handler's own final transaction when it settles the event
+  (`nmc.events.settling`; the first SMS does, in the transaction recording Twilio's acceptance: one
+  commit fewer per text), otherwise by the dispatcher once every handler returned;
 - failure: `last_error` and `available_at` pushed out with exponential backoff and jitter,
   then a retry job; past `OUTBOX_MAX_ATTEMPTS` (or on a `PermanentFailure`) the row moves intact
   to `outbox_events_errors`.
@@ -13,13 +13,10 @@ One PgQueuer job per row wakes a dispatcher; the row itself is the source of tru
 from __future__ import annotations
 
 import random
-from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-import asyncpg
 import msgspec
 import structlog
 from sqlalchemy import func, text, update
@@ -29,6 +26,7 @@ from nmc.db import hot_pool, raw_connection, session_scope
 from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
 from nmc.events.outbox import enqueue_dispatch
+from nmc.events.settling import MARK_DISPATCHED, Settling, run_handler
 from nmc.events.subscribers import handlers_for, subscribed_event_names
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.logging import bind_event_context, mask_text
@@ -73,10 +71,10 @@ async def dispatch(event_id: UUID) -> None:
         await _park(event_id, f"catalog: {exc}")
         return
     handlers = handlers_for(row["event_name"])
-    settling = _Settling(event_id)
+    settling = Settling(event_id)
     try:
         for index, handler in enumerate(handlers):
-            await _run_handler(handler, event, settling if index == len(handlers) - 1 else None)
+            await run_handler(handler, event, settling if index == len(handlers) - 1 else None)
     except Deferred as verdict:
         await _defer(event_id, verdict)
     except PermanentFailure as exc:
@@ -87,37 +85,6 @@ async def dispatch(event_id: UUID) -> None:
     else:
         if not settling.settled:
             await _mark_dispatched(event_id)
-
-
-@dataclass
-class _Settling:
-    """The event the running (last) handler may settle in its own transaction (`settle_on`)."""
-
-    event_id: UUID
-    settled: bool = False
-
-
-_settling: ContextVar[_Settling | None] = ContextVar("outbox_settling", default=None)
-
-
-async def _run_handler(handler: Any, event: Any, settling: _Settling | None) -> None:
-    token = _settling.set(settling)
-    try:
-        await handler(event)
-    finally:
-        _settling.reset(token)
-
-
-async def settle_on(connection: asyncpg.Connection) -> None:
-    """Mark the event being dispatched as dispatched in the caller's transaction.
-
-    For a handler's final transaction, after which it does nothing that can fail: its commit then
-    completes the dispatch (no separate commit for `dispatched_at`), and a rollback leaves the row
-    for a retry. Does nothing outside a dispatch, or in a handler that other handlers follow."""
-    settling = _settling.get()
-    if settling is not None:
-        await connection.execute(_MARK_DISPATCHED, settling.event_id)
-        settling.settled = True
 
 
 # This process's identity in `worker_heartbeats` (set by the worker at start; a process that never
@@ -142,7 +109,6 @@ _CLAIM = f"""
           WHERE h.worker_id = e.claimed_by AND h.beat_at > now() - interval '{HEARTBEAT_STALE_SECONDS} seconds')))
     RETURNING event_name, event_version, payload, attempts, correlation_id, tenant_id
 """
-_MARK_DISPATCHED = "UPDATE outbox_events SET dispatched_at = now() WHERE id = $1"
 
 
 async def _claim(event_id: UUID) -> dict[str, Any] | None:
@@ -152,7 +118,7 @@ async def _claim(event_id: UUID) -> dict[str, Any] | None:
 
 
 async def _mark_dispatched(event_id: UUID) -> None:
-    await (await hot_pool()).execute(_MARK_DISPATCHED, event_id)
+    await (await hot_pool()).execute(MARK_DISPATCHED, event_id)
 
 
 async def _fail(event_id: UUID, attempts: int, error: str) -> None:

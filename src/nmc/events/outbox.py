@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.db import raw_connection
 from nmc.events.catalog import DomainEvent, validated
+from nmc.events.settling import MARK_DISPATCHED, settling_now
 from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue
 
 
@@ -35,6 +36,11 @@ _INSERT_OUTBOX = """
     INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
+# The same, settling the event being dispatched (`$8`) in the same round trip (see `publish_on`).
+_INSERT_OUTBOX_AND_SETTLE = f"""
+    WITH settled AS ({MARK_DISPATCHED.replace("$1", "$8")})
+    {_INSERT_OUTBOX}
+"""
 
 
 async def publish(session: AsyncSession, event: DomainEvent) -> None:
@@ -46,16 +52,18 @@ async def publish(session: AsyncSession, event: DomainEvent) -> None:
     await publish_on(await raw_connection(session), event)
 
 
-async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None:
+async def publish_on(connection: asyncpg.Connection, event: DomainEvent, *, settle: bool = False) -> None:
     """`publish` on a plain asyncpg connection already in a transaction (the worker's hot path).
+
+    `settle`: the caller's transaction is the dispatched event's last handler's final one; the
+    event is settled in the same statement as the insert (`nmc.events.settling`).
 
     Every row is written undispatched: whether anyone subscribes is the dispatching worker's to know
     (in a rolling deploy an old web must not settle an event a new worker now handles). An event
     whose catalog entry does not `wake_worker` gets no job: the worker's sweep settles it in bulk.
     """
     payload = validated(event)
-    await connection.execute(
-        _INSERT_OUTBOX,
+    row = (
         event.event_id,
         event.name,
         event.version,
@@ -64,5 +72,11 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None
         event.correlation_id,
         event.causation_id,
     )
+    settling = settling_now() if settle else None
+    if settling is None:
+        await connection.execute(_INSERT_OUTBOX, *row)
+    else:
+        await connection.execute(_INSERT_OUTBOX_AND_SETTLE, *row, settling.event_id)
+        settling.settled = True
     if event.wake_worker:
         await enqueue_dispatch(connection, event.event_id)
