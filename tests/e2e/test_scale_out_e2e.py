@@ -107,6 +107,7 @@ def fleet(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pyt
         wait_for_count(running.workers[1], "worker.started", 1)
         for url in urls:
             wait_healthy(url)
+        wait_for_count(running.webs[0], "Application startup complete", 2)  # /healthz answers from the first
         yield running
     finally:
         for process in running.processes():
@@ -125,12 +126,28 @@ def fresh_connections() -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_keepalive_connections=0))
 
 
+def web_processes(web: Process) -> list[int]:
+    """The server processes uvicorn started (with WEB_CONCURRENCY > 1, under its parent)."""
+    return [int(pid) for pid in re.findall(r"Started server process \[(\d+)\]", web.output())]
+
+
+def bytes_written(pid: int) -> int:
+    """What the process wrote so far (responses, its log lines): grows only when it serves requests."""
+    with open(f"/proc/{pid}/io") as io:
+        return next(int(line.split()[1]) for line in io if line.startswith("wchar:"))
+
+
 async def test_every_scrape_reports_what_every_process_served(fleet: Fleet, db: asyncpg.Connection) -> None:
     labels = {"method": "GET", "path": "/api/tenant", "status_code": "401", "app_name": "nmc"}
     requests = 60
+    web_a = web_processes(fleet.webs[0])
+    assert len(web_a) == 2, web_a
+    written_before = [bytes_written(pid) for pid in web_a]
     async with fresh_connections() as client:
         answers = await asyncio.gather(*(client.get(f"{fleet.urls[i % 2]}/api/tenant") for i in range(requests)))
         assert {answer.status_code for answer in answers} == {401}
+        served = [bytes_written(pid) - before for pid, before in zip(web_a, written_before, strict=True)]
+        assert all(served), f"one of web A's processes served none of the requests: {served}"
 
         async def total() -> float | None:
             text = await scrape(client, fleet.urls[0])
