@@ -12,15 +12,15 @@ install:
 dev: install
     uv run nmc dev
 
-# The web process: webhooks, REST under /api, /healthz, /metrics.
+# The web process: webhooks, REST under /api, /healthz, /metrics (WEB_CONCURRENCY processes on one port).
 web:
     uv run nmc web
 
-# The worker process: outbox dispatcher, sweeper, schedules (PgQueuer).
+# The worker process: outbox dispatcher, sweeper, schedules (PgQueuer; WORKER_PROCESSES of them, supervised).
 worker:
     uv run nmc worker
 
-# The jobs process: Dramatiq actors (retention, later calendar sync).
+# The jobs process: Dramatiq actors (retention, calendar sync, billing); broker by DRAMATIQ_BROKER_URL.
 jobs:
     uv run nmc jobs
 
