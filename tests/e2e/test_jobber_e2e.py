@@ -161,3 +161,45 @@ async def test_the_poll_brings_recurring_visits_and_a_disconnect_needs_reauth(
     await asyncio.sleep(POLL_SECONDS * 2)  # not polled any more, not re-alerted
     assert jobber.call_count("Visits", account=account) == visits_before
     assert len(texts_to(fake_twilio, shop.forward_to)) == 1
+
+
+async def test_a_throttled_account_keeps_being_synced_without_errors(
+    stack: Stack, db: asyncpg.Connection, fake_twilio: Any, jobber: FakeJobber, clerk: FakeClerk
+) -> None:
+    errors_before = await db.fetchval(
+        "SELECT coalesce(sum(count), 0) FROM calendar_counters WHERE name = 'sync_errors' AND provider = 'jobber'"
+    )
+    slow_shop, quick_shop = await bookable_shop(stack, clerk), await bookable_shop(stack, clerk)
+    slow_id, slow, slow_user, slow_resource = await connect(slow_shop, db, jobber)
+    _, quick, quick_user, quick_resource = await connect(quick_shop, db, jobber)
+    # A small, slow bucket: every page of the slow account's window waits for it (within the cap).
+    jobber.set_bucket(slow, maximum=1000, restore_rate=100)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(days=2)
+    jobber.seed_visits(slow, 160, [slow_user], start, 30)
+    synced_before = await db.fetchval("SELECT last_synced_at FROM calendar_connections WHERE id = $1", slow_id)
+
+    async def quick_visit_blocks() -> Any:
+        return await db.fetchval(
+            "SELECT count(*) FROM sched_busy_blocks WHERE resource_id = $1 AND source = 'jobber'", UUID(quick_resource)
+        )
+
+    visit_start = datetime.now(UTC) + timedelta(hours=3)
+    jobber.add_visit(quick, start=visit_start, end=visit_start + timedelta(hours=1), user_ids=[quick_user])
+    await wait_for(quick_visit_blocks, timeout=15)  # the other account is not held up
+
+    async def all_slow_visits() -> bool:
+        count = await db.fetchval(
+            "SELECT count(*) FROM sched_busy_blocks WHERE resource_id = $1 AND source = 'jobber'", UUID(slow_resource)
+        )
+        return bool(count == 160)
+
+    await wait_for(all_slow_visits, timeout=90)
+    assert jobber.bucket(slow)["maximumAvailable"] == 1000  # it was synced through the small bucket
+    row = await db.fetchrow(
+        "SELECT status, last_synced_at, consecutive_failures FROM calendar_connections WHERE id = $1", slow_id
+    )
+    assert row["status"] == "active" and row["consecutive_failures"] == 0 and row["last_synced_at"] > synced_before
+    errors_after = await db.fetchval(
+        "SELECT coalesce(sum(count), 0) FROM calendar_counters WHERE name = 'sync_errors' AND provider = 'jobber'"
+    )
+    assert errors_after == errors_before
