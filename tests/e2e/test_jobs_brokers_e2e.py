@@ -1,10 +1,11 @@
-"""The jobs process on RabbitMQ (`DRAMATIQ_BROKER_URL=amqp://…`, issue #16, ADR 0018): the real web, worker
-and jobs processes, unchanged, with every sender on the same broker. A calendar connect (the web queues
-the first sync; the jobs process runs it against the fake Google) and retention (queued by the worker's
-own schedule handler) go through RabbitMQ, and nothing through Postgres' `dramatiq.queue`.
+"""The jobs process on RabbitMQ (`DRAMATIQ_BROKER_URL=amqp://…`) and on Redis (`redis://…`), issue #16,
+ADR 0018: the real web, worker and jobs processes, unchanged, with every sender on the same broker. A
+calendar connect (the web queues the first sync; the jobs process runs it against the fake Google) and
+retention (queued by the worker's own schedule handler) go through that broker, and nothing through
+Postgres' `dramatiq.queue`.
 
-Each run gets a RabbitMQ virtual host of its own (`rabbitmqctl add_vhost`), so no other run's messages
-are seen and none are left behind.
+Each RabbitMQ run gets a virtual host of its own (`rabbitmqctl add_vhost`), each Redis run an emptied
+database of its own (db 13), so no other run's messages are seen and none are left behind.
 """
 
 from __future__ import annotations
@@ -31,18 +32,27 @@ from tests.processes import Process, Stack, free_port
 
 pytestmark = pytest.mark.e2e
 RABBITMQ = ("127.0.0.1", 5672)
+REDIS = ("127.0.0.1", 6379)
+REDIS_DB = 13
 
 
 def rabbitmqctl(*args: str) -> str:
     return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, check=True, timeout=60).stdout
 
 
-@pytest.fixture(scope="module")
-def broker_url() -> Iterator[str]:
+def reachable_or_skip(name: str, address: tuple[str, int]) -> None:
     try:
-        socket.create_connection(RABBITMQ, timeout=2).close()
+        socket.create_connection(address, timeout=2).close()
     except OSError as exc:
-        pytest.skip(f"RabbitMQ is not reachable on {RABBITMQ[0]}:{RABBITMQ[1]} ({exc}): start it to run this test")
+        pytest.skip(f"{name} is not reachable on {address[0]}:{address[1]} ({exc}): start it to run this test")
+
+
+@pytest.fixture(scope="module", params=["rabbitmq", "redis"])
+def broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    if request.param == "redis":
+        yield from redis_database()
+        return
+    reachable_or_skip("RabbitMQ", RABBITMQ)
     if shutil.which("rabbitmqctl") is None:
         yield "amqp://guest:guest@127.0.0.1:5672/%2F"  # the default virtual host
         return
@@ -53,6 +63,20 @@ def broker_url() -> Iterator[str]:
         yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     finally:
         rabbitmqctl("delete_vhost", vhost)
+
+
+def redis_database() -> Iterator[str]:
+    import redis
+
+    reachable_or_skip("Redis", REDIS)
+    url = f"redis://{REDIS[0]}:{REDIS[1]}/{REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +105,7 @@ def stack(
         "LOG_LEVEL": "INFO",
         "DRAMATIQ_BROKER_URL": broker_url,
     }
-    log_dir = tmp_path_factory.mktemp("e2e-rabbitmq-logs")
+    log_dir = tmp_path_factory.mktemp("e2e-broker-logs")
     running = Stack(env, log_dir)
     jobs = Process("jobs", env, log_dir)
     running.jobs = jobs  # type: ignore[attr-defined]
@@ -94,25 +118,30 @@ def stack(
             reap(process)
 
 
-async def on_rabbitmq_only(db: asyncpg.Connection, broker_url: str, queue: str) -> None:
-    """Nothing went through Postgres' broker; RabbitMQ's virtual host has the queue."""
+async def on_that_broker_only(db: asyncpg.Connection, broker_url: str, queue: str) -> None:
+    """Nothing went through Postgres' broker; RabbitMQ's virtual host has the queue, Redis our consumers."""
     assert await db.fetchval("SELECT count(*) FROM dramatiq.queue") == 0
-    if shutil.which("rabbitmqctl"):
+    if broker_url.startswith("redis"):
+        import redis
+
+        with redis.Redis.from_url(broker_url) as client:
+            assert client.keys("dramatiq:*"), "the jobs process left no trace on Redis"
+    elif shutil.which("rabbitmqctl"):
         vhost = broker_url.rsplit("/", 1)[1]
         queues = rabbitmqctl("list_queues", "-p", vhost, "--quiet", "name").split()
         assert queue in queues, queues
 
 
-async def test_a_calendar_sync_runs_through_rabbitmq(
+async def test_a_calendar_sync_runs_through_the_broker(
     stack: Stack, db: asyncpg.Connection, google: FakeGoogle, clerk: FakeClerk, broker_url: str
 ) -> None:
     shop = await bookable_shop(stack, clerk)
     connection = await connect(shop, db)  # the web queued the first sync; the jobs process ran it
     assert connection["status"] == "active" and connection["last_synced_at"] is not None
-    await on_rabbitmq_only(db, broker_url, "calendars")
+    await on_that_broker_only(db, broker_url, "calendars")
 
 
-async def test_retention_runs_through_rabbitmq(stack: Stack, db: asyncpg.Connection, broker_url: str) -> None:
+async def test_retention_runs_through_the_broker(stack: Stack, db: asyncpg.Connection, broker_url: str) -> None:
     await db.execute(
         "INSERT INTO webhook_events (id, provider, external_id, kind, received_at, payload)"
         " VALUES (gen_random_uuid(), 'twilio', 'CAold', 'voice.dial_status', now() - interval '91 days', '{}')"
@@ -134,4 +163,4 @@ async def test_retention_runs_through_rabbitmq(stack: Stack, db: asyncpg.Connect
         return bool(ran) and left == 0
 
     await wait_for(purged, timeout=30)
-    await on_rabbitmq_only(db, broker_url, "maintenance")
+    await on_that_broker_only(db, broker_url, "maintenance")
