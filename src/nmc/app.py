@@ -29,6 +29,7 @@ from nmc.calendars import CALENDAR_CONTROLLERS, CALENDAR_ROUTES, live_calendar_c
 from nmc.conversations import MessagingSettingsController, ThreadController
 from nmc.db import (
     DATABASE_UNAVAILABLE,
+    DRIVER_ERROR,
     database_unavailable,
     discard_broken_connections,
     get_alchemy_config,
@@ -118,6 +119,7 @@ PROBLEM_DETAILS: dict[type[Exception], Callable[[Any], ProblemDetailsException]]
     NotFoundError: _not_found,
     DuplicateKeyError: _conflict,
     DBAPIError: _database_error,
+    DRIVER_ERROR: _database_error,
     **dict.fromkeys(DATABASE_UNAVAILABLE, _database_error),
     ExceptionGroup: _grouped_failure,
 }

@@ -18,9 +18,11 @@ from advanced_alchemy.extensions.litestar import (
     EngineConfig,
     SQLAlchemyAsyncConfig,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import event
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, Pool
 
 from nmc.settings import Settings, get_settings
 
@@ -133,6 +135,10 @@ async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
 
 
 # Postgres is down, restarting or full: a request cannot be served now, but may be in a moment.
+# What the asyncpg dialect raises when we use the driver connection under a session ourselves
+# (`raw_connection`): a PEP 249 error, not wrapped in SQLAlchemy's DBAPIError.
+DRIVER_ERROR: type[Exception] = AsyncAdapt_asyncpg_dbapi.Error
+
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
@@ -143,12 +149,34 @@ DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+def _closed_connection(exc: BaseException | None) -> bool:
+    """asyncpg's client-side error for a connection the server already closed (other InterfaceErrors
+    are our bugs, not the database's absence)."""
+    return isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc)
+
+
 def database_unavailable(exc: BaseException) -> bool:
     """Is `exc` the database being unreachable (rather than a query or a bug)?"""
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or (exc.orig is not None and database_unavailable(exc.orig))
     cause = exc.__cause__
-    return isinstance(exc, DATABASE_UNAVAILABLE) or isinstance(cause, DATABASE_UNAVAILABLE)
+    return (
+        isinstance(exc, DATABASE_UNAVAILABLE)
+        or isinstance(cause, DATABASE_UNAVAILABLE)
+        or _closed_connection(exc)
+        or _closed_connection(cause)
+    )
+
+
+@event.listens_for(Pool, "checkout")
+def _refuse_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    """A pooled connection the server closed (a Postgres restart) is replaced at checkout, without a
+    round trip: asyncpg already knows it is closed. SQLAlchemy's documented way: raising
+    DisconnectionError here makes the pool drop it and hand out another. (No `pool_pre_ping`: that
+    costs round trips on every checkout of the webhook path.)"""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if isinstance(driver, asyncpg.Connection) and driver.is_closed():
+        raise DisconnectionError("the server closed this pooled connection")
 
 
 def json_column(value: Any) -> Any:

@@ -164,3 +164,31 @@ async def test_simulate_reports_first_sms_latency(stack: Stack, db: asyncpg.Conn
     )  # fmt: skip
     assert "first SMS accepted in" in result.stdout
     assert len(fake_twilio.messages()) == 1
+
+
+# Last in the module: it cuts every connection of the web and the worker.
+async def test_connections_the_server_closed_are_replaced_without_an_error(
+    stack: Stack, db: asyncpg.Connection, fake_twilio: Any
+) -> None:
+    """What a Postgres restart does to the processes' pooled connections (the server closes them all):
+    the web hands out none of them again (before: one 500 per broken pooled connection), and the
+    worker goes on sending."""
+    number = await make_tenant(db, stack, 11)
+    assert post_dial_outcome(stack, number).status_code == 200
+    fake_twilio.wait_for_messages(1)
+    cut = await db.fetchval(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+    )
+    assert cut >= 2  # the web's pooled connection(s) and the worker's
+    await asyncio.sleep(0.5)
+    callers = [f"+1555765{n:04d}" for n in range(8)]
+    answers = []
+    for caller in callers:
+        params = dial_outcome_params(new_call_sid(), caller, number, "no-answer")
+        url = f"{stack.base_url}/webhooks/twilio/voice/dial-status"
+        answers.append(httpx.post(url, data=params, headers=signed_headers(url, params, TWILIO_TOKEN), timeout=5))
+    assert [a.status_code for a in answers] == [200] * len(callers)
+    sent = fake_twilio.wait_for_messages(1 + len(callers), timeout=30)
+    assert sorted(m["form"]["To"] for m in sent[1:]) == sorted(callers)
+    assert "http.unhandled_error" not in stack.web.output()
