@@ -7,7 +7,10 @@ becomes needs_reauth and one owner alert."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import signal
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -59,8 +62,24 @@ def stack(
     try:
         yield running
     finally:
-        jobs.stop()
+        stop_whole_group(jobs)
         running.stop()
+
+
+def stop_whole_group(process: Process, grace: float = 15.0) -> None:
+    """`just` exits on SIGTERM at once while Dramatiq's processes finish their messages (a Jobber sync
+    waiting for its cost bucket): nothing of the group may outlive the test database."""
+    group = process.popen.pid
+    process.stop()
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
 
 
 async def connect(shop: Shop, db: asyncpg.Connection, jobber: FakeJobber) -> tuple[UUID, str, str, str]:
