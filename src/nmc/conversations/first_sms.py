@@ -37,7 +37,7 @@ from nmc.conversations.delivery import (
 from nmc.conversations.metrics import DELIBERATE_WAITS, latency_rollup_cte
 from nmc.conversations.models import PREVIEW_LENGTH
 from nmc.conversations.optouts import OPTED_OUT_SQL
-from nmc.conversations.outbound import outgoing_from, quiet_window, record_rejection, record_waiting
+from nmc.conversations.outbound import quiet_window, record_rejection, record_waiting
 from nmc.conversations.templates import (
     DEFAULT_FIRST_SMS_AFTER_HOURS,
     DEFAULT_FIRST_SMS_BUSINESS_HOURS,
@@ -85,16 +85,22 @@ class FirstSmsContext:
     facts: SendFacts
 
 
-_EXISTING = """
+# The message of an earlier attempt, locked: what it became decides before anything else. A CTE of
+# the context query (one round trip): in READ COMMITTED, a wait for its lock re-reads the message,
+# while the rest reads the statement's snapshot (the outbox claim keeps a second dispatcher away).
+_EXISTING = """existing AS (
     SELECT id, status, thread_id, to_number, from_number, body, send_started_at
-    FROM conv_messages WHERE idempotency_key = $1 FOR UPDATE
-"""
+    FROM conv_messages WHERE idempotency_key = $6 FOR UPDATE
+)"""
 # The KPI projection's missed-call fact rides this query: no extra round trip, and it is recorded
 # whatever becomes of the text (deferred, suppressed, parked).
 _MISSED_CALL_FACT = fact_cte("missed_call_fact", Metric.MISSED_CALL, event_id="$4", tenant_id="$1", occurred_at="$5")
 _CONTEXT = f"""
-    WITH {_MISSED_CALL_FACT}
-    SELECT t.name, t.timezone, t.business_hours, t.status,
+    WITH {_MISSED_CALL_FACT}, {_EXISTING}
+    SELECT e.id AS existing_id, e.status AS existing_status, e.thread_id AS existing_thread_id,
+           e.to_number AS existing_to, e.from_number AS existing_from, e.body AS existing_body,
+           e.send_started_at AS existing_send_started_at,
+           t.name, t.timezone, t.business_hours, t.status,
            s.tenant_id IS NOT NULL AS has_settings, s.first_sms_business_hours, s.first_sms_after_hours,
            s.booking_prompt, s.quiet_hours_start, s.quiet_hours_end, s.quiet_hours_policy,
            {OPTED_OUT_SQL.format(tenant="t.id", phone="$2")} AS opted_out,
@@ -108,7 +114,7 @@ _CONTEXT = f"""
                  AND m.status <> 'suppressed' AND m.call_id <> $3
                  AND m.created_at > now() - make_interval(mins => coalesce(s.cooldown_minutes, 60))
            ) AS texted_recently
-    FROM tenant_profiles t LEFT JOIN conv_settings s ON s.tenant_id = t.id
+    FROM tenant_profiles t LEFT JOIN conv_settings s ON s.tenant_id = t.id LEFT JOIN existing e ON true
     WHERE t.id = $1
 """
 _UPSERT_MESSAGE = """
@@ -161,10 +167,44 @@ def first_sms_key(call_id: UUID) -> str:
     return f"first_sms:{call_id}"
 
 
-async def load_context(connection: asyncpg.Connection, event: CallMissed) -> FirstSmsContext:
+@dataclass(frozen=True)
+class EarlierAttempt:
+    """The first SMS's message row from an earlier attempt at this missed call."""
+
+    status: str
+    thread_id: UUID
+    row: asyncpg.Record  # the context row, with the message's columns as `existing_*`
+
+    def resumed(self) -> Outgoing:
+        """A message left `sending`: sent again only once Twilio's list shows it is not there."""
+        row = self.row
+        return Outgoing(
+            row["existing_id"],
+            row["existing_to"],
+            row["existing_from"],
+            row["existing_body"],
+            row["existing_send_started_at"],
+            unknown_outcome=True,
+        )
+
+
+async def load_context(
+    connection: asyncpg.Connection, event: CallMissed
+) -> tuple[FirstSmsContext, EarlierAttempt | None]:
+    """The decision's facts and the message of an earlier attempt, if any (locked), in one query."""
+    key = first_sms_key(event.call_id)
     row = await connection.fetchrow(
-        _CONTEXT, event.tenant_id, event.caller, event.call_id, event.event_id, event.occurred_at
+        _CONTEXT, event.tenant_id, event.caller, event.call_id, event.event_id, event.occurred_at, key
     )
+    if row is None:
+        raise LookupError(f"tenant {event.tenant_id} has no profile")
+    earlier = None
+    if row["existing_id"] is not None:
+        earlier = EarlierAttempt(row["existing_status"], row["existing_thread_id"], row)
+    return _context(row), earlier
+
+
+def _context(row: asyncpg.Record) -> FirstSmsContext:
     return FirstSmsContext(
         business_name=row["name"],
         business_hours=row["business_hours"],
@@ -241,13 +281,12 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
     """
     now = datetime.now(UTC)
     async with hot_transaction() as connection:
-        existing = await connection.fetchrow(_EXISTING, first_sms_key(event.call_id))
-        if existing is not None and existing["status"] in DONE_STATUSES:
+        context, existing = await load_context(connection, event)
+        if existing is not None and existing.status in DONE_STATUSES:
             return None
-        if existing is not None and existing["status"] == MessageStatus.SENDING:
-            return outgoing_from(existing, unknown_outcome=True)
-        context = await load_context(connection, event)
-        thread_id = existing["thread_id"] if existing else await current_thread(
+        if existing is not None and existing.status == MessageStatus.SENDING:
+            return existing.resumed()
+        thread_id = existing.thread_id if existing else await current_thread(
             connection, event.tenant_id, event.caller, event.tenant_number, opted_out=context.facts.opted_out
         )  # fmt: skip
         body = first_sms_body(context, event, now)
