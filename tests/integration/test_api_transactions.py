@@ -31,9 +31,7 @@ async def commit_refuses_a_name(db: asyncpg.Connection) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        await db.execute(
-            "DROP TRIGGER test_refuse_at_commit ON sched_resources; DROP FUNCTION test_refuse_at_commit()"
-        )
+        await db.execute("DROP TRIGGER test_refuse_at_commit ON sched_resources; DROP FUNCTION test_refuse_at_commit()")
 
 
 async def test_a_write_whose_commit_fails_is_not_answered_2xx(
