@@ -13,9 +13,8 @@ from nmc.calendars import metrics as _calendar_figures_probe  # noqa: F401  (reg
 from nmc.calendars.controllers import (
     CalendarController,
     GoogleCalendarWebhooks,
-    GoogleOAuthCallback,
-    JobberOAuthCallback,
     JobberWebhooks,
+    OAuthCallback,
 )
 from nmc.calendars.live import live_calendar_check
 from nmc.calendars.models import ConnectionStatus, Provider
@@ -38,7 +37,7 @@ from nmc.calendars.webhooks import GOOGLE_WEBHOOKS, JOBBER_WEBHOOKS
 from nmc.calendars.writeback import write_back
 
 CALENDAR_CONTROLLERS = [CalendarController]
-CALENDAR_ROUTES = [GoogleOAuthCallback, GoogleCalendarWebhooks, JobberOAuthCallback, JobberWebhooks]
+CALENDAR_ROUTES = [OAuthCallback, GoogleCalendarWebhooks, JobberWebhooks]
 
 __all__ = [
     "CALENDAR_CONTROLLERS",

@@ -15,6 +15,7 @@ from uuid import UUID
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
+from litestar.exceptions import NotFoundException
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import Redirect
 from litestar.status_codes import HTTP_303_SEE_OTHER
@@ -166,23 +167,6 @@ async def _callback(
     return Redirect(f"{ui}{separator}{urlencode(query)}", status_code=HTTP_303_SEE_OTHER, background=task)
 
 
-class JobberOAuthCallback(Controller):
-    """Not under `/api`: the owner's browser arrives here from Jobber's consent page (no Clerk token)."""
-
-    path = "/oauth/jobber"
-    include_in_schema = False
-
-    @get("/callback")
-    async def callback(
-        self,
-        db_session: NamedDependency[AsyncSession],
-        code: str | None = None,
-        oauth_state: Annotated[str | None, Parameter(query="state")] = None,
-        error: str | None = None,
-    ) -> Response[Any]:
-        return await _callback(Provider.JOBBER, db_session, code, oauth_state, error)
-
-
 class JobberWebhooks(Controller):
     path = "/webhooks"
     tags = ["Webhooks"]
@@ -193,21 +177,25 @@ class JobberWebhooks(Controller):
         return await receive(JOBBER_EVENT, request, db_session)
 
 
-class GoogleOAuthCallback(Controller):
-    """Not under `/api`: the owner's browser arrives here from Google's consent page (no Clerk token)."""
+class OAuthCallback(Controller):
+    """Not under `/api`: the owner's browser arrives here from the provider's consent page (no Clerk
+    token): `/oauth/google/callback`, `/oauth/jobber/callback` (an unknown provider is a 404)."""
 
-    path = "/oauth/google"
+    path = "/oauth"
     include_in_schema = False
 
-    @get("/callback")
+    @get("/{provider:str}/callback")
     async def callback(
         self,
+        provider: str,
         db_session: NamedDependency[AsyncSession],
         code: str | None = None,
         oauth_state: Annotated[str | None, Parameter(query="state")] = None,
         error: str | None = None,
     ) -> Response[Any]:
-        return await _callback(Provider.GOOGLE, db_session, code, oauth_state, error)
+        if provider not in Provider.__members__.values():
+            raise NotFoundException(f"No calendar provider {provider!r}")
+        return await _callback(Provider(provider), db_session, code, oauth_state, error)
 
 
 class GoogleCalendarWebhooks(Controller):

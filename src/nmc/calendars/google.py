@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import structlog
 
+from nmc.calendars.http import REQUEST_TIMEOUT_SECONDS, provider_client
 from nmc.calendars.provider import (
     OUR_BOOKING_PROPERTY,
     AuthRevoked,
@@ -61,7 +62,6 @@ FREEBUSY_SCOPES = frozenset(
     }
 )
 PAGE_SIZE = 2500
-REQUEST_TIMEOUT_SECONDS = 20.0
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
 BUSY_EVENT_TYPES = frozenset({"default", "fromGmail", "outOfOffice"})
 EVENT_ID_PREFIX = "nmc"  # base32hex ([a-v0-9]): "nmc" + the booking id's hex digits
@@ -143,20 +143,6 @@ def change_from(item: Mapping[str, Any], zone: ZoneInfo) -> Change | None:
 
 
 # ---------------------------------------------------------------------------- HTTP
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-
-
-def _client() -> httpx.AsyncClient:
-    """One client (connection pool, TLS sessions) per event loop: a live check must not pay a handshake."""
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        for stale in [other for other in _clients if other.is_closed()]:
-            _clients.pop(stale, None)
-        client = _clients[loop] = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS, trust_env=False)
-    return client
-
-
 def _error_reason(response: httpx.Response) -> tuple[str | None, str]:
     """(reason, message) from Google's `{"error": {"code", "message", "errors": [{"reason"}]}}` or OAuth's
     `{"error": "invalid_grant", "error_description"}`."""
@@ -240,7 +226,7 @@ class GoogleCalendar:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         started = Timer()
         try:
-            response = await _client().request(
+            response = await provider_client().request(
                 method, url, headers=headers, timeout=timeout or REQUEST_TIMEOUT_SECONDS, **kwargs
             )
         except httpx.TimeoutException as exc:

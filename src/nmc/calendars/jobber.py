@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import structlog
 
+from nmc.calendars.http import REQUEST_TIMEOUT_SECONDS, provider_client
 from nmc.calendars.provider import (
     AuthRevoked,
     BookingEvent,
@@ -56,7 +57,6 @@ from nmc.settings import Settings, get_settings
 log = structlog.get_logger(module="calendars")
 
 PAGE_SIZE = 40  # a Visits page costs about first x fields: small pages keep each request cheap
-REQUEST_TIMEOUT_SECONDS = 20.0
 THROTTLE_WAIT_CAP_SECONDS = 10.0  # past this, the job is requeued with the delay instead of waiting
 THROTTLED_RETRIES = 3
 DEFAULT_COST = 1000.0  # an operation's cost before its first answer tells us
@@ -232,19 +232,6 @@ def account_key(token: str) -> str:
 
 
 # ---------------------------------------------------------------------------- HTTP
-_clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
-
-
-def _client() -> httpx.AsyncClient:
-    loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        for stale in [other for other in _clients if other.is_closed()]:
-            _clients.pop(stale, None)
-        client = _clients[loop] = httpx.AsyncClient(timeout=REQUEST_TIMEOUT_SECONDS, trust_env=False)
-    return client
-
-
 def _retry_after(response: httpx.Response, default: float) -> float:
     try:
         return max(0.0, float(response.headers.get("retry-after", default)))
@@ -270,7 +257,7 @@ class JobberCalendar:
     async def _http(self, operation: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
         started = Timer()
         try:
-            response = await _client().request(method, url, timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
+            response = await provider_client().request(method, url, timeout=REQUEST_TIMEOUT_SECONDS, **kwargs)
         except httpx.TimeoutException as exc:
             observe_request(self.name, operation, failure_outcome(TimeoutError()), None, started.seconds)
             raise Unavailable(f"jobber {operation}: timed out") from exc

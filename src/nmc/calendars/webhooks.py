@@ -21,7 +21,6 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-import msgspec
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,7 +32,7 @@ from nmc.db import raw_connection
 from nmc.events import CalendarNeedsReauth, publish_on
 from nmc.observability.correlation import current_correlation_id
 from nmc.settings import get_settings
-from nmc.webhooks import Answer, RawDelivery, Unrouted, WebhookHandler, WebhookRefused
+from nmc.webhooks import Answer, RawDelivery, Unrouted, WebhookHandler, WebhookRefused, json_object
 
 log = structlog.get_logger(module="calendars")
 
@@ -145,11 +144,7 @@ class JobberWebhookProvider:
         return WebhookRefused(401, "Invalid X-Jobber-Hmac-SHA256")
 
     def decode(self, delivery: RawDelivery) -> dict[str, Any]:
-        try:
-            decoded = msgspec.json.decode(delivery.body)
-        except msgspec.DecodeError:
-            decoded = None
-        return decoded if isinstance(decoded, dict) else {}
+        return json_object(delivery.body)
 
     def idempotency_token(self, delivery: RawDelivery) -> str | None:
         return None

@@ -10,6 +10,7 @@ from nmc.webhooks.pipeline import (
     WebhookHandler,
     WebhookProvider,
     WebhookRefused,
+    json_object,
     receive,
     replay,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "clerk_answer",
     "ingest_fetched",
     "json_answer",
+    "json_object",
     "receive",
     "replay",
     "twiml_answer",

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import structlog
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from nmc.settings import get_settings
 from nmc.webhooks.ledger import Answer
-from nmc.webhooks.pipeline import RawDelivery, WebhookRefused
+from nmc.webhooks.pipeline import RawDelivery, WebhookRefused, json_object
 
 ID_HEADER = "svix-id"
 TIMESTAMP_HEADER = "svix-timestamp"
@@ -59,13 +58,7 @@ class ClerkProvider:
         return WebhookRefused(400, "Invalid Clerk (Svix) signature")
 
     def decode(self, delivery: RawDelivery) -> dict[str, Any]:
-        try:
-            decoded = msgspec.json.decode(delivery.body)
-        except msgspec.DecodeError:
-            decoded = None
-        # Authentic (it was signed) yet not an event object: parsing it names the missing `type` (400).
-        body = decoded if isinstance(decoded, dict) else {}
-        return {**body, DELIVERY_ID_FIELD: delivery.headers.get(ID_HEADER, "")}
+        return {**json_object(delivery.body), DELIVERY_ID_FIELD: delivery.headers.get(ID_HEADER, "")}
 
     def idempotency_token(self, delivery: RawDelivery) -> str | None:
         return delivery.headers.get(ID_HEADER) or None

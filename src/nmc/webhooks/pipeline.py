@@ -54,6 +54,17 @@ class RawDelivery:
     body: bytes
 
 
+def json_object(body: bytes) -> dict[str, Any]:
+    """A signed JSON body as the ledger stores it: the object, or `{}` when it is not one — an
+    authentic delivery that is not an event object then fails parsing with the missing field named
+    (a 400), never a 500."""
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return {}
+    return decoded if isinstance(decoded, dict) else {}
+
+
 class WebhookRefused(Exception):
     """The request is not a delivery we accept: answered with `status`, nothing stored."""
 

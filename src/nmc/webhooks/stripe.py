@@ -7,12 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from stripe import SignatureVerificationError, WebhookSignature
 
 from nmc.settings import get_settings
 from nmc.webhooks.ledger import Answer
-from nmc.webhooks.pipeline import RawDelivery, WebhookRefused
+from nmc.webhooks.pipeline import RawDelivery, WebhookRefused, json_object
 
 SIGNATURE_HEADER = "stripe-signature"
 TOLERANCE_SECONDS = 300
@@ -46,12 +45,7 @@ class StripeProvider:
         return WebhookRefused(400, "Invalid Stripe signature")
 
     def decode(self, delivery: RawDelivery) -> dict[str, Any]:
-        try:
-            decoded = msgspec.json.decode(delivery.body)
-        except msgspec.DecodeError:
-            decoded = None
-        # Authentic (it was signed) yet not an event object: parsing it names the missing `id` (400).
-        return decoded if isinstance(decoded, dict) else {}
+        return json_object(delivery.body)
 
     def idempotency_token(self, delivery: RawDelivery) -> str | None:
         return None
