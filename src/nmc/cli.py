@@ -439,8 +439,12 @@ async def replay_stored_webhook(webhook_event_id: UUID) -> str:
 def replay_webhook(webhook_event_id: str) -> None:
     """Re-run a stored webhook_events payload through its handler (dedupe and exactly-once still hold)."""
     try:
-        outcome = run_async(replay_stored_webhook(UUID(webhook_event_id)))
-    except ValueError as exc:  # a malformed id, or the pipeline's ReplayRefused
+        stored_id = UUID(webhook_event_id)
+    except ValueError:
+        raise click.ClickException(f"not a webhook_events id: {webhook_event_id!r}") from None
+    try:
+        outcome = run_async(replay_stored_webhook(stored_id))
+    except ValueError as exc:  # the pipeline's ReplayRefused (unknown id, no handler, no tenant)
         raise click.ClickException(str(exc)) from None
     click.echo(outcome)
 

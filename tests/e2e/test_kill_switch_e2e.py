@@ -1,0 +1,133 @@
+"""The operator's kill switch against the real worker process (issue #13): a pause through the operators'
+API or `just pause-sms` holds the next missed call's text in the running worker (no restart), and a
+resume sends it.
+
+Why the resume bound is 3 s and not the issue's "within a second": a resume makes the waiting events due
+at once (`release_deferred`); the worker's sweeper, every `SWEEP_EVERY_SECONDS` (2 s), enqueues them and
+the dispatch follows. So up to ~2 s plus a send — on a 2-core box shared with other work, 3 s is a bound
+that holds, and still fails if the worker only rechecked at its pause interval or needed a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL
+from tests.e2e.conftest import wait_for
+from tests.e2e.test_first_sms_e2e import first_sms_status, make_tenant, post_dial_outcome
+from tests.processes import Stack, free_port
+
+pytestmark = pytest.mark.e2e
+OPS_TOKEN = "e2e-operators-token-of-at-least-32-characters"
+OPERATOR = {"Authorization": f"Bearer {OPS_TOKEN}"}
+HELD_FOR = 2.0  # seconds a paused worker must send nothing
+RESUMED_WITHIN = 3.0  # see the module docstring
+
+
+@pytest.fixture(scope="module")
+def stack(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The e2e stack (tests/e2e/conftest.py) with the operators' API on (`OPS_API_TOKEN`)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "ENVIRONMENT": "development",
+        "DATABASE_URL": TEST_DATABASE_URL,
+        "PORT": str(port),
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
+        "LOG_LEVEL": "INFO",
+        "OUTBOX_LEASE_SECONDS": "3",
+        "OPS_API_TOKEN": OPS_TOKEN,
+    }
+    running = Stack(env, tmp_path_factory.mktemp("e2e-kill-switch-logs"))
+    yield running
+    running.stop()
+
+
+def ops_status(stack: Stack) -> dict[str, Any]:
+    response = httpx.get(f"{stack.base_url}/api/ops/sms-sending", headers=OPERATOR, timeout=5)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def ops_change(stack: Stack, body: dict[str, str]) -> dict[str, Any]:
+    response = httpx.post(f"{stack.base_url}/api/ops/sms-sending", json=body, headers=OPERATOR, timeout=5)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def just(*args: str) -> subprocess.CompletedProcess[str]:
+    """A `just` recipe as the operator types it, against the test database (DATABASE_URL in the env)."""
+    return subprocess.run(
+        ["just", *args], cwd=PROJECT_ROOT, env=dict(os.environ), capture_output=True, text=True, check=True, timeout=60
+    )
+
+
+async def missed_call_is_held(stack: Stack, db: asyncpg.Connection, fake_twilio: Any, n: int) -> None:
+    number = await make_tenant(db, stack, n)
+    assert post_dial_outcome(stack, number).status_code == 200
+    assert await wait_for(lambda: first_sms_status(db)) == "paused"  # the running worker decided: wait
+    await asyncio.sleep(HELD_FOR)
+    assert fake_twilio.messages() == []
+    assert await first_sms_status(db) == "paused"
+
+
+def seconds_until_sent(fake_twilio: Any, since: float) -> float:
+    fake_twilio.wait_for_messages(1, timeout=10)  # generous to get a figure; the bound is asserted by the caller
+    return time.monotonic() - since
+
+
+async def test_the_api_pauses_and_resumes_the_running_worker(
+    stack: Stack, db: asyncpg.Connection, fake_twilio: Any
+) -> None:
+    worker_pid = stack.worker.popen.pid
+    paused = ops_change(stack, {"action": "pause", "by": "oncall", "reason": "Twilio 5xx flood"})
+    assert paused["status"]["paused"] is True and paused["status"]["paused_by"] == "oncall (ops API)"
+
+    await missed_call_is_held(stack, db, fake_twilio, 21)
+    status = ops_status(stack)
+    assert (status["paused"], status["texts_waiting"], status["texts_stale"]) == (True, 1, 0)
+
+    started = time.monotonic()
+    resumed = ops_change(stack, {"action": "resume", "by": "oncall"})
+    assert (resumed["suppressed"], resumed["released"]) == (0, 1)
+    elapsed = seconds_until_sent(fake_twilio, started)
+    assert elapsed < RESUMED_WITHIN, f"the text went out {elapsed:.2f} s after the resume"
+    await wait_for(lambda: db.fetchval("SELECT status = 'accepted' FROM conv_messages WHERE kind = 'first_sms'"))
+    assert ops_status(stack)["texts_waiting"] == 0
+    await asyncio.sleep(0.5)
+    assert len(fake_twilio.messages()) == 1
+    assert stack.worker.popen.pid == worker_pid and stack.worker.popen.poll() is None  # never restarted
+
+
+async def test_the_just_recipes_pause_and_resume_the_running_worker(
+    stack: Stack, db: asyncpg.Connection, fake_twilio: Any
+) -> None:
+    worker_pid = stack.worker.popen.pid
+    paused = await asyncio.to_thread(just, "pause-sms", "--reason", "carrier filtering", "--by", "oncall")
+    assert "outbound SMS paused" in paused.stdout
+
+    await missed_call_is_held(stack, db, fake_twilio, 22)
+    status = (await asyncio.to_thread(just, "pause-sms", "--status")).stdout
+    assert "operator pause: PAUSED since" in status and "by oncall: carrier filtering" in status
+    assert "texts waiting as paused: 1" in status
+    assert ops_status(stack)["texts_waiting"] == 1  # the web sees what the CLI wrote
+
+    resumed = await asyncio.to_thread(just, "resume-sms", "--yes")
+    # measured from the command's exit (its start adds `uv run` and Python's start-up, not the worker's)
+    elapsed = seconds_until_sent(fake_twilio, time.monotonic())
+    assert "0 texts suppressed" in resumed.stdout and "1 waiting events released now" in resumed.stdout
+    assert elapsed < RESUMED_WITHIN, f"the text went out {elapsed:.2f} s after `just resume-sms` returned"
+    await wait_for(lambda: db.fetchval("SELECT status = 'accepted' FROM conv_messages WHERE kind = 'first_sms'"))
+    await asyncio.sleep(0.5)
+    assert len(fake_twilio.messages()) == 1
+    assert stack.worker.popen.pid == worker_pid and stack.worker.popen.poll() is None
