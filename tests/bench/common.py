@@ -14,7 +14,8 @@ from pathlib import Path
 from tests.conftest import SERVER_URL, recreate_database, run_nmc
 from tests.processes import Stack, free_port
 
-BENCH_DATABASE = "nmc_bench"
+# BENCH_DATABASE: another name, for two benches (e.g. a before/after worktree) at once.
+BENCH_DATABASE = os.environ.get("BENCH_DATABASE", "nmc_bench")
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -16,7 +16,7 @@ from pgqueuer.adapters.persistence import qb
 from tests.conftest import SERVER_URL, recreate_database
 from tests.processes import PROJECT_ROOT, Process, Stack, free_port
 
-MINIMAL_DATABASE = "nmc_bench_minimal"
+MINIMAL_DATABASE = os.environ.get("BENCH_DATABASE", "nmc_bench") + "_minimal"
 
 
 def fresh_minimal_database() -> str:
