@@ -77,12 +77,16 @@ def lint_migrations(versions: str | None) -> None:
 @click.option("--keep", is_flag=True, help="Keep the scratch database afterwards.")
 def restore_drill(source: str, server: str | None, keep: bool) -> None:
     """Restore SOURCE (a database URL or a pg_dump/Render backup file) into a scratch database, migrate it,
-    run the smoke test, print the restore time and the newest event (RPO), drop it (runbook §8, §9)."""
+    run the smoke test, print the restore time and the newest event (RPO), drop it (runbook §8, §9), and
+    record the success in DATABASE_URL's database (restore_drill_last_success_timestamp_seconds)."""
     from nmc.restore_drill import DrillFailed, run_drill, server_of
     from nmc.settings import get_settings
 
+    database_url = get_settings().DATABASE_URL  # the operator's database: where the success is recorded
     try:
-        report = run_drill(source, server=server or server_of(get_settings().DATABASE_URL), keep=keep, echo=click.echo)
+        report = run_drill(
+            source, server=server or server_of(database_url), record_to=database_url, keep=keep, echo=click.echo
+        )
     except DrillFailed as exc:
         raise click.ClickException(f"restore drill failed: {exc}") from None
     for line in report.lines():

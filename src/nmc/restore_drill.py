@@ -10,7 +10,11 @@
 5. the smoke test: a local web + worker on the scratch database with the console SMS backend (nothing
    reaches Twilio, not even the restored backlog), a drill tenant, and `nmc simulate missed-call`
    (signed webhooks, the first SMS, its latency);
-6. the scratch database is dropped, whatever happened (`--keep` keeps it for a look).
+6. the scratch database is dropped, whatever happened (`--keep` keeps it for a look);
+7. a success is recorded in the operator's database — `DATABASE_URL`'s, not the scratch one, which is
+   gone — in `obs_restore_drills` (when, restore and total seconds, newest event, the source without
+   credentials): the web's `/metrics` serves `restore_drill_last_success_timestamp_seconds` from it and
+   `RestoreDrillOverdue` raises a ticket when no drill succeeded for 35 days.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -63,6 +68,32 @@ class DrillReport:
 
 def server_of(database_url: str) -> str:
     return database_url.rsplit("/", 1)[0]
+
+
+def source_label(source: str) -> str:
+    """The source as recorded and printed: a URL without user, password or query; a dump's path as given."""
+    if not is_database_url(source):
+        return source
+    parts = urlsplit(source)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def record_success(database_url: str, report: DrillReport, source: str) -> datetime:
+    """The drill's success, in the operator's database (`obs_restore_drills`, for RestoreDrillOverdue)."""
+    from nmc.observability.maintenance import RECORD_RESTORE_DRILL_SQL
+
+    restore_seconds = dict(report.steps)["restore"]
+    total = sum(seconds for _, seconds in report.steps)
+    connection = await asyncpg.connect(database_url)
+    try:
+        finished: datetime = await connection.fetchval(
+            RECORD_RESTORE_DRILL_SQL, restore_seconds, total, report.newest_event, source_label(source)
+        )
+    finally:
+        await connection.close()
+    return finished
 
 
 def _free_port() -> int:
@@ -226,7 +257,15 @@ async def _create(server: str, name: str) -> None:
     await _admin(server, f'CREATE DATABASE "{name}"')
 
 
-def run_drill(source: str, *, server: str, keep: bool = False, echo: Callable[[str], None] = print) -> DrillReport:
+def run_drill(
+    source: str,
+    *,
+    server: str,
+    record_to: str | None = None,
+    keep: bool = False,
+    echo: Callable[[str], None] = print,
+) -> DrillReport:
+    """The drill; on success it is recorded in `record_to` (the operator's `DATABASE_URL`) when given."""
     import asyncio
 
     name = f"nmc_restore_drill_{datetime.now(UTC):%Y%m%d%H%M%S}_{os.getpid()}"
@@ -253,4 +292,16 @@ def run_drill(source: str, *, server: str, keep: bool = False, echo: Callable[[s
         else:
             asyncio.run(_drop(server, name))
             echo(f"dropped the scratch database {name}")
+    if record_to is not None:
+        try:
+            finished = asyncio.run(record_success(record_to, report, source))
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise DrillFailed(
+                f"the drill passed but its success could not be recorded in {source_label(record_to)} "
+                f"(RestoreDrillOverdue will not clear; is it migrated?): {exc}"
+            ) from exc
+        echo(
+            f"recorded in {source_label(record_to)} at {finished.isoformat(timespec='seconds')} "
+            "(restore_drill_last_success_timestamp_seconds)"
+        )
     return report

@@ -43,6 +43,7 @@ ISSUE_ALERTS = {
     "CalendarPushChannelsExpiring",
     "SmsSendingCircuitOpen",
     "FirstSmsOverdue",
+    "RestoreDrillOverdue",
 }
 # Names a module will export but does not yet (none now: calendars exports its channel gauge).
 FUTURE_METRICS: set[str] = set()

@@ -11,8 +11,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 
+from nmc.restore_drill import DrillReport, record_success
 from tests.conftest import SERVER_URL, TEST_DATABASE_URL, run_nmc
+from tests.integration.test_observability import sample_value
 
 
 async def _scratch_databases() -> list[str]:
@@ -53,6 +57,34 @@ async def test_restore_drill_from_a_database_url(db: asyncpg.Connection) -> None
     assert await _scratch_databases() == before
     # the source is untouched: no drill tenant in it
     assert await db.fetchval("SELECT count(*) FROM tenants WHERE name = 'Restore drill'") == 0
+    # the success is recorded in DATABASE_URL's database (here also the source), not in the dropped scratch one
+    [drill] = await db.fetch("SELECT * FROM obs_restore_drills")
+    assert drill["newest_event_at"] == planted
+    assert drill["source"] == TEST_DATABASE_URL  # a URL without credentials stays as it was
+    assert 0 < drill["restore_seconds"] < drill["total_seconds"]
+    assert abs((datetime.now(UTC) - drill["finished_at"]).total_seconds()) < 60
+    assert f"recorded in {TEST_DATABASE_URL} at " in out
+
+
+async def test_a_recorded_drill_is_exported_at_metrics_and_absent_before(
+    client: AsyncTestClient[Litestar], db: asyncpg.Connection
+) -> None:
+    never = (await client.get("/metrics")).text
+    assert "# TYPE restore_drill_last_success_timestamp_seconds gauge" in never
+    assert sample_value(never, "restore_drill_last_success_timestamp_seconds") is None  # absent, never 0
+    report = DrillReport(scratch="x", steps=[("restore", 4.5), ("migrations", 1.0), ("smoke test", 9.0)])
+    await record_success(TEST_DATABASE_URL, report, "postgresql://ops:secret@db.example:5432/nmc?ssl=1")
+    await db.execute("UPDATE obs_restore_drills SET finished_at = finished_at - interval '40 days'")
+    report.steps[0] = ("restore", 3.0)
+    newest = await record_success(TEST_DATABASE_URL, report, "/backups/nmc.dump")
+    text = (await client.get("/metrics")).text
+    exported = sample_value(text, "restore_drill_last_success_timestamp_seconds")
+    assert exported == pytest.approx(newest.timestamp(), abs=0.001)  # the newest drill, not the first row
+    oldest = await db.fetchval("SELECT min(finished_at) FROM obs_restore_drills")
+    assert newest.timestamp() - oldest.timestamp() > 39 * 86400
+    assert sample_value(text, "restore_drill_last_restore_seconds") == 3.0
+    sources = [r["source"] for r in await db.fetch("SELECT source FROM obs_restore_drills ORDER BY finished_at")]
+    assert sources == ["postgresql://db.example:5432/nmc", "/backups/nmc.dump"]  # never the password
 
 
 @pytest.mark.timeout(300)
@@ -73,3 +105,5 @@ async def test_a_failed_restore_still_drops_the_scratch_database(db: asyncpg.Con
     assert result.returncode != 0 and "restore drill failed" in result.stderr
     assert "dropped the scratch database" in result.stdout
     assert await _scratch_databases() == []
+    assert await db.fetchval("SELECT count(*) FROM obs_restore_drills") == 0  # a failed drill is no success
+    assert "recorded in" not in result.stdout

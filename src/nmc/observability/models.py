@@ -5,7 +5,8 @@
 - `obs_maintenance_runs`: when each maintenance task (retention) last succeeded;
 - `obs_process_samples`: every process's in-memory Prometheus counters and histograms, added up
   (`process_figures.py`; issue #16);
-- `obs_durations`: booking POST handling times of the last 10 minutes, from every web process.
+- `obs_durations`: booking POST handling times of the last 10 minutes, from every web process;
+- `obs_restore_drills`: every successful `just restore-drill` (runbook §8.3), for `RestoreDrillOverdue`.
 
 Counters only grow: rows are upserted with `count = count + delta`, never deleted by retention.
 """
@@ -77,3 +78,16 @@ class Duration(DefaultBase):
     name: Mapped[str] = mapped_column(String(40))
     observed_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True))
     ms: Mapped[float] = mapped_column(Float)
+
+
+class RestoreDrill(DefaultBase):
+    """A successful restore drill, recorded in `DATABASE_URL`'s database (the scratch one is dropped)."""
+
+    __tablename__ = "obs_restore_drills"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=False), primary_key=True)
+    finished_at: Mapped[datetime] = mapped_column(DateTimeUTC(timezone=True), server_default=func.now())
+    restore_seconds: Mapped[float] = mapped_column(Float)
+    total_seconds: Mapped[float] = mapped_column(Float)  # restore + migrations + smoke test
+    newest_event_at: Mapped[datetime | None] = mapped_column(DateTimeUTC(timezone=True), default=None)
+    source: Mapped[str] = mapped_column(String(200))  # a URL without its credentials, or the dump's path
