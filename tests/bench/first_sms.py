@@ -263,7 +263,7 @@ def setup_minimal(fake: FakeTwilio, counter: StatementCounter | None) -> Minimal
     return MinimalStack(env, worker_env=counter.env("worker") if counter else None)
 
 
-def setup(database_url: str, fake: FakeTwilio, counter: StatementCounter | None = None) -> BenchStack:
+def setup(database_url: str, fake: FakeTwilio, counter: StatementCounter | None = None, workers: int = 1) -> BenchStack:
     env = {
         "DATABASE_URL": database_url,
         "TWILIO_ACCOUNT_SID": TWILIO_SID,
@@ -278,7 +278,10 @@ def setup(database_url: str, fake: FakeTwilio, counter: StatementCounter | None 
     # Quiet hours off and no cooldown: the bench measures the path, not the guards' verdicts.
     # (A write: not a `just sql` query, those run read-only.)
     asyncio.run(_execute_file(database_url, Path(__file__).with_name("no_quiet_hours.sql")))
-    stack = BenchStack({**env, **(counter.env("web") if counter else {})}, counter.env("worker") if counter else None)
+    # `--workers N`: the worker as `WORKER_PROCESSES=N just worker` starts it (one supervisor, N processes;
+    # the CPU meter follows the supervisor's process tree).
+    worker_env = {"WORKER_PROCESSES": str(workers), **(counter.env("worker") if counter else {})}
+    stack = BenchStack({**env, **(counter.env("web") if counter else {})}, worker_env)
     stack.worker_listen = True
     return stack
 
@@ -294,12 +297,14 @@ def main() -> None:
     parser.add_argument(
         "--count-statements", action="store_true", help="statements and commits per call (adds ~25 s per scenario)"
     )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (WORKER_PROCESSES)")
     parser.add_argument(
         "--timeline", metavar="CSV", help="write each call's send time (Unix s) and latency (ms), to find stalls"
     )
     args = parser.parse_args()
     if args.rate:
-        scenarios = [Scenario(f"{args.rate:g}/s", args.rate, args.seconds, listen=not args.polling)]
+        workers = f", {args.workers} worker processes" if args.workers > 1 else ""
+        scenarios = [Scenario(f"{args.rate:g}/s{workers}", args.rate, args.seconds, listen=not args.polling)]
     else:
         scenarios = [
             Scenario("50/s for 60 s", 50, 60),
@@ -313,7 +318,7 @@ def main() -> None:
         stacks: dict[str, BenchStack | MinimalStack] = {}
         try:
             if "ours" in pipelines:
-                stacks["ours"] = setup(fresh_database(), fake, counters["ours"])
+                stacks["ours"] = setup(fresh_database(), fake, counters["ours"], workers=args.workers)
             if "minimal" in pipelines:
                 stacks["minimal"] = setup_minimal(fake, counters["minimal"])
             for run, scenario in enumerate(scenarios):
