@@ -219,6 +219,9 @@ async def test_opted_out_caller_gets_no_text(
     assert fake_twilio.messages() == []
     [message] = await first_sms_rows(db)
     assert (message["status"], message["suppressed_reason"]) == ("suppressed", "opted_out")
+    # The caller's thread is created with the planning query, as an opted-out one.
+    thread = await db.fetchval("SELECT status FROM conv_threads WHERE id = $1", message["thread_id"])
+    assert thread == "opted_out"
 
 
 async def test_same_caller_within_cooldown_gets_one_text(

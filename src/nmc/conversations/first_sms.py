@@ -44,7 +44,7 @@ from nmc.conversations.templates import (
     MergeValues,
     render_or_default,
 )
-from nmc.conversations.threads import current_thread
+from nmc.conversations.threads import current_thread, current_thread_cte
 from nmc.db import hot_transaction
 from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on
 from nmc.kpis import Metric, fact_cte
@@ -83,6 +83,7 @@ class FirstSmsContext:
     template_business_hours: str | None
     template_after_hours: str | None
     facts: SendFacts
+    current_thread_id: UUID | None = None  # None: an earlier attempt's thread, or a concurrent creation
 
 
 # The message of an earlier attempt, locked: what it became decides before anything else. A CTE of
@@ -95,9 +96,20 @@ _EXISTING = """existing AS (
 # The KPI projection's missed-call fact rides this query: no extra round trip, and it is recorded
 # whatever becomes of the text (deferred, suppressed, parked).
 _MISSED_CALL_FACT = fact_cte("missed_call_fact", Metric.MISSED_CALL, event_id="$4", tenant_id="$1", occurred_at="$5")
+# The caller's current thread, created when there is no earlier attempt (which has its thread).
+_THREAD = current_thread_cte(
+    "thread",
+    thread_id="$7",
+    tenant_id="$1",
+    caller="$2::text",  # text, as the rest of the query reads it (the column is varchar)
+    tenant_number="$8",
+    status=f"CASE WHEN {OPTED_OUT_SQL.format(tenant='$1', phone='$2')} THEN 'opted_out' ELSE 'open' END",
+    unless="EXISTS (SELECT 1 FROM existing)",
+)
 _CONTEXT = f"""
-    WITH {_MISSED_CALL_FACT}, {_EXISTING}
-    SELECT e.id AS existing_id, e.status AS existing_status, e.thread_id AS existing_thread_id,
+    WITH {_MISSED_CALL_FACT}, {_EXISTING}, {_THREAD}
+    SELECT (SELECT id FROM thread) AS current_thread_id,
+           e.id AS existing_id, e.status AS existing_status, e.thread_id AS existing_thread_id,
            e.to_number AS existing_to, e.from_number AS existing_from, e.body AS existing_body,
            e.send_started_at AS existing_send_started_at,
            t.name, t.timezone, t.business_hours, t.status,
@@ -194,7 +206,15 @@ async def load_context(
     """The decision's facts and the message of an earlier attempt, if any (locked), in one query."""
     key = first_sms_key(event.call_id)
     row = await connection.fetchrow(
-        _CONTEXT, event.tenant_id, event.caller, event.call_id, event.event_id, event.occurred_at, key
+        _CONTEXT,
+        event.tenant_id,
+        event.caller,
+        event.call_id,
+        event.event_id,
+        event.occurred_at,
+        key,
+        uuid4(),
+        event.tenant_number,
     )
     if row is None:
         raise LookupError(f"tenant {event.tenant_id} has no profile")
@@ -206,6 +226,7 @@ async def load_context(
 
 def _context(row: asyncpg.Record) -> FirstSmsContext:
     return FirstSmsContext(
+        current_thread_id=row["current_thread_id"],
         business_name=row["name"],
         business_hours=row["business_hours"],
         booking_prompt=row["booking_prompt"],
@@ -286,7 +307,7 @@ async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | No
             return None
         if existing is not None and existing.status == MessageStatus.SENDING:
             return existing.resumed()
-        thread_id = existing.thread_id if existing else await current_thread(
+        thread_id = existing.thread_id if existing else context.current_thread_id or await current_thread(
             connection, event.tenant_id, event.caller, event.tenant_number, opted_out=context.facts.opted_out
         )  # fmt: skip
         body = first_sms_body(context, event, now)

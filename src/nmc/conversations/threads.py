@@ -28,6 +28,28 @@ _CURRENT_THREAD = """
     SELECT id FROM conv_threads WHERE tenant_id = $2 AND caller = $3 AND status IN ('open', 'opted_out')
     LIMIT 1
 """
+
+
+def current_thread_cte(
+    name: str, *, thread_id: str, tenant_id: str, caller: str, tenant_number: str, status: str, unless: str
+) -> str:
+    """`_CURRENT_THREAD` as CTEs (`{name}_created`, `{name}`) for a statement on the first-SMS path to
+    prepend (the arguments are its placeholders or SQL expressions); nothing is created when `unless`
+    holds. `{name}` may be empty under a concurrent creation: then call `current_thread`."""
+    return f"""{name}_created AS (
+        INSERT INTO conv_threads (id, tenant_id, caller, tenant_number, status)
+        SELECT {thread_id}, {tenant_id}, {caller}, {tenant_number}, {status} WHERE NOT ({unless})
+        ON CONFLICT (tenant_id, caller) WHERE status IN ('open', 'opted_out') DO NOTHING
+        RETURNING id
+    ), {name} AS (
+        SELECT id FROM {name}_created
+        UNION ALL
+        SELECT id FROM conv_threads
+        WHERE tenant_id = {tenant_id} AND caller = {caller} AND status IN ('open', 'opted_out') AND NOT ({unless})
+        LIMIT 1
+    )"""
+
+
 # A concurrent transaction may create the thread between our INSERT's conflict check and its commit:
 # the statement then sees neither row (one snapshot), and the next statement (a new snapshot) does.
 _ATTEMPTS = 3
