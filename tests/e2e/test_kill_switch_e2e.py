@@ -2,10 +2,11 @@
 API or `just pause-sms` holds the next missed call's text in the running worker (no restart), and a
 resume sends it.
 
-Why the resume bound is 3 s and not the issue's "within a second": a resume makes the waiting events due
-at once (`release_deferred`); the worker's sweeper, every `SWEEP_EVERY_SECONDS` (2 s), enqueues them and
-the dispatch follows. So up to ~2 s plus a send — on a 2-core box shared with other work, 3 s is a bound
-that holds, and still fails if the worker only rechecked at its pause interval or needed a restart.
+Why the resume bound is 1.5 s and not the issue's "within a second": a resume makes the waiting events
+due and enqueues their dispatch (`release_deferred`), so the commit's NOTIFY wakes the worker at once —
+measured 0.08-0.12 s on a 2-core box with a load average of 3-4 (before the enqueue, when the worker's
+2 s sweep found them, 0.3-1.6 s). 1.5 s leaves that busy box room and still catches a worker that waits
+for its pause recheck (minutes) or a restart; it catches a fall-back to the sweep only part of the time.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ pytestmark = pytest.mark.e2e
 OPS_TOKEN = "e2e-operators-token-of-at-least-32-characters"
 OPERATOR = {"Authorization": f"Bearer {OPS_TOKEN}"}
 HELD_FOR = 2.0  # seconds a paused worker must send nothing
-RESUMED_WITHIN = 3.0  # see the module docstring
+RESUMED_WITHIN = 1.5  # see the module docstring
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,9 @@ async def missed_call_is_held(stack: Stack, db: asyncpg.Connection, fake_twilio:
 
 def seconds_until_sent(fake_twilio: Any, since: float) -> float:
     fake_twilio.wait_for_messages(1, timeout=10)  # generous to get a figure; the bound is asserted by the caller
-    return time.monotonic() - since
+    elapsed = time.monotonic() - since
+    print(f"resume -> text at the fake Twilio: {elapsed:.2f} s")  # shown with -rP
+    return elapsed
 
 
 async def test_the_api_pauses_and_resumes_the_running_worker(

@@ -153,7 +153,9 @@ async def _reschedule(event_id: UUID, until: datetime, note: str, *, refund_atte
 
 
 async def release_deferred(reason: str) -> int:
-    """Make events deferred for `reason` due now (e.g. PAUSE_OUTBOUND_SMS turned off at start)."""
+    """Make events deferred for `reason` due now (e.g. PAUSE_OUTBOUND_SMS turned off at start, an
+    operator's resume) and enqueue their dispatch: the commit's NOTIFY wakes a worker at once, not the
+    next sweep (up to 2 s later)."""
     async with session_scope() as session:
         result = await session.execute(
             update(OutboxEvent)
@@ -161,7 +163,11 @@ async def release_deferred(reason: str) -> int:
             .values(available_at=func.now())
             .returning(OutboxEvent.id)
         )
-        return len(result.all())
+        released = list(result.scalars())
+        connection = await raw_connection(session)
+        for event_id in released:
+            await enqueue_dispatch(connection, event_id)
+        return len(released)
 
 
 async def _park(event_id: UUID, error: str) -> None:
