@@ -255,9 +255,9 @@ async def test_the_cpu_proxy_counts_backends_running_and_not_those_waiting(
         nap = asyncio.create_task(sleeping.execute("SELECT pg_sleep(20)"))
         ours = "SELECT pid, state, wait_event FROM pg_stat_activity WHERE pid = ANY($1::int[])"
         pids += [busy.get_server_pid(), sleeping.get_server_pid()]
-        for _ in range(100):  # both statements started
+        for _ in range(100):  # both statements started, the sleep already sleeping
             rows = {r["pid"]: r for r in await db.fetch(ours, pids)}
-            if all(rows[pid]["state"] == "active" for pid in pids):
+            if all(rows[pid]["state"] == "active" for pid in pids) and rows[pids[1]]["wait_event"]:
                 break
             await asyncio.sleep(0.05)
         assert rows[pids[0]]["wait_event"] is None  # computing: what the proxy counts
