@@ -293,7 +293,8 @@ class Settings:
     POLL_INTERVAL_GOOGLE_SECONDS: int = _setting("60", _positive_int)
     POLL_INTERVAL_JOBBER_SECONDS: int = _setting("120", _positive_int)
     OUTBOX_BATCH_SIZE: int = _setting("100", _positive_int)
-    OUTBOX_CONCURRENCY: int = _setting("2", _positive_int)
+    # One consumer per process: a second only adds a dequeue and three probes per NOTIFY (README "Benchmarks").
+    OUTBOX_CONCURRENCY: int = _setting("1", _positive_int)
     # Connections per process (README "Connection budget"): the SQLAlchemy pool of every process and
     # the jobs process's broker pool; the worker's asyncpg pool for the first-SMS path.
     DB_POOL_SIZE: int = _setting("10", _positive_int)

@@ -79,7 +79,7 @@ class Worker:
 async def worker(db: asyncpg.Connection, tmp_path: Path) -> AsyncIterator[Worker]:
     process = Worker(tmp_path / "worker.log")
     try:
-        await process.wait_for_output('"worker.consumer_started"', count=2)
+        await process.wait_for_output('"worker.consumer_started"')  # OUTBOX_CONCURRENCY consumers (1)
         yield process
     finally:
         process.stop()

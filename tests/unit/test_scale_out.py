@@ -59,8 +59,8 @@ def test_connections_per_process_count_every_pool() -> None:
 
 
 def test_processes_times_pools_above_the_budget_are_refused_naming_the_variables() -> None:
-    fits = load_settings({"WORKER_PROCESSES": "2"})  # 2 x 34 with the defaults
-    assert check_connection_budget("worker", fits) == 68
+    fits = load_settings({"WORKER_PROCESSES": "2"})  # 2 x 33 with the defaults
+    assert check_connection_budget("worker", fits) == 66
     too_many = load_settings({"WEB_CONCURRENCY": "5", "DB_CONNECTION_BUDGET": "100"})  # 5 x 21
     with pytest.raises(SettingsError) as raised:
         check_connection_budget("web", too_many)
