@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -357,21 +358,25 @@ async def _failed(row: ConnectionRow, exc: BaseException) -> SyncReport:
 async def mark_needs_reauth(row: ConnectionRow, error: str) -> None:
     """Stop polling it, keep its blocks, tell the owner once (`calendar.needs_reauth`; conversations texts)."""
     async with session_scope() as session:
-        connection = await raw_connection(session)
-        await store.record_failed(
-            connection, row.id, error, poll_interval(row.provider, get_settings()), ConnectionStatus.NEEDS_REAUTH
+        await needs_reauth_on(await raw_connection(session), row, error)
+
+
+async def needs_reauth_on(connection: asyncpg.Connection, row: ConnectionRow, error: str) -> None:
+    """`mark_needs_reauth` inside the caller's transaction (a Jobber APP_DISCONNECT webhook)."""
+    await store.record_failed(
+        connection, row.id, error, poll_interval(row.provider, get_settings()), ConnectionStatus.NEEDS_REAUTH
+    )
+    if await store.claim_reauth_notice(connection, row.id):
+        await publish_on(
+            connection,
+            CalendarNeedsReauth(
+                tenant_id=row.tenant_id,
+                connection_id=row.id,
+                resource_id=row.resource_id,
+                provider=row.provider,
+                correlation_id=current_correlation_id(),
+            ),
         )
-        if await store.claim_reauth_notice(connection, row.id):
-            await publish_on(
-                connection,
-                CalendarNeedsReauth(
-                    tenant_id=row.tenant_id,
-                    connection_id=row.id,
-                    resource_id=row.resource_id,
-                    provider=row.provider,
-                    correlation_id=current_correlation_id(),
-                ),
-            )
 
 
 # ---------------------------------------------------------------------------- push channels

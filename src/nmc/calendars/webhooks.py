@@ -28,9 +28,8 @@ from nmc.calendars import keys, store
 from nmc.calendars.models import ConnectionStatus
 from nmc.calendars.queueing import queue_item_sync, queue_sync
 from nmc.calendars.schemas import GoogleNotification, JobberWebhook
+from nmc.calendars.sync import needs_reauth_on
 from nmc.db import raw_connection
-from nmc.events import CalendarNeedsReauth, publish_on
-from nmc.observability.correlation import current_correlation_id
 from nmc.settings import get_settings
 from nmc.webhooks import Answer, RawDelivery, Unrouted, WebhookHandler, WebhookRefused, json_object
 
@@ -202,20 +201,7 @@ async def _disconnected(connection: asyncpg.Connection, context: ChannelContext)
     row = await store.get(connection, context.connection_id)
     if row is None or row.status == ConnectionStatus.NEEDS_REAUTH:
         return
-    interval = float(get_settings().POLL_INTERVAL_JOBBER_SECONDS)
-    await store.record_failed(connection, row.id, "APP_DISCONNECT: the app was disconnected in Jobber", interval,
-                              ConnectionStatus.NEEDS_REAUTH)  # fmt: skip
-    if await store.claim_reauth_notice(connection, row.id):
-        await publish_on(
-            connection,
-            CalendarNeedsReauth(
-                tenant_id=row.tenant_id,
-                connection_id=row.id,
-                resource_id=row.resource_id,
-                provider=row.provider,
-                correlation_id=current_correlation_id(),
-            ),
-        )
+    await needs_reauth_on(connection, row, "APP_DISCONNECT: the app was disconnected in Jobber")
     log.warning("calendars.needs_reauth", connection_id=str(row.id), provider=row.provider, error="APP_DISCONNECT")
 
 
