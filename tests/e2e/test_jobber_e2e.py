@@ -2,7 +2,8 @@
 POSTed to the real web, signed) and the fake Twilio: connect; a visit created in Jobber blocks that time
 for callers (not offered by SMS); an SMS booking appears in Jobber exactly once and its cancellation
 archives it; recurring visits that never notified arrive by the poll; the app disconnected in Jobber
-becomes needs_reauth and one owner alert."""
+becomes needs_reauth and one owner alert; a throttled account keeps being synced; two processes that
+refresh one account's token at once keep a working one."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +22,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import TEST_DATABASE_URL
+from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_booking_by_sms_e2e import asked_to_book, bookable_shop, offered_times, reply_to
 from tests.e2e.test_conversation_e2e import Shop, texts_to, wait_for_texts
@@ -222,3 +224,39 @@ async def test_a_throttled_account_keeps_being_synced_without_errors(
         "SELECT coalesce(sum(count), 0) FROM calendar_counters WHERE name = 'sync_errors' AND provider = 'jobber'"
     )
     assert errors_after == errors_before
+
+
+async def test_two_processes_refreshing_one_account_at_once_keep_a_working_token(
+    stack: Stack, db: asyncpg.Connection, fake_twilio: Any, jobber: FakeJobber, clerk: FakeClerk
+) -> None:
+    """Jobber's refresh tokens rotate and the old one is refused at once: two real processes that find
+    the access token expired at the same moment must not both spend the one refresh token."""
+    shop = await bookable_shop(stack, clerk)
+    connection_id, account, user, resource_id = await connect(shop, db, jobber)
+    jobber.expire_tokens(account)
+    await db.execute(
+        "UPDATE calendar_connections SET access_token_expires_at = now() - interval '1 minute' WHERE id = $1",
+        connection_id,
+    )
+    refreshes_before = jobber.refresh_count(account)
+    env = {**stack.env, "LOG_LEVEL": "WARNING"}
+    command = [sys.executable, "-m", "nmc", "calendars", "sync", "--connection", str(connection_id)]
+    pipe, merged = asyncio.subprocess.PIPE, asyncio.subprocess.STDOUT
+    syncs = [
+        await asyncio.create_subprocess_exec(*command, env=env, cwd=PROJECT_ROOT, stdout=pipe, stderr=merged)
+        for _ in range(2)
+    ]
+    outputs = await asyncio.gather(*(sync.communicate() for sync in syncs))
+    assert [sync.returncode for sync in syncs] == [0, 0], [out.decode()[-2000:] for out, _ in outputs]
+    assert jobber.refresh_count(account) == refreshes_before + 1  # one refresher; the other used its token
+    assert jobber.refused_refresh_count(account) == 0
+    row = await db.fetchrow(
+        "SELECT status, consecutive_failures FROM calendar_connections WHERE id = $1", connection_id
+    )
+    assert (row["status"], row["consecutive_failures"]) == ("active", 0)
+
+    # The stored token works for the jobs process too: a visit created now reaches the resource.
+    visit_start = datetime.now(UTC) + timedelta(hours=5)
+    visit = jobber.add_visit(account, start=visit_start, end=visit_start + timedelta(hours=1), user_ids=[user])
+    block = await busy_block(db, visit, timeout=20)
+    assert str(block["resource_id"]) == resource_id
