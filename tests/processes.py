@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -59,6 +60,22 @@ class Process:
                 self.popen.wait()
         self._log.close()
         return self.popen.returncode
+
+
+def reap(process: Process, grace: float = 10.0) -> None:
+    """Make sure nothing of a stopped process's group is left: what outlives SIGTERM by `grace`
+    seconds (seen with `nmc jobs`' Dramatiq worker processes) is killed, and said so."""
+    group = process.popen.pid  # started with start_new_session: the group id is its pid
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+        print(f"`just {process.recipe}` left processes {grace:g} s after SIGTERM; killed them", flush=True)
 
 
 class Stack:

@@ -9,7 +9,6 @@ does with `nmc.devdb`): the Postgres-restart scenario restarts it, and the machi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import shutil
@@ -28,25 +27,9 @@ from nmc.devdb import PrivateCluster, ensure_database, start_private_cluster, st
 from tests.bench.first_sms import setup
 from tests.conftest import TWILIO_SID, TWILIO_TOKEN, run_nmc
 from tests.fakes.twilio_api import FakeTwilio
-from tests.processes import Process, free_port
+from tests.processes import Process, free_port, reap
 
 START_TIMEOUT = 120.0  # seconds for `nmc worker` to start consuming (a busy 2-core machine is slow)
-
-
-def reap(process: Process, grace: float = 10.0) -> None:
-    """Make sure nothing of a stopped process's group is left: what outlives SIGTERM by `grace`
-    seconds (seen with `nmc jobs`' Dramatiq worker processes) is killed, and said so."""
-    group = process.popen.pid  # started with start_new_session: the group id is its pid
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
-        print(f"chaos: `just {process.recipe}` left processes {grace:g} s after SIGTERM; killed them", flush=True)
 
 
 class PrivatePostgres:

@@ -17,21 +17,28 @@ from tests.processes import Stack, free_port
 pytestmark = pytest.mark.e2e
 
 
-# Module scope: the real worker must not outlive the e2e module and dispatch other tests' rows.
-@pytest.fixture(scope="module")
-def stack(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port = free_port()
-    env = {
+def stack_env(twilio_api: str, **settings: str) -> dict[str, str]:
+    """The environment every e2e module starts `just web` / `just worker` / `just jobs` with: the test
+    database, a free port (or `PORT` from `settings`) and its public URL, the fake Twilio API at
+    `twilio_api`, INFO logs, a 3 s lease; `settings` add to or override it."""
+    port = settings.get("PORT") or str(free_port())
+    return {
         **os.environ,
         "ENVIRONMENT": "development",
         "DATABASE_URL": TEST_DATABASE_URL,
-        "PORT": str(port),
+        "PORT": port,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
+        "TWILIO_API_BASE_URL": twilio_api,
         "LOG_LEVEL": "INFO",
         "OUTBOX_LEASE_SECONDS": "3",
+        **settings,
     }
-    running = Stack(env, tmp_path_factory.mktemp("e2e-logs"))
+
+
+# Module scope: the real worker must not outlive the e2e module and dispatch other tests' rows.
+@pytest.fixture(scope="module")
+def stack(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    running = Stack(stack_env(fake_twilio_server.base_url), tmp_path_factory.mktemp("e2e-logs"))
     yield running
     running.stop()
 

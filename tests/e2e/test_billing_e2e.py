@@ -8,7 +8,6 @@ across a Stripe outage."""
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,12 +16,11 @@ import httpx
 import pytest
 
 from nmc.billing import count_segments
-from tests.conftest import TEST_DATABASE_URL
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import stack_env, wait_for
 from tests.e2e.test_conversation_e2e import Shop, make_shop, texts_to, wait_for_texts
 from tests.fakes.clerk import FakeClerk
 from tests.fakes.stripe_api import FakeStripe
-from tests.processes import Process, Stack, free_port
+from tests.processes import Process, Stack
 
 pytestmark = pytest.mark.e2e
 WEBHOOK_SECRET = "whsec_e2e"
@@ -45,27 +43,19 @@ def stripe_api() -> Iterator[FakeStripe]:
 def stack(
     migrated_database: str, fake_twilio_server: Any, stripe_api: FakeStripe, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "PORT": str(port),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
-        "LOG_LEVEL": "INFO",
-        "OUTBOX_LEASE_SECONDS": "3",
-        "BILLING_ENABLED": "true",
-        "BILLING_GRACE_DAYS": "7",
-        "STRIPE_SECRET_KEY": stripe_api.api_key,
-        "STRIPE_API_BASE_URL": stripe_api.base_url,
-        "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STRIPE_PRICE_BASE": PRICE,
-        "STRIPE_PRICE_TEXTS": TEXTS_PRICE,
-        "BILLING_SUCCESS_URL": "https://app.example.com/billing/done",
-        "BILLING_CANCEL_URL": "https://app.example.com/billing",
-        "BILLING_PORTAL_RETURN_URL": "https://app.example.com/billing",
-    }
+    env = stack_env(
+        fake_twilio_server.base_url,
+        BILLING_ENABLED="true",
+        BILLING_GRACE_DAYS="7",
+        STRIPE_SECRET_KEY=stripe_api.api_key,
+        STRIPE_API_BASE_URL=stripe_api.base_url,
+        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
+        STRIPE_PRICE_BASE=PRICE,
+        STRIPE_PRICE_TEXTS=TEXTS_PRICE,
+        BILLING_SUCCESS_URL="https://app.example.com/billing/done",
+        BILLING_CANCEL_URL="https://app.example.com/billing",
+        BILLING_PORTAL_RETURN_URL="https://app.example.com/billing",
+    )
     log_dir = tmp_path_factory.mktemp("e2e-billing-logs")
     running = Stack(env, log_dir)
     jobs = Process("jobs", env, log_dir)

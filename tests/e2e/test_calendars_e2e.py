@@ -7,7 +7,6 @@ becomes needs_reauth and one owner alert."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,13 +16,12 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import TEST_DATABASE_URL
-from tests.e2e.conftest import wait_for
+from tests.e2e.conftest import stack_env, wait_for
 from tests.e2e.test_booking_by_sms_e2e import asked_to_book, bookable_shop, offered_times, reply_to
 from tests.e2e.test_conversation_e2e import Shop, texts_to, wait_for_texts
 from tests.fakes.clerk import FakeClerk
 from tests.fakes.google import FakeGoogle
-from tests.processes import Process, Stack, free_port
+from tests.processes import Process, Stack
 
 pytestmark = pytest.mark.e2e
 CALLER = "+15557659999"
@@ -41,20 +39,12 @@ def google() -> Iterator[FakeGoogle]:
 def stack(
     migrated_database: str, fake_twilio_server: Any, google: FakeGoogle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    port = free_port()
-    env = {
-        **os.environ,
+    env = stack_env(
+        fake_twilio_server.base_url,
         **google.settings,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "PORT": str(port),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
-        "LOG_LEVEL": "INFO",
-        "OUTBOX_LEASE_SECONDS": "3",
-        "POLL_INTERVAL_GOOGLE_SECONDS": str(POLL_SECONDS),
-        "GOOGLE_WATCH_TTL_SECONDS": str(CHANNEL_SECONDS),
-    }
+        POLL_INTERVAL_GOOGLE_SECONDS=str(POLL_SECONDS),
+        GOOGLE_WATCH_TTL_SECONDS=str(CHANNEL_SECONDS),
+    )
     log_dir = tmp_path_factory.mktemp("e2e-calendar-logs")
     running = Stack(env, log_dir)
     jobs = Process("jobs", env, log_dir)

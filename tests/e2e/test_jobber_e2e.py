@@ -8,11 +8,7 @@ refresh one account's token at once keep a working one."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import signal
 import sys
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,13 +18,13 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL
-from tests.e2e.conftest import wait_for
+from tests.conftest import PROJECT_ROOT
+from tests.e2e.conftest import stack_env, wait_for
 from tests.e2e.test_booking_by_sms_e2e import asked_to_book, bookable_shop, offered_times, reply_to
 from tests.e2e.test_conversation_e2e import Shop, texts_to, wait_for_texts
 from tests.fakes.clerk import FakeClerk
 from tests.fakes.jobber import FakeJobber
-from tests.processes import Process, Stack, free_port
+from tests.processes import Process, Stack, free_port, reap
 
 pytestmark = pytest.mark.e2e
 CALLER = "+15557658888"
@@ -46,42 +42,18 @@ def jobber() -> Iterator[FakeJobber]:
 def stack(
     migrated_database: str, fake_twilio_server: Any, jobber: FakeJobber, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    env = {
-        **os.environ,
-        **jobber.settings,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "PORT": str(PORT),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{PORT}",
-        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
-        "LOG_LEVEL": "INFO",
-        "OUTBOX_LEASE_SECONDS": "3",
-        "POLL_INTERVAL_JOBBER_SECONDS": str(POLL_SECONDS),
-    }
+    env = stack_env(
+        fake_twilio_server.base_url, PORT=str(PORT), **jobber.settings, POLL_INTERVAL_JOBBER_SECONDS=str(POLL_SECONDS)
+    )
     log_dir = tmp_path_factory.mktemp("e2e-jobber-logs")
     running = Stack(env, log_dir)
     jobs = Process("jobs", env, log_dir)
     try:
         yield running
     finally:
-        stop_whole_group(jobs)
+        jobs.stop()
+        reap(jobs, grace=15.0)  # Dramatiq may finish a sync waiting for its cost bucket
         running.stop()
-
-
-def stop_whole_group(process: Process, grace: float = 15.0) -> None:
-    """`just` exits on SIGTERM at once while Dramatiq's processes finish their messages (a Jobber sync
-    waiting for its cost bucket): nothing of the group may outlive the test database."""
-    group = process.popen.pid
-    process.stop()
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(group, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(group, signal.SIGKILL)
 
 
 async def connect(shop: Shop, db: asyncpg.Connection, jobber: FakeJobber) -> tuple[UUID, str, str, str]:

@@ -10,7 +10,6 @@ database of its own (db 13), so no other run's messages are seen and none are le
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -21,14 +20,13 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.chaos.environment import reap
-from tests.conftest import PROJECT_ROOT, TEST_DATABASE, TEST_DATABASE_URL
-from tests.e2e.conftest import wait_for
+from tests.conftest import PROJECT_ROOT, TEST_DATABASE
+from tests.e2e.conftest import stack_env, wait_for
 from tests.e2e.test_booking_by_sms_e2e import bookable_shop
 from tests.e2e.test_calendars_e2e import connect
 from tests.fakes.clerk import FakeClerk
 from tests.fakes.google import FakeGoogle
-from tests.processes import Process, Stack, free_port
+from tests.processes import Process, Stack, reap
 
 pytestmark = pytest.mark.e2e
 RABBITMQ = ("127.0.0.1", 5672)
@@ -93,18 +91,7 @@ def stack(
     broker_url: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Stack]:
-    port = free_port()
-    env = {
-        **os.environ,
-        **google.settings,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "PORT": str(port),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
-        "LOG_LEVEL": "INFO",
-        "DRAMATIQ_BROKER_URL": broker_url,
-    }
+    env = stack_env(fake_twilio_server.base_url, **google.settings, DRAMATIQ_BROKER_URL=broker_url)
     log_dir = tmp_path_factory.mktemp("e2e-broker-logs")
     running = Stack(env, log_dir)
     jobs = Process("jobs", env, log_dir)

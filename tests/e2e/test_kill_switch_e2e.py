@@ -22,10 +22,10 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.conftest import PROJECT_ROOT, TEST_DATABASE_URL
-from tests.e2e.conftest import wait_for
+from tests.conftest import PROJECT_ROOT
+from tests.e2e.conftest import stack_env, wait_for
 from tests.e2e.test_first_sms_e2e import first_sms_status, make_tenant, post_dial_outcome
-from tests.processes import Stack, free_port
+from tests.processes import Stack
 
 pytestmark = pytest.mark.e2e
 OPS_TOKEN = "e2e-operators-token-of-at-least-32-characters"
@@ -37,18 +37,7 @@ RESUMED_WITHIN = 1.5  # see the module docstring
 @pytest.fixture(scope="module")
 def stack(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The e2e stack (tests/e2e/conftest.py) with the operators' API on (`OPS_API_TOKEN`)."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "PORT": str(port),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
-        "LOG_LEVEL": "INFO",
-        "OUTBOX_LEASE_SECONDS": "3",
-        "OPS_API_TOKEN": OPS_TOKEN,
-    }
+    env = stack_env(fake_twilio_server.base_url, OPS_API_TOKEN=OPS_TOKEN)
     running = Stack(env, tmp_path_factory.mktemp("e2e-kill-switch-logs"))
     yield running
     running.stop()

@@ -11,7 +11,6 @@ webhooks, session tokens) and the fake Twilio API (numbers, Messaging Service, C
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -21,8 +20,8 @@ import httpx
 import pytest
 
 from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
-from tests.conftest import TEST_DATABASE_URL, TWILIO_TOKEN
-from tests.e2e.conftest import wait_for
+from tests.conftest import TWILIO_TOKEN
+from tests.e2e.conftest import stack_env, wait_for
 from tests.fakes.clerk import (
     ClerkWebhooks,
     FakeClerk,
@@ -32,7 +31,7 @@ from tests.fakes.clerk import (
     membership_data,
     organization_data,
 )
-from tests.processes import Stack, free_port
+from tests.processes import Stack
 
 pytestmark = pytest.mark.e2e
 TEST_LINE = "+15005550006"  # our own Twilio number that places onboarding's test calls
@@ -44,20 +43,12 @@ HOOKS = ClerkWebhooks()
 
 @pytest.fixture(scope="module")
 def stack(migrated_database: str, fake_twilio_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "ENVIRONMENT": "development",
-        "DATABASE_URL": TEST_DATABASE_URL,
-        "PORT": str(port),
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "TWILIO_API_BASE_URL": fake_twilio_server.base_url,
-        "TWILIO_MESSAGING_API_BASE_URL": fake_twilio_server.base_url,
-        "TWILIO_TEST_CALL_FROM": TEST_LINE,
-        "CLERK_WEBHOOK_SECRET": HOOKS.secret,
-        "LOG_LEVEL": "INFO",
-        "OUTBOX_LEASE_SECONDS": "3",
-    }
+    env = stack_env(
+        fake_twilio_server.base_url,
+        TWILIO_MESSAGING_API_BASE_URL=fake_twilio_server.base_url,
+        TWILIO_TEST_CALL_FROM=TEST_LINE,
+        CLERK_WEBHOOK_SECRET=HOOKS.secret,
+    )
     running = Stack(env, tmp_path_factory.mktemp("e2e-onboarding-logs"))
     yield running
     running.stop()

@@ -28,12 +28,11 @@ import pytest
 from nmc.observability.flusher import FLUSH_SECONDS
 from nmc.telephony import dial_outcome_params, new_call_sid, signed_headers
 from tests.chaos.accounting import texts_by_caller
-from tests.chaos.environment import reap
 from tests.conftest import TEST_DATABASE_URL, TWILIO_TOKEN
 from tests.e2e.conftest import wait_for
 from tests.e2e.test_first_sms_e2e import make_tenant
 from tests.integration.test_observability import sample_value
-from tests.processes import Process, free_port
+from tests.processes import Process, free_port, reap
 
 pytestmark = pytest.mark.e2e
 PATH = "/webhooks/twilio/voice/dial-status"
