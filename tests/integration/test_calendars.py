@@ -125,6 +125,12 @@ async def test_connect_stores_an_encrypted_grant_and_redirects_with_the_outcome(
     assert await db.fetchval("SELECT count(*) FROM calendar_connections") == 1
 
 
+async def test_a_callback_for_no_provider_of_ours_is_a_404(client: Client, db: asyncpg.Connection) -> None:
+    response = await client.get("/oauth/outlook/callback", params={"code": "x", "state": "y"})
+    assert response.status_code == 404
+    assert await db.fetchval("SELECT count(*) FROM calendar_connections") == 0
+
+
 async def test_an_expired_or_foreign_state_is_refused(
     client: Client, db: asyncpg.Connection, make_tenant: Any, google: FakeGoogle
 ) -> None:
