@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nmc.db import hot_pool, raw_connection, session_scope
 from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
-from nmc.events.outbox import enqueue_dispatch
+from nmc.events.outbox import enqueue_dispatch, enqueue_dispatches
 from nmc.events.settling import MARK_DISPATCHED, Settling, run_handler
 from nmc.events.subscribers import handlers_for, subscribed_event_names
 from nmc.observability.correlation import use_correlation_id
@@ -164,9 +164,7 @@ async def release_deferred(reason: str) -> int:
             .returning(OutboxEvent.id)
         )
         released = list(result.scalars())
-        connection = await raw_connection(session)
-        for event_id in released:
-            await enqueue_dispatch(connection, event_id)
+        await enqueue_dispatches(await raw_connection(session), released)
         return len(released)
 
 
@@ -230,11 +228,11 @@ async def sweep() -> int:
             {"limit": SWEEP_LIMIT},
         )
         ids = list(due.scalars())
-        for event_id in ids:
-            await enqueue_dispatch(connection, event_id)
+        await enqueue_dispatches(connection, ids)
         orphaned = await connection.fetch(_ORPHANED)
-        for row in orphaned:
-            await enqueue_dispatch(connection, row["id"], key_suffix=f":reclaim:{row['claimed_by']}")
+        # each with its dead worker's id in the key: apart from the dead worker's own picked job
+        reclaims = [f":reclaim:{row['claimed_by']}" for row in orphaned]
+        await enqueue_dispatches(connection, [row["id"] for row in orphaned], reclaims)
     if orphaned:
         log.warning("outbox.reclaimed_from_dead_worker", count=len(orphaned))
     return len(ids) + len(orphaned)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from nmc.db import raw_connection
 from nmc.events.catalog import DomainEvent, validated
 from nmc.events.settling import MARK_DISPATCHED, settling_now
-from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue
+from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue, enqueue_many
 
 
 def dispatch_key(event_id: object) -> str:
@@ -28,6 +28,15 @@ async def enqueue_dispatch(
     await enqueue(
         connection, OUTBOX_DISPATCH, event_id.bytes, dedupe_key=dispatch_key(event_id) + key_suffix, execute_after=after
     )
+
+
+async def enqueue_dispatches(
+    connection: asyncpg.Connection, event_ids: list[UUID], key_suffixes: list[str] | None = None
+) -> None:
+    """`enqueue_dispatch` for many rows in one statement (`key_suffixes`: one per row)."""
+    suffixes = key_suffixes or [""] * len(event_ids)
+    keys = [dispatch_key(event_id) + suffix for event_id, suffix in zip(event_ids, suffixes, strict=True)]
+    await enqueue_many(connection, OUTBOX_DISPATCH, [event_id.bytes for event_id in event_ids], keys)
 
 
 # Plain SQL on the session's own connection: this runs inside the webhook that starts the

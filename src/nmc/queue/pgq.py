@@ -38,6 +38,18 @@ async def enqueue(
     )
 
 
+async def enqueue_many(
+    connection: asyncpg.Connection, entrypoint: str, payloads: list[bytes], dedupe_keys: list[str]
+) -> None:
+    """`enqueue` of many jobs in one statement (PgQueuer takes lists): a sweep or a circuit that
+    closes releases hundreds of texts at once."""
+    if payloads:
+        await queries_on(connection).enqueue(
+            [entrypoint] * len(payloads), list(payloads), [0] * len(payloads),
+            dedupe_key=list(dedupe_keys), on_conflict="skip",
+        )  # fmt: skip
+
+
 def install_sql() -> str:
     """PgQueuer's own DDL, applied by our Alembic migration."""
     return _ENVIRONMENT.build_install_query()
