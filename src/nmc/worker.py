@@ -21,7 +21,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 import structlog
-from pgqueuer import AsyncpgDriver, PgQueuer
+from pgqueuer import PgQueuer
 from pgqueuer.models import Job, Schedule
 from pgqueuer.types import Channel
 
@@ -33,7 +33,7 @@ from nmc.messaging import PAUSED_REASON
 from nmc.observability.correlation import use_correlation_id
 from nmc.observability.flusher import start_flusher, stop_flusher
 from nmc.observability.logging import clear_context, configure_logging
-from nmc.queue.pgq import OUTBOX_DISPATCH
+from nmc.queue.pgq import OUTBOX_DISPATCH, consumer_on
 from nmc.runtime import freeze_startup_heap
 from nmc.scheduling import collect_expired_holds, register_live_busy_check
 from nmc.settings import Settings, get_settings
@@ -111,8 +111,7 @@ async def on_calendar_poll(schedule: Schedule) -> None:
 
 def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_schedules: bool) -> PgQueuer:
     channel = None if settings.WORKER_LISTEN else Channel("nmc_wakeups_disabled")
-    driver = AsyncpgDriver(connection)
-    pgq = PgQueuer(driver, channel=channel) if channel else PgQueuer(driver)
+    pgq = consumer_on(connection, channel)
     pgq.entrypoint(OUTBOX_DISPATCH)(on_outbox_dispatch)
     if with_schedules:
         pgq.schedule("retention", RETENTION_SCHEDULE)(on_retention)
