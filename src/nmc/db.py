@@ -236,6 +236,13 @@ async def hot_pool() -> asyncpg.Pool:
 
 
 @asynccontextmanager
+async def hot_connection() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection outside any transaction: each statement commits on its own."""
+    async with (await hot_pool()).acquire() as connection:
+        yield connection
+
+
+@asynccontextmanager
 async def hot_transaction() -> AsyncIterator[asyncpg.Connection]:
     """A pooled asyncpg connection in a transaction: committed on success, rolled back on error."""
     async with (await hot_pool()).acquire() as connection, connection.transaction():

@@ -46,7 +46,7 @@ from nmc.conversations.templates import (
 )
 from nmc.conversations.threads import current_thread, current_thread_cte
 from nmc.db import hot_transaction
-from nmc.events import CallMissed, Deferred, FirstSmsSent, publish_on
+from nmc.events import CallMissed, Deferred, FirstSmsSent, published_cte, published_in_statement, published_values
 from nmc.kpis import Metric, fact_cte
 from nmc.messaging import (
     CIRCUIT_SQL,
@@ -167,7 +167,8 @@ _ACCEPTED = f"""
          {usage_cte("usage", message_id="$1", tenant_id="$6", segments="$8")},
          {latency_rollup_cte("latency_rollup", message_id="$1", latency_ms="$4")},
          {_TOUCH_THREAD},
-         {EARLY_STATUS_CTE}
+         {EARLY_STATUS_CTE},
+         {published_cte("first_sent", 10)}
     UPDATE conv_messages SET status = {status_after_early("$2")}, error_code = {ERROR_CODE_AFTER_EARLY},
                              twilio_sid = $3, sent_at = now(), latency_ms = $4
     WHERE id = $1
@@ -379,8 +380,9 @@ async def _record_accepted(
         sent.occurred_at,
         count_segments(outgoing.body),
         outgoing.body,
+        *published_values(sent),
     )
+    # `call.missed` is done: its outbox row was settled by the statement that wrote this one's.
+    published_in_statement()
     await after_early_status(connection, early_error_code, outgoing.to)
-    # `call.missed` is done when this commits: its outbox row is settled with this one's insert.
-    await publish_on(connection, sent, settle=True)
     log.info("first_sms.sent", latency_ms=round(latency_ms, 1), sid=accepted.sid)

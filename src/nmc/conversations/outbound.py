@@ -231,12 +231,13 @@ async def send_outbound(event: OutboundSmsRequested) -> None:
         return
 
     async def accepted(connection: asyncpg.Connection, answer: Accepted) -> None:
-        early_error_code = await connection.fetchval(
-            _ACCEPTED, outgoing.message_id, answer.status, answer.sid, count_segments(outgoing.body), event.tenant_id
-        )
-        await after_early_status(connection, early_error_code, outgoing.to)
-        if event.kind in TOUCH_THREAD_ON_SEND:
-            await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
+        async with connection.transaction():
+            early_error_code = await connection.fetchval(
+                _ACCEPTED, outgoing.message_id, answer.status, answer.sid, count_segments(outgoing.body), event.tenant_id
+            )
+            await after_early_status(connection, early_error_code, outgoing.to)
+            if event.kind in TOUCH_THREAD_ON_SEND:
+                await connection.execute(_TOUCH_THREAD, outgoing.message_id, outgoing.body)
         log.info("sms.sent", kind=event.kind, sid=answer.sid)
 
     async def rejected(connection: asyncpg.Connection, exc: SmsRejected) -> None:

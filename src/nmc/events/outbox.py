@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from uuid import UUID
 
@@ -71,16 +72,7 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent, *, sett
     (in a rolling deploy an old web must not settle an event a new worker now handles). An event
     whose catalog entry does not `wake_worker` gets no job: the worker's sweep settles it in bulk.
     """
-    payload = validated(event)
-    row = (
-        event.event_id,
-        event.name,
-        event.version,
-        event.tenant_id,
-        msgspec.json.encode(payload).decode(),
-        event.correlation_id,
-        event.causation_id,
-    )
+    row = _outbox_row(event)
     settling = settling_now() if settle else None
     if settling is None:
         await connection.execute(_INSERT_OUTBOX, *row)
@@ -89,3 +81,42 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent, *, sett
         settling.settled = True
     if event.wake_worker:
         await enqueue_dispatch(connection, event.event_id)
+
+
+def _outbox_row(event: DomainEvent) -> tuple[object, ...]:
+    return (
+        event.event_id,
+        event.name,
+        event.version,
+        event.tenant_id,
+        msgspec.json.encode(validated(event)).decode(),
+        event.correlation_id,
+        event.causation_id,
+    )
+
+
+def published_cte(name: str, first: int) -> str:
+    """`publish_on(..., settle=True)` as a CTE of the caller's own statement: the event's outbox row
+    written, and the event being dispatched settled, in the statement the handler runs anyway — so a
+    handler's final write can be one autocommitted statement instead of a transaction of four round
+    trips. Its values (`published_values`) are bound from `$first` on; after the statement succeeded,
+    call `published_in_statement`."""
+    settle = MARK_DISPATCHED.replace("$1", f"${first + 7}")
+    insert = re.sub(r"\$(\d)", lambda number: f"${first + int(number[1]) - 1}", _INSERT_OUTBOX)
+    return f"{name}_settled AS ({settle}), {name} AS ({insert})"
+
+
+def published_values(event: DomainEvent) -> tuple[object, ...]:
+    """The 8 values of `published_cte`: the validated row, and the event to settle (None outside a last
+    handler: then nothing is settled). Only for events that need no dispatch job (`wake_worker` off):
+    a job is a statement of PgQueuer's own."""
+    if event.wake_worker:
+        raise ValueError(f"{event.name} wakes the worker: publish it with publish_on")
+    settling = settling_now()
+    return (*_outbox_row(event), settling.event_id if settling else None)
+
+
+def published_in_statement() -> None:
+    """The statement carrying `published_cte` succeeded: the dispatched event is settled."""
+    if (settling := settling_now()) is not None:
+        settling.settled = True

@@ -36,7 +36,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
-from nmc.db import hot_transaction
+from nmc.db import hot_connection, hot_transaction
 from nmc.events import Deferred, PermanentFailure, release_deferred
 from nmc.messaging.circuit import close_circuit, note_unavailable, open_circuit, retry_gate
 from nmc.messaging.decision import CIRCUIT_REASON, Wait
@@ -73,6 +73,9 @@ class Outgoing:
     probe: bool = False  # the probe of an open sending circuit (`Send.probe`)
 
 
+# Twilio took the text: record it on a connection outside any transaction, in one statement or a
+# transaction of the callback's own (the first SMS records everything in one autocommitted statement:
+# three round trips fewer per text than BEGIN … COMMIT around it).
 OnAccepted = Callable[[asyncpg.Connection, Accepted], Awaitable[None]]
 OnRejected = Callable[[asyncpg.Connection, SmsRejected], Awaitable[None]]
 # The text was not created and goes back to waiting with this status (`pending` or `paused`).
@@ -145,11 +148,13 @@ async def send_and_record(
         if not isinstance(exc, SmsRecipientRefused):  # a refusal we do not know: a human looks at it
             raise PermanentFailure(f"Twilio rejected the {what} ({exc.http_status}, code {exc.code})") from exc
         return None
-    async with hot_transaction() as connection:
+    async with hot_connection() as connection:
         await accepted(connection, answer)
-        closed = heals and await close_circuit(connection)
-    if closed:
-        await release_deferred(CIRCUIT_REASON)
+    if heals:
+        async with hot_transaction() as connection:
+            closed = await close_circuit(connection)
+        if closed:
+            await release_deferred(CIRCUIT_REASON)
     return answer
 
 
