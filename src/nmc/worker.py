@@ -109,6 +109,13 @@ async def on_calendar_poll(schedule: Schedule) -> None:
     await queue_poll_tick()
 
 
+# PgQueuer's dequeue is a large statement that Postgres re-plans on every execution (its custom plans
+# look cheaper than the generic one): 0.5 ms of planning against 0.15 ms of execution, twice per wake-up
+# (pg_stat_statements, 50 missed calls/s). Its parameters never change which plan is right (a small
+# table, partial indexes on constants), so the consumer's connection always uses the generic plan.
+CONSUMER_SESSION = {"plan_cache_mode": "force_generic_plan"}
+
+
 def build_consumer(connection: asyncpg.Connection, settings: Settings, *, with_schedules: bool) -> PgQueuer:
     channel = None if settings.WORKER_LISTEN else Channel("nmc_wakeups_disabled")
     pgq = consumer_on(connection, channel)
@@ -147,7 +154,7 @@ async def run_consumer(index: int, settings: Settings, stopping: asyncio.Event) 
 
 
 async def _consume_until_lost(index: int, settings: Settings, stopping: asyncio.Event) -> None:
-    connection = await asyncpg.connect(settings.DATABASE_URL)
+    connection = await asyncpg.connect(settings.DATABASE_URL, server_settings=CONSUMER_SESSION)
     lost = asyncio.Event()
     connection.add_termination_listener(lambda _conn: lost.set())
     pgq = build_consumer(connection, settings, with_schedules=index == 0)
