@@ -386,3 +386,47 @@ async def test_replayed_webhook_keeps_exactly_once(
     await dispatch_pending(db)
     assert await db.fetchval("SELECT count(*) FROM outbox_events WHERE event_name = 'call.missed'") == 1
     assert len(fake_twilio.messages()) == 1
+
+
+async def test_a_text_changed_between_the_plans_read_and_write_is_planned_again(
+    client: AsyncTestClient[Any],
+    db: asyncpg.Connection,
+    make_tenant: Any,
+    fake_twilio: Any,
+    settings_env: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plan reads, then writes in a statement of its own: a paused text that an operator's resume
+    suppresses (too old) in between is not sent over it — the write finds the row changed and the
+    plan reads it again."""
+    from nmc.conversations import first_sms
+    from nmc.events.dispatcher import release_deferred
+    from nmc.messaging import PAUSED_REASON
+
+    settings_env(PAUSE_OUTBOUND_SMS="true")
+    tenant = await make_tenant()
+    await missed_call(client, tenant.number, CALLER)
+    await dispatch_pending(db)
+    settings_env(PAUSE_OUTBOUND_SMS="false")
+    assert await release_deferred(PAUSED_REASON) == 1
+
+    read = first_sms.load_context
+    reads = 0
+
+    async def suppressed_right_after_the_read(connection: asyncpg.Connection, event: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        context = await read(connection, event)
+        if reads == 1:
+            await db.execute(
+                "UPDATE conv_messages SET status = 'suppressed', suppressed_reason = 'paused_too_long' "
+                "WHERE kind = 'first_sms' AND status = 'paused'"
+            )
+        return context
+
+    monkeypatch.setattr(first_sms, "load_context", suppressed_right_after_the_read)
+    await dispatch_pending(db)
+    assert reads == 2
+    assert fake_twilio.messages() == []
+    [message] = await first_sms_rows(db)
+    assert (message["status"], message["suppressed_reason"]) == ("suppressed", "paused_too_long")

@@ -7,12 +7,12 @@ first and only sends if the text is not there (`nmc.messaging.send_and_record`, 
 other text; the decision is `nmc.messaging.decide`, too).
 
 This is the worker's first-SMS path, measured against a 15 ms P95 budget: it runs plain SQL on the
-hot asyncpg pool (`nmc.db.hot_transaction`), two short transactions around the Twilio request. What
-else the first SMS feeds rides statements it already runs: the KPI projection's missed-call fact is
-written by the context query, its texted-back fact by the acceptance update, and the follow-up is
-scheduled by the thread update, a CTE of the acceptance update (no extra round trip, no extra
-dispatch). The acceptance's transaction also settles the `call.missed` outbox row, in the statement
-publishing `sms.first_sent` (`publish_on(..., settle=True)`): no commit or round trip of its own.
+hot asyncpg pool, three autocommitted statements around the Twilio request, no BEGIN or COMMIT
+(ADR 0020): the context query, the message written as `sending` only over the row the context query
+saw (a text changed in between is planned again), and, once Twilio took it, one acceptance statement.
+What else the first SMS feeds rides those statements: the KPI projection's missed-call fact is
+written by the context query; its texted-back fact, the follow-up (the thread update), the
+`sms.first_sent` outbox row and the settling of `call.missed` (`published_cte`) by the acceptance.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from nmc.conversations.templates import (
     render_or_default,
 )
 from nmc.conversations.threads import current_thread, current_thread_cte
-from nmc.db import hot_transaction
+from nmc.db import hot_connection
 from nmc.events import CallMissed, Deferred, FirstSmsSent, published_cte, published_in_statement, published_values
 from nmc.kpis import Metric, fact_cte
 from nmc.messaging import (
@@ -62,6 +62,7 @@ from nmc.messaging import (
     SendFacts,
     SmsRejected,
     Suppress,
+    Wait,
     claim_probe,
     decide,
     ensure_line_type,
@@ -86,9 +87,10 @@ class FirstSmsContext:
     current_thread_id: UUID | None = None  # None: an earlier attempt's thread, or a concurrent creation
 
 
-# The message of an earlier attempt, locked: what it became decides before anything else. A CTE of
-# the context query (one round trip): in READ COMMITTED, a wait for its lock re-reads the message,
-# while the rest reads the statement's snapshot (the outbox claim keeps a second dispatcher away).
+# The message of an earlier attempt: what it became decides before anything else. A CTE of the context
+# query (one round trip); FOR UPDATE waits for a writer still at it and reads what it wrote (READ
+# COMMITTED), and the plan's write is conditional on this status (the outbox claim keeps a second
+# dispatcher away; the condition covers what the claim does not: a lease run out, an operator's resume).
 _EXISTING = """existing AS (
     SELECT id, status, thread_id, to_number, from_number, body, send_started_at
     FROM conv_messages WHERE idempotency_key = $6 FOR UPDATE
@@ -138,6 +140,7 @@ _UPSERT_MESSAGE = """
         status = EXCLUDED.status, body = EXCLUDED.body, suppressed_reason = EXCLUDED.suppressed_reason,
         scheduled_for = EXCLUDED.scheduled_for, send_started_at = EXCLUDED.send_started_at,
         held_on_purpose = conv_messages.held_on_purpose OR EXCLUDED.held_on_purpose
+    WHERE conv_messages.status = $14  -- the status the plan read; NULL (no row was read): never
     RETURNING id, send_started_at
 """
 # The thread shows the text; with follow-ups on (`follow_up_delay_minutes`), the thread's one
@@ -174,6 +177,9 @@ _ACCEPTED = f"""
     WHERE id = $1
     RETURNING {EARLY_ERROR_CODE}
 """
+
+
+PLAN_ATTEMPTS = 3
 
 
 def first_sms_key(call_id: UUID) -> str:
@@ -266,9 +272,14 @@ def first_sms_body(context: FirstSmsContext, event: CallMissed, now: datetime) -
     return render_or_default(chosen, default, values)
 
 
+class _Changed(Exception):
+    """The text changed between the plan's read and its write (a concurrent writer): plan again."""
+
+
 async def _record(
     connection: asyncpg.Connection,
     event: CallMissed,
+    existing: EarlierAttempt | None,
     thread_id: UUID,
     body: str,
     status: MessageStatus,
@@ -278,7 +289,8 @@ async def _record(
     send_started_at: datetime | None = None,
     held_on_purpose: bool = False,
 ) -> asyncpg.Record:
-    return await connection.fetchrow(
+    """Write the text as decided, only over the row the decision read (`existing`: its status, or no row)."""
+    written = await connection.fetchrow(
         _UPSERT_MESSAGE,
         uuid4(),
         event.tenant_id,
@@ -293,46 +305,80 @@ async def _record(
         scheduled_for,
         send_started_at,
         held_on_purpose,
+        existing.status if existing else None,
     )
+    if written is None:
+        raise _Changed
+    return written
 
 
 async def plan_first_sms(event: CallMissed, settings: Settings) -> Outgoing | None:
-    """Decide in one short transaction; return what to send, or None when nothing is to be sent.
+    """Decide; return what to send, or None when nothing is to be sent.
 
     Raises `Deferred` (after committing the message as `paused` or `scheduled`) when it must wait.
+    Two autocommitted statements, not a transaction (two round trips fewer per text): the write is
+    conditional on the row the read saw, and a text changed in between is planned again.
     """
+    async with hot_connection() as connection:
+        for _ in range(PLAN_ATTEMPTS):
+            try:
+                return await _plan(connection, event, settings)
+            except _Changed:
+                continue
+    raise RuntimeError("the first SMS kept changing under concurrent writes")
+
+
+async def _plan(connection: asyncpg.Connection, event: CallMissed, settings: Settings) -> Outgoing | None:
     now = datetime.now(UTC)
-    async with hot_transaction() as connection:
-        context, existing = await load_context(connection, event)
-        if existing is not None and existing.status in DONE_STATUSES:
-            return None
-        if existing is not None and existing.status == MessageStatus.SENDING:
-            return existing.resumed()
-        thread_id = existing.thread_id if existing else context.current_thread_id or await current_thread(
-            connection, event.tenant_id, event.caller, event.tenant_number, opted_out=context.facts.opted_out
-        )  # fmt: skip
-        body = first_sms_body(context, event, now)
-        verdict = decide(context.facts, paused=settings.PAUSE_OUTBOUND_SMS, now=now)
-        if isinstance(verdict, Probe):  # the sending circuit is open: one sender at a time tries Twilio
-            verdict = await claim_probe(connection, now)
-        if isinstance(verdict, Send):
-            message = await _record(connection, event, thread_id, body, MessageStatus.SENDING, send_started_at=now)
-            return Outgoing(
-                message["id"], event.caller, event.tenant_number, body, now, unknown_outcome=False, probe=verdict.probe
-            )
-        if isinstance(verdict, Suppress):
-            await _record(connection, event, thread_id, body, MessageStatus.SUPPRESSED, reason=verdict.reason)
-            log.info("first_sms.suppressed", reason=verdict.reason, caller=event.caller)
-            return None
-        await _record(
-            connection,
-            event,
-            thread_id,
-            body,
-            verdict.status,
-            scheduled_for=verdict.scheduled_for,
-            held_on_purpose=verdict.reason in DELIBERATE_WAITS,
+    context, existing = await load_context(connection, event)
+    if existing is not None and existing.status in DONE_STATUSES:
+        return None
+    if existing is not None and existing.status == MessageStatus.SENDING:
+        return existing.resumed()
+    thread_id = existing.thread_id if existing else context.current_thread_id or await current_thread(
+        connection, event.tenant_id, event.caller, event.tenant_number, opted_out=context.facts.opted_out
+    )  # fmt: skip
+    body = first_sms_body(context, event, now)
+    verdict = decide(context.facts, paused=settings.PAUSE_OUTBOUND_SMS, now=now)
+    if not isinstance(verdict, Probe):
+        return await _apply(connection, event, existing, thread_id, body, verdict, now)
+    # The sending circuit is open: one sender at a time tries Twilio. The probe's turn and the text
+    # it sends commit together (a text changed meanwhile gives the turn back).
+    async with connection.transaction():
+        verdict = await claim_probe(connection, now)
+        return await _apply(connection, event, existing, thread_id, body, verdict, now)
+
+
+async def _apply(
+    connection: asyncpg.Connection,
+    event: CallMissed,
+    existing: EarlierAttempt | None,
+    thread_id: UUID,
+    body: str,
+    verdict: Send | Suppress | Wait,
+    now: datetime,
+) -> Outgoing | None:
+    if isinstance(verdict, Send):
+        message = await _record(
+            connection, event, existing, thread_id, body, MessageStatus.SENDING, send_started_at=now
         )
+        return Outgoing(
+            message["id"], event.caller, event.tenant_number, body, now, unknown_outcome=False, probe=verdict.probe
+        )
+    if isinstance(verdict, Suppress):
+        await _record(connection, event, existing, thread_id, body, MessageStatus.SUPPRESSED, reason=verdict.reason)
+        log.info("first_sms.suppressed", reason=verdict.reason, caller=event.caller)
+        return None
+    await _record(
+        connection,
+        event,
+        existing,
+        thread_id,
+        body,
+        verdict.status,
+        scheduled_for=verdict.scheduled_for,
+        held_on_purpose=verdict.reason in DELIBERATE_WAITS,
+    )
     raise Deferred(verdict.until, verdict.reason)
 
 
