@@ -1,4 +1,4 @@
-"""PgQueuer's queue, log and statistics tables UNLOGGED (ADR 0020)
+"""PgQueuer's queue, log and statistics tables UNLOGGED, with PgQueuer's autovacuum settings (ADR 0020)
 
 Revision ID: 1ea200000020
 Revises: d71110000013
@@ -15,11 +15,18 @@ writes 9 rows to those tables (with 14 index entries per `pgqueuer` row): none o
 SET UNLOGGED rewrites a table under an exclusive lock. The queue holds only live jobs (a few rows); the
 log grows with every job and has never been pruned, so it is emptied first, which makes its rewrite
 instant instead of blocking every enqueue for as long as it takes to copy the history.
+
+PgQueuer's recommended autovacuum settings (its `optimize_autovacuum` DDL: the queue vacuumed after
+1,000 dead rows instead of 20 % of the table, fillfactor 70) keep the dequeue's index scans short: every
+finished job is a deleted row the dequeue walks past until a vacuum.
 """
 
 from __future__ import annotations
 
 from alembic import op
+
+from nmc.db import execute_script
+from nmc.queue.pgq import autovacuum_tuning_sql
 
 revision = "1ea200000020"
 down_revision = "d71110000013"
@@ -34,8 +41,10 @@ def upgrade() -> None:
     op.execute("TRUNCATE pgqueuer_log")
     for table in UNLOGGED:
         op.execute(f"ALTER TABLE {table} SET UNLOGGED")
+    execute_script(autovacuum_tuning_sql()[0])
 
 
 def downgrade() -> None:
+    execute_script(autovacuum_tuning_sql()[1])
     for table in UNLOGGED:
         op.execute(f"ALTER TABLE {table} SET LOGGED")

@@ -113,5 +113,11 @@ def install_sql() -> str:
     return _ENVIRONMENT.build_install_query()
 
 
+def autovacuum_tuning_sql() -> tuple[str, str]:
+    """PgQueuer's own autovacuum settings for its tables, and their reset: the queue deletes every job
+    it finishes, and the dequeue scans its partial indexes through the dead ones until a vacuum."""
+    return _ENVIRONMENT.build_optimize_autovacuum_query(), _ENVIRONMENT.build_optimize_autovacuum_rollback_query()
+
+
 def uninstall_sql() -> str:
     return _ENVIRONMENT.build_uninstall_query()
