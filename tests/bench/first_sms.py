@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ from tests.bench.common import (
     is_pgqueuer,
     summary,
     table,
+    vacuum_when_autovacuum_is_off,
 )
 from tests.bench.minimal.stack import MinimalStack, fresh_minimal_database
 from tests.conftest import MESSAGING_SERVICE_SID, TWILIO_SID, TWILIO_TOKEN, run_nmc
@@ -221,6 +223,7 @@ def run_scenario(
     fake.reset()
     warmup = Scenario("warmup", scenario.rate, 2, scenario.listen)
     asyncio.run(drive(stack, warmup, run + 100))
+    asyncio.run(vacuum_when_autovacuum_is_off(database_url))
     time.sleep(PG_STATS_SETTLE_SECONDS if counter else 2)
     fake.reset()
     if counter:
@@ -299,6 +302,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (WORKER_PROCESSES)")
     parser.add_argument(
+        "--repeat", type=int, default=1, choices=range(1, 6), metavar="N",
+        help="run each scenario N times, alternating the pipelines on the same processes (1-5)",
+    )  # fmt: skip
+    parser.add_argument(
         "--timeline", metavar="CSV", help="write each call's send time (Unix s) and latency (ms), to find stalls"
     )
     args = parser.parse_args()
@@ -321,17 +328,22 @@ def main() -> None:
                 stacks["ours"] = setup(fresh_database(), fake, counters["ours"], workers=args.workers)
             if "minimal" in pipelines:
                 stacks["minimal"] = setup_minimal(fake, counters["minimal"])
-            for run, scenario in enumerate(scenarios):
-                for offset, (pipeline, stack) in enumerate(stacks.items()):
-                    if pipeline == "minimal" and not scenario.listen:
-                        continue  # the minimal worker always listens
-                    counter = counters[pipeline]
-                    results.append(run_scenario(stack, fake, scenario, run + 50 * offset, pipeline, counter))
+            for repeat in range(args.repeat):
+                for run, scenario in enumerate(scenarios):
+                    for offset, (pipeline, stack) in enumerate(stacks.items()):
+                        if pipeline == "minimal" and not scenario.listen:
+                            continue  # the minimal worker always listens
+                        counter = counters[pipeline]
+                        # callers never repeat across runs (+100: the run's warm-up)
+                        number = 200 * repeat + 50 * offset + run
+                        results.append(run_scenario(stack, fake, scenario, number, pipeline, counter))
         finally:
             for stack in stacks.values():
                 stack.stop()
     print("\nfirst SMS: webhook sent → Twilio Messages request received (fake Twilio on loopback)\n")
     print(table([r.row() for r in results], list(results[0].row())))
+    if args.pipeline == "both":
+        print(cpu_ratios(results))
     if args.count_statements:
         print("\nwork per call in the same windows (statements exclude commits; Postgres's include ~11 s idle)\n")
         print(table([r.work_row() for r in results], list(results[0].work_row())))
@@ -339,6 +351,20 @@ def main() -> None:
             print("\n".join(result.statement_lines()))
     if args.timeline:
         write_timeline(args.timeline, results)
+
+
+def cpu_ratios(results: list[Result]) -> str:
+    """Ours over the minimal pipeline's CPU per call, each run against the minimal run right after it
+    (the VM's speed drifts: only neighbours compare), and the median of those ratios per scenario."""
+    lines = ["\nCPU per call, ours / minimal (each ours run against the minimal run after it):"]
+    by_scenario: dict[str, list[float]] = {}
+    for ours, minimal in zip(results, results[1:], strict=False):
+        if (ours.pipeline, minimal.pipeline) == ("ours", "minimal") and ours.scenario == minimal.scenario:
+            by_scenario.setdefault(ours.scenario.name, []).append(ours.cpu_ms_per_call() / minimal.cpu_ms_per_call())
+    for name, ratios in by_scenario.items():
+        listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+        lines.append(f"  {name}: {listed} — median {statistics.median(ratios):.2f}×")
+    return "\n".join(lines)
 
 
 def write_timeline(path: str, results: list[Result]) -> None:
