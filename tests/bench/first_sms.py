@@ -244,6 +244,43 @@ def run_scenario(
     return result
 
 
+def run_together(
+    stacks: dict[str, BenchStack | MinimalStack], fake: FakeTwilio, scenario: Scenario, run: int
+) -> list[Result]:
+    """`--together`: every pipeline driven at the scenario's rate at the same time, each metered over the
+    same window — the VM's speed, which drifts by tens of percent within minutes here, is then the
+    same for both, and only the ratio of their CPU per call is meant to be read (the latencies are
+    each under the other's load)."""
+    numbers = {pipeline: run + 50 * offset for offset, pipeline in enumerate(stacks)}
+    urls = {pipeline: stack.env["DATABASE_URL"] for pipeline, stack in stacks.items()}
+
+    async def drive_all(current: Scenario, offset: int) -> list[tuple[dict[str, float], int, float, int]]:
+        return await asyncio.gather(
+            *(drive(stack, current, numbers[pipeline] + offset) for pipeline, stack in stacks.items())
+        )
+
+    fake.reset()
+    asyncio.run(drive_all(Scenario("warmup", scenario.rate, 2, scenario.listen), 100))
+    for url in urls.values():
+        asyncio.run(vacuum_when_autovacuum_is_off(url))
+    time.sleep(2)
+    fake.reset()
+    meters = {pipeline: CpuMeter(stack, urls[pipeline]) for pipeline, stack in stacks.items()}
+    for meter in meters.values():
+        meter.start()
+    driven = dict(zip(stacks, asyncio.run(drive_all(scenario, 0)), strict=True))
+    collected = {pipeline: collect(fake, driven[pipeline][0], wait_seconds=30) for pipeline in stacks}
+    cpu = {pipeline: meter.stop() for pipeline, meter in meters.items()}
+    results = []
+    for pipeline in stacks:
+        sent_at, total, achieved, errors = driven[pipeline]
+        latencies, lost, duplicates, timeline = collected[pipeline]
+        results.append(
+            Result(scenario, latencies, total, achieved, lost, duplicates, errors, timeline, cpu[pipeline], pipeline)
+        )
+    return results
+
+
 async def _execute_file(database_url: str, path: Path) -> None:
     connection = await asyncpg.connect(database_url)
     try:
@@ -302,6 +339,10 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (WORKER_PROCESSES)")
     parser.add_argument(
+        "--together", action="store_true",
+        help="with --pipeline both: drive both pipelines at once (same VM speed for both; read the CPU ratio)",
+    )  # fmt: skip
+    parser.add_argument(
         "--repeat", type=int, default=1, choices=range(1, 6), metavar="N",
         help="run each scenario N times, alternating the pipelines on the same processes (1-5)",
     )  # fmt: skip
@@ -330,6 +371,9 @@ def main() -> None:
                 stacks["minimal"] = setup_minimal(fake, counters["minimal"])
             for repeat in range(args.repeat):
                 for run, scenario in enumerate(scenarios):
+                    if args.together and len(stacks) > 1 and scenario.listen and not args.count_statements:
+                        results.extend(run_together(stacks, fake, scenario, 200 * repeat + run))
+                        continue
                     for offset, (pipeline, stack) in enumerate(stacks.items()):
                         if pipeline == "minimal" and not scenario.listen:
                             continue  # the minimal worker always listens
@@ -356,7 +400,7 @@ def main() -> None:
 def cpu_ratios(results: list[Result]) -> str:
     """Ours over the minimal pipeline's CPU per call, each run against the minimal run right after it
     (the VM's speed drifts: only neighbours compare), and the median of those ratios per scenario."""
-    lines = ["\nCPU per call, ours / minimal (each ours run against the minimal run after it):"]
+    lines = ["\nCPU per call, ours / minimal (each ours run against the minimal run after it, or beside it with --together):"]
     by_scenario: dict[str, list[float]] = {}
     for ours, minimal in zip(results, results[1:], strict=False):
         if (ours.pipeline, minimal.pipeline) == ("ours", "minimal") and ours.scenario == minimal.scenario:
