@@ -22,6 +22,9 @@ RULES: tuple[tuple[str, str], ...] = (
     ("conv_messages", "created_at < now() - interval '180 days'"),
     # Status callbacks whose SID was never recorded (conversations' `delivery.py`).
     ("conv_early_statuses", "received_at < now() - interval '7 days'"),
+    # PgQueuer's per-job history (3 rows per text, read by nothing of ours; its statistics table keeps
+    # the per-second counts): unpruned, it was the fastest-growing table (ADR 0020).
+    ("pgqueuer_log", "created < now() - interval '7 days'"),
 )
 
 

@@ -30,6 +30,7 @@ from nmc.conversations import MessagingSettingsController, ThreadController
 from nmc.db import (
     DATABASE_UNAVAILABLE,
     DRIVER_ERROR,
+    close_hot_pool,
     database_unavailable,
     discard_broken_connections,
     get_alchemy_config,
@@ -167,6 +168,6 @@ def create_app() -> Litestar:
         logging_config=None,  # ours (configure_logging above): Litestar's would replace the root handler
         # This process's in-memory figures reach /metrics through Postgres (ADR 0018); the last ones on stop.
         on_startup=[start_flusher],
-        on_shutdown=[stop_flusher],
+        on_shutdown=[stop_flusher, close_hot_pool],
         debug=False,
     )

@@ -22,7 +22,8 @@ def broker_connections(settings: Settings) -> int:
 
 
 def web_process_connections(settings: Settings) -> int:
-    return settings.DB_POOL_SIZE + broker_connections(settings) + FLUSHER
+    """The API's SQLAlchemy pool, and the hot pool the Twilio webhooks run on (ADR 0020)."""
+    return settings.DB_POOL_SIZE + settings.DB_HOT_POOL_SIZE + broker_connections(settings) + FLUSHER
 
 
 def worker_process_connections(settings: Settings) -> int:
@@ -45,7 +46,7 @@ def check_connection_budget(service: str, settings: Settings) -> int:
     returns the connections it may open."""
     if service == "web":
         processes, count, per = "WEB_CONCURRENCY", settings.WEB_CONCURRENCY, web_process_connections(settings)
-        pools = "DB_POOL_SIZE (+ DB_POOL_SIZE for the Postgres broker) + 1"
+        pools = "DB_POOL_SIZE + DB_HOT_POOL_SIZE (+ DB_POOL_SIZE for the Postgres broker) + 1"
     else:
         processes, count, per = "WORKER_PROCESSES", settings.WORKER_PROCESSES, worker_process_connections(settings)
         pools = "DB_POOL_SIZE + DB_HOT_POOL_SIZE + OUTBOX_CONCURRENCY (+ DB_POOL_SIZE for the Postgres broker) + 2"

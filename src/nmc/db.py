@@ -7,7 +7,7 @@ import json
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import msgspec
@@ -113,13 +113,22 @@ async def session_scope() -> AsyncIterator[AsyncSession]:
             raise
 
 
-async def raw_connection(session: AsyncSession) -> asyncpg.Connection:
-    """The asyncpg connection under the session, inside the session's transaction.
+# Where a plain-SQL statement runs: a SQLAlchemy session's transaction (the API, the CLIs, `replay`), or
+# a hot-pool asyncpg connection already in a transaction (the Twilio webhooks, the worker's hot path).
+Transactional: TypeAlias = AsyncSession | asyncpg.Connection
+
+
+async def raw_connection(session: Transactional) -> asyncpg.Connection:
+    """The asyncpg connection under the session, inside the session's transaction (a hot-pool
+    connection is its own).
 
     For the few hot statements written as plain SQL, and for PgQueuer's transactional enqueue. The
     SQLAlchemy asyncpg adapter sends BEGIN lazily with its first statement; a raw write before that
     would autocommit and survive a rollback, so the adapter's transaction is started here first.
     """
+    if isinstance(session, asyncpg.Connection):
+        assert session.is_in_transaction()
+        return session
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     adapted = raw.dbapi_connection
@@ -188,12 +197,14 @@ def json_column(value: Any) -> Any:
 # The worker's first-SMS path runs on a plain asyncpg pool: there the cost of building SQLAlchemy
 # statements was larger than the database round trips (benchmarked; see README). JSON columns are
 # exchanged as JSON text, as on SQLAlchemy's own asyncpg connections, so SQL helpers work on both.
-_hot_pool: asyncpg.Pool | None = None
+# One pool per event loop: a process runs one loop (web, worker), but the in-process tests run the app in
+# a test client's loop beside the test's own, and a pool must not be used from another loop.
+_hot_pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
 _hot_pool_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
 
 
 def _creation_lock() -> asyncio.Lock:
-    """A lock of the running loop's (tests run more than one loop in a process)."""
+    """A lock of the running loop's."""
     global _hot_pool_lock
     loop = asyncio.get_running_loop()
     if _hot_pool_lock is None or _hot_pool_lock[0] is not loop:
@@ -218,13 +229,15 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 
 
 async def hot_pool() -> asyncpg.Pool:
-    """The process's one pool, created once even when a backlog of dispatches asks for it at once."""
-    global _hot_pool
-    if _hot_pool is not None:
-        return _hot_pool
+    """The loop's one pool, created once even when a backlog of dispatches asks for it at once."""
+    loop = asyncio.get_running_loop()
+    if (pool := _hot_pools.get(loop)) is not None:
+        return pool
     async with _creation_lock():
-        if _hot_pool is None:
-            _hot_pool = await asyncpg.create_pool(
+        if loop not in _hot_pools:
+            for closed in [other for other in _hot_pools if other.is_closed()]:
+                del _hot_pools[closed]  # its connections went with it
+            _hot_pools[loop] = await asyncpg.create_pool(
                 get_settings().DATABASE_URL,
                 min_size=1,
                 max_size=get_settings().DB_HOT_POOL_SIZE,
@@ -232,7 +245,7 @@ async def hot_pool() -> asyncpg.Pool:
                 reset=_keep_session,
                 max_inactive_connection_lifetime=60,
             )
-    return _hot_pool
+    return _hot_pools[loop]
 
 
 @asynccontextmanager
@@ -262,12 +275,15 @@ def run_and_dispose(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 async def dispose_engine() -> None:
-    global _hot_pool
     if _config is not None and _config.engine_instance is not None:
         await _config.engine_instance.dispose()
-    if _hot_pool is not None:
-        await _hot_pool.close()
-        _hot_pool = None
+    await close_hot_pool()
+
+
+async def close_hot_pool() -> None:
+    """Close the running loop's pool (the web's shutdown, the end of a CLI command)."""
+    if (pool := _hot_pools.pop(asyncio.get_running_loop(), None)) is not None:
+        await pool.close()
 
 
 def execute_script(sql: str) -> None:

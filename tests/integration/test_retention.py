@@ -120,7 +120,20 @@ async def test_purge_deletes_exactly_the_expired_rows(db: asyncpg.Connection, ma
         "outbox_events": 0,
         "conv_messages": 0,
         "conv_early_statuses": 0,
+        "pgqueuer_log": 0,
     }
+
+
+async def test_pgqueuers_job_history_is_kept_a_week(db: asyncpg.Connection, retention: Any) -> None:
+    for job_id, days in ((1, 8), (2, 6)):
+        await db.execute(
+            "INSERT INTO pgqueuer_log (job_id, status, entrypoint, priority, created) "
+            "VALUES ($1, 'successful', 'outbox.dispatch', 0, now() - make_interval(days => $2))",
+            job_id,
+            days,
+        )
+    assert (await asyncio.to_thread(retention.retention.purge_expired))["pgqueuer_log"] == 1
+    assert [row["job_id"] for row in await db.fetch("SELECT job_id FROM pgqueuer_log")] == [2]
 
 
 async def test_purge_reports_what_each_rule_deleted(db: asyncpg.Connection, retention: Any) -> None:
@@ -135,6 +148,7 @@ async def test_purge_reports_what_each_rule_deleted(db: asyncpg.Connection, rete
         "outbox_events": 1,
         "conv_messages": 0,
         "conv_early_statuses": 0,
+        "pgqueuer_log": 0,
     }
 
 

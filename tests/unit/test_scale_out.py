@@ -52,21 +52,21 @@ def test_the_broker_follows_the_url_scheme(url: str, kind: str) -> None:
 
 def test_connections_per_process_count_every_pool() -> None:
     settings = load_settings({"DB_POOL_SIZE": "5", "DB_HOT_POOL_SIZE": "4", "OUTBOX_CONCURRENCY": "2"})
-    assert web_process_connections(settings) == 5 + 5 + 1  # SQLAlchemy, the Postgres broker, the flusher
+    assert web_process_connections(settings) == 5 + 4 + 5 + 1  # SQLAlchemy, the hot pool, the broker, the flusher
     assert worker_process_connections(settings) == 5 + 4 + 2 + 1 + 1 + 5
     on_rabbitmq = load_settings({"DB_POOL_SIZE": "5", "DRAMATIQ_BROKER_URL": "amqp://127.0.0.1"})
-    assert web_process_connections(on_rabbitmq) == 5 + 1  # no broker pool on Postgres
+    assert web_process_connections(on_rabbitmq) == 5 + 10 + 1  # no broker pool on Postgres
 
 
 def test_processes_times_pools_above_the_budget_are_refused_naming_the_variables() -> None:
     fits = load_settings({"WORKER_PROCESSES": "2"})  # 2 x 33 with the defaults
     assert check_connection_budget("worker", fits) == 66
-    too_many = load_settings({"WEB_CONCURRENCY": "5", "DB_CONNECTION_BUDGET": "100"})  # 5 x 21
+    too_many = load_settings({"WEB_CONCURRENCY": "5", "DB_CONNECTION_BUDGET": "100"})  # 5 x 31
     with pytest.raises(SettingsError) as raised:
         check_connection_budget("web", too_many)
     message = str(raised.value)
     assert message.startswith("DB_CONNECTION_BUDGET:")
-    for name in ("WEB_CONCURRENCY=5", "DB_POOL_SIZE", "105", "DB_CONNECTION_BUDGET=100"):
+    for name in ("WEB_CONCURRENCY=5", "DB_POOL_SIZE", "DB_HOT_POOL_SIZE", "155", "DB_CONNECTION_BUDGET=100"):
         assert name in message, message
 
 

@@ -16,7 +16,6 @@ from uuid import UUID, uuid4
 import asyncpg
 import msgspec
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from nmc.conversations.optouts import (
     ACTION_OF,
@@ -35,7 +34,7 @@ from nmc.conversations.templates import (
     render_or_default,
 )
 from nmc.conversations.threads import current_thread, preview
-from nmc.db import hot_transaction, raw_connection
+from nmc.db import Transactional, hot_transaction, raw_connection
 from nmc.events import MessageReceived, publish
 from nmc.messaging import MessageKind
 from nmc.observability.correlation import current_correlation_id
@@ -86,7 +85,7 @@ _TOUCH_THREAD = """
 """
 
 
-async def apply_inbound(session: AsyncSession, tenant_id: UUID, sms: InboundSms, received_at: datetime) -> bool:
+async def apply_inbound(session: Transactional, tenant_id: UUID, sms: InboundSms, received_at: datetime) -> bool:
     """Record a caller's text once (a replayed webhook finds its MessageSid and does nothing)."""
     connection = await raw_connection(session)
     before = await connection.fetchrow(_BEFORE, tenant_id, sms.caller, sms.message_sid)

@@ -233,7 +233,12 @@ async def send_outbound(event: OutboundSmsRequested) -> None:
     async def accepted(connection: asyncpg.Connection, answer: Accepted) -> None:
         async with connection.transaction():
             early_error_code = await connection.fetchval(
-                _ACCEPTED, outgoing.message_id, answer.status, answer.sid, count_segments(outgoing.body), event.tenant_id
+                _ACCEPTED,
+                outgoing.message_id,
+                answer.status,
+                answer.sid,
+                count_segments(outgoing.body),
+                event.tenant_id,
             )
             await after_early_status(connection, early_error_code, outgoing.to)
             if event.kind in TOUCH_THREAD_ON_SEND:

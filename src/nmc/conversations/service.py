@@ -44,7 +44,7 @@ from nmc.conversations.templates import (
     check_template,
 )
 from nmc.conversations.threads import preview
-from nmc.db import json_column, raw_connection
+from nmc.db import Transactional, json_column, raw_connection
 from nmc.messaging import LANDLINE_SQL, UNREACHABLE_LANDLINE, LineType, MessageKind, mark_line_type
 from nmc.problems import Conflict, InvalidField, NotFound
 from nmc.scheduling import JobTypeService
@@ -89,7 +89,7 @@ _APPLY_STATUS = f"""
 _RECIPIENT = "SELECT to_number FROM conv_messages WHERE twilio_sid = $1"
 
 
-async def update_delivery_status(session: AsyncSession, message_sid: str, status: str, error_code: int | None) -> bool:
+async def update_delivery_status(session: Transactional, message_sid: str, status: str, error_code: int | None) -> bool:
     """Apply a Twilio status callback; a late or repeated callback never moves a message backwards.
 
     A callback for a SID no message has yet is kept (`conv_early_statuses`) and applied by the statement

@@ -8,9 +8,8 @@ from uuid import UUID
 
 import asyncpg
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import raw_connection
+from nmc.db import Transactional, raw_connection
 from nmc.events.catalog import DomainEvent, validated
 from nmc.events.settling import MARK_DISPATCHED, settling_now
 from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue, enqueue_many
@@ -53,7 +52,7 @@ _INSERT_OUTBOX_AND_SETTLE = f"""
 """
 
 
-async def publish(session: AsyncSession, event: DomainEvent) -> None:
+async def publish(session: Transactional, event: DomainEvent) -> None:
     """Validate `event` against the catalog, write its outbox row and enqueue its dispatch job.
 
     Both writes ride the session's transaction: a rollback leaves neither, a commit wakes the

@@ -15,7 +15,7 @@ from advanced_alchemy.service import SQLAlchemyAsyncRepositoryService
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import raw_connection, session_scope
+from nmc.db import Transactional, raw_connection, session_scope
 from nmc.events import TenantCreated, publish
 from nmc.identity.models import Tenant, TenantPhoneNumber
 from nmc.identity.schemas import PhoneNumberRead, TenantCreate, TenantRead, TenantUpdate
@@ -43,7 +43,7 @@ _OWNER_OF = """
 """
 
 
-async def owner_of(session: AsyncSession, number: str) -> NumberOwner | None:
+async def owner_of(session: Transactional, number: str) -> NumberOwner | None:
     """On the first-SMS path: plain SQL on the session's connection (see `nmc.db.raw_connection`)."""
     row = await (await raw_connection(session)).fetchrow(_OWNER_OF, number)
     if row is None:

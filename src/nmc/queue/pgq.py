@@ -82,10 +82,11 @@ class LeanQueueManager(QueueManager):
     async def _effective_dequeue_timeout(self, dequeue_timeout: timedelta) -> timedelta:
         entrypoints = list(self.entrypoint_registry.keys())
         rows = await self.queries.driver.fetch(_WAKE_UP_PROBE, entrypoints)  # type: ignore[attr-defined]
-        due, eta = (rows[0]["due"], rows[0]["eta"]) if rows else (False, None)
+        due = bool(rows and rows[0]["due"])
+        eta = rows[0]["eta"] if rows else None
         if due:
             return self.min_dequeue_poll_interval
-        if eta is not None and eta < dequeue_timeout:
+        if isinstance(eta, timedelta) and eta < dequeue_timeout:
             return max(eta, self.min_dequeue_poll_interval)
         return dequeue_timeout
 

@@ -13,9 +13,8 @@ from datetime import datetime
 from uuid import uuid4
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import raw_connection
+from nmc.db import Transactional, raw_connection
 from nmc.events import E164_PATTERN, CallMissed, publish
 from nmc.identity import NumberOwner
 from nmc.observability.correlation import current_correlation_id
@@ -70,7 +69,7 @@ _INSERT_RINGING = """
 """
 
 
-async def record_ringing(session: AsyncSession, owner: NumberOwner, call_sid: str, caller: str, to: str) -> None:
+async def record_ringing(session: Transactional, owner: NumberOwner, call_sid: str, caller: str, to: str) -> None:
     await (await raw_connection(session)).execute(_INSERT_RINGING, uuid4(), owner.tenant_id, call_sid, caller, to)
 
 
@@ -111,7 +110,7 @@ _UPSERT = {
 
 
 async def apply_outcome(
-    session: AsyncSession,
+    session: Transactional,
     owner: NumberOwner,
     outcome: CallOutcome,
     received_at: datetime,

@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from nmc.conversations import InboundSms, Media, apply_inbound, update_delivery_status
+from nmc.db import Transactional
 from nmc.identity import NumberOwner, owner_of
 from nmc.settings import get_settings
 from nmc.telephony import twiml
@@ -29,9 +28,10 @@ class TenantNumberCallback(WebhookHandler[Any, NumberOwner]):
     """A callback about a call or text to a tenant's number (`To`): routed to the number's owner."""
 
     provider = TWILIO
+    plain_sql = True
     unrouted: ClassVar[Answer] = EMPTY  # the answer for a number no tenant owns
 
-    async def route(self, session: AsyncSession, payload: Any) -> NumberOwner:
+    async def route(self, session: Transactional, payload: Any) -> NumberOwner:
         owner = await owner_of(session, payload.to)
         if owner is None:
             raise Unrouted(self.unrouted)
@@ -61,7 +61,7 @@ class IncomingCall(TenantNumberCallback):
         return twiml_answer(twiml.forward_call(owner.forwarding_number, get_settings().public_url(DIAL_STATUS_PATH)))
 
     async def apply(
-        self, session: AsyncSession, payload: IncomingCallForm, owner: NumberOwner | None, at: datetime
+        self, session: Transactional, payload: IncomingCallForm, owner: NumberOwner | None, at: datetime
     ) -> None:
         assert owner is not None
         await record_ringing(session, owner, payload.call_sid, payload.from_, payload.to)
@@ -84,7 +84,7 @@ class DialOutcome(TenantNumberCallback):
         return twiml_answer(twiml.end_call())
 
     async def apply(
-        self, session: AsyncSession, payload: DialOutcomeForm, owner: NumberOwner | None, at: datetime
+        self, session: Transactional, payload: DialOutcomeForm, owner: NumberOwner | None, at: datetime
     ) -> None:
         assert owner is not None
         outcome = CallOutcome(
@@ -106,7 +106,7 @@ class CallStatus(TenantNumberCallback):
         return EMPTY
 
     async def apply(
-        self, session: AsyncSession, payload: CallStatusForm, owner: NumberOwner | None, at: datetime
+        self, session: Transactional, payload: CallStatusForm, owner: NumberOwner | None, at: datetime
     ) -> None:
         assert owner is not None
         outcome = CallOutcome(
@@ -129,7 +129,7 @@ class InboundText(TenantNumberCallback):
         return EMPTY
 
     async def apply(
-        self, session: AsyncSession, payload: InboundSmsForm, owner: NumberOwner | None, received_at: datetime
+        self, session: Transactional, payload: InboundSmsForm, owner: NumberOwner | None, received_at: datetime
     ) -> None:
         assert owner is not None
         sms = InboundSms(
@@ -147,6 +147,7 @@ class MessageStatus(WebhookHandler[MessageStatusForm, None]):
     """A status callback for one of our texts (not routed by number: the message knows its tenant)."""
 
     provider = TWILIO
+    plain_sql = True
     kind = "sms.status"
     payload_type = MessageStatusForm
 
@@ -156,7 +157,7 @@ class MessageStatus(WebhookHandler[MessageStatusForm, None]):
     def answer(self, payload: MessageStatusForm, context: None) -> Answer:
         return EMPTY
 
-    async def apply(self, session: AsyncSession, payload: MessageStatusForm, context: None, _: datetime) -> None:
+    async def apply(self, session: Transactional, payload: MessageStatusForm, context: None, _: datetime) -> None:
         await update_delivery_status(session, payload.message_sid, payload.message_status, payload.error_code)
 
 

@@ -7,10 +7,9 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import msgspec
-from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import raw_connection
+from nmc.db import Transactional, raw_connection
 from nmc.observability.metrics import WEBHOOK_DEDUPE_HITS
 from nmc.webhooks.models import WebhookEvent
 
@@ -45,7 +44,7 @@ _RECORD_DELIVERY = """
 """
 
 
-async def record_first_delivery(session: AsyncSession, delivery: Delivery, answer: Answer) -> bool:
+async def record_first_delivery(session: Transactional, delivery: Delivery, answer: Answer) -> bool:
     """Insert the delivery with the answer we are about to give. False if it was seen before
     (same external id, or same provider idempotency token): the caller must not act again.
 
@@ -69,21 +68,24 @@ async def record_first_delivery(session: AsyncSession, delivery: Delivery, answe
     return True
 
 
-async def earlier_answer(session: AsyncSession, delivery: Delivery) -> Answer | None:
-    """The answer given to the first delivery of this request, if any."""
-    matches = [WebhookEvent.external_id == delivery.external_id]
-    if delivery.idempotency_token:
-        matches.append(WebhookEvent.idempotency_token == delivery.idempotency_token)
-    row = (
-        await session.execute(
-            select(WebhookEvent.response_status, WebhookEvent.response_body, WebhookEvent.response_media_type)
-            .where(WebhookEvent.provider == delivery.provider, or_(*matches))
-            .limit(1)
-        )
-    ).first()
-    if row is None or row.response_status is None:
+_EARLIER_ANSWER = """
+    SELECT response_status, response_body, response_media_type FROM webhook_events
+    WHERE provider = $1 AND (external_id = $2 OR idempotency_token = $3)
+    LIMIT 1
+"""
+
+
+async def earlier_answer(session: Transactional, delivery: Delivery) -> Answer | None:
+    """The answer given to the first delivery of this request, if any (same external id, or same
+    provider idempotency token)."""
+    row = await (await raw_connection(session)).fetchrow(
+        _EARLIER_ANSWER, delivery.provider, delivery.external_id, delivery.idempotency_token
+    )
+    if row is None or row["response_status"] is None:
         return None
-    return Answer(status=row.response_status, body=row.response_body or "", media_type=row.response_media_type or "")
+    return Answer(
+        status=row["response_status"], body=row["response_body"] or "", media_type=row["response_media_type"] or ""
+    )
 
 
 async def get_delivery(session: AsyncSession, webhook_event_id: UUID) -> WebhookEvent | None:

@@ -15,6 +15,11 @@ Each delivery goes through the same steps, in this order, here and nowhere else:
 
 Providers supply a `WebhookProvider` (verifier, decoder, body limit, idempotency header); each kind
 of delivery supplies a `WebhookHandler`. `replay` runs a stored delivery through steps 3, 4 and 6.
+
+Steps 4 to 6 run in one transaction: the route's `db_session` (SQLAlchemy), or, for a handler whose
+statements are all plain SQL (`plain_sql`: Twilio's, on the first-SMS path), a transaction on the hot
+asyncpg pool — a request's SQLAlchemy session, its dependency and its commit cost more CPU than the
+whole rest of the webhook (ADR 0020).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from nmc.db import Transactional, hot_transaction
 from nmc.observability.metrics import WEBHOOK_SIGNATURE_FAILURES
 from nmc.problems import NUL, nul_path
 from nmc.settings import get_settings
@@ -109,12 +115,14 @@ class WebhookHandler(Generic[P, C]):
     provider: ClassVar[WebhookProvider]
     kind: ClassVar[str]
     payload_type: ClassVar[type[Any]]
+    # Every statement of `route` and `apply` is plain SQL (`nmc.db.raw_connection`): run on the hot pool.
+    plain_sql: ClassVar[bool] = False
 
     def key(self, payload: P) -> str:
         """What makes two deliveries of this kind the same one."""
         raise NotImplementedError
 
-    async def route(self, session: AsyncSession, payload: P) -> C | None:
+    async def route(self, session: Transactional, payload: P) -> C | None:
         """The tenant context, or None when the kind has none; raise `Unrouted` to refuse quietly."""
         return None
 
@@ -124,7 +132,7 @@ class WebhookHandler(Generic[P, C]):
     def answer(self, payload: P, context: C | None) -> Answer:
         raise NotImplementedError
 
-    async def apply(self, session: AsyncSession, payload: P, context: C | None, received_at: datetime) -> None:
+    async def apply(self, session: Transactional, payload: P, context: C | None, received_at: datetime) -> None:
         raise NotImplementedError
 
 
@@ -173,9 +181,22 @@ def signed_url(request: Request[Any, Any, Any]) -> str:
 
 
 async def receive(
-    handler: WebhookHandler[P, C], request: Request[Any, Any, Any], session: AsyncSession
+    handler: WebhookHandler[P, C], request: Request[Any, Any, Any], session: AsyncSession | None = None
 ) -> Response[str]:
-    """Steps 1 to 7 for one request; `session`'s transaction commits after the response is built."""
+    """Steps 1 to 7 for one request, in `session` (the route's `db_session`), or on the hot pool for a
+    `plain_sql` handler (no session given). Committed before the answer: a provider never retries a
+    2xx, so a failed commit must become a 503/500 (advanced-alchemy's autocommit logs it at DEBUG and
+    still sends the 2xx)."""
+    if handler.plain_sql:
+        async with hot_transaction() as connection:
+            return await _receive(handler, request, connection)
+    assert session is not None, f"{handler.kind} needs the route's db_session"
+    response = await _receive(handler, request, session)
+    await session.commit()
+    return response
+
+
+async def _receive(handler: WebhookHandler[P, C], request: Request[Any, Any, Any], db: Transactional) -> Response[str]:
     received_at = datetime.now(UTC)
     provider = handler.provider
     delivery = RawDelivery(url=signed_url(request), headers=request.headers, body=await request.body())
@@ -188,7 +209,7 @@ async def receive(
     except msgspec.ValidationError as exc:
         _malformed(handler, _field_of(exc), str(exc))
     try:
-        context = await handler.route(session, payload)
+        context = await handler.route(db, payload)
     except Unrouted as unrouted:
         log.info("webhook.unrouted", provider=provider.name, kind=handler.kind)
         return _respond(unrouted.answer)
@@ -201,15 +222,12 @@ async def receive(
         idempotency_token=token,
         tenant_id=handler.tenant_id(context),
     )
-    if not await record_first_delivery(session, first, answer):
+    if not await record_first_delivery(db, first, answer):
         log.info("webhook.duplicate", provider=provider.name, kind=handler.kind, external_id=first.external_id)
-        return _respond(await earlier_answer(session, first) or answer)
+        return _respond(await earlier_answer(db, first) or answer)
     if first.tenant_id:
         structlog.contextvars.bind_contextvars(tenant_id=str(first.tenant_id))
-    await handler.apply(session, payload, context, received_at)
-    # Committed here, not by the plugin's autocommit (which logs a failed commit at DEBUG and still
-    # sends the 2xx): a provider never retries a 2xx, so a failed commit must become a 503/500.
-    await session.commit()
+    await handler.apply(db, payload, context, received_at)
     return _respond(answer)
 
 
