@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import itertools
 import statistics
 import time
 from collections import Counter
@@ -273,7 +274,7 @@ def run_together(
     cpu = {pipeline: meter.stop() for pipeline, meter in meters.items()}
     results = []
     for pipeline in stacks:
-        sent_at, total, achieved, errors = driven[pipeline]
+        _, total, achieved, errors = driven[pipeline]
         latencies, lost, duplicates, timeline = collected[pipeline]
         results.append(
             Result(scenario, latencies, total, achieved, lost, duplicates, errors, timeline, cpu[pipeline], pipeline)
@@ -400,14 +401,16 @@ def main() -> None:
 def cpu_ratios(results: list[Result]) -> str:
     """Ours over the minimal pipeline's CPU per call, each run against the minimal run right after it
     (the VM's speed drifts: only neighbours compare), and the median of those ratios per scenario."""
-    lines = ["\nCPU per call, ours / minimal (each ours run against the minimal run after it, or beside it with --together):"]
+    lines = [
+        "\nCPU per call, ours / minimal (each ours run against the minimal run after it, or beside it with --together):"
+    ]
     by_scenario: dict[str, list[float]] = {}
-    for ours, minimal in zip(results, results[1:], strict=False):
+    for ours, minimal in itertools.pairwise(results):
         if (ours.pipeline, minimal.pipeline) == ("ours", "minimal") and ours.scenario == minimal.scenario:
             by_scenario.setdefault(ours.scenario.name, []).append(ours.cpu_ms_per_call() / minimal.cpu_ms_per_call())
     for name, ratios in by_scenario.items():
         listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
-        lines.append(f"  {name}: {listed} — median {statistics.median(ratios):.2f}×")
+        lines.append(f"  {name}: {listed} — median {statistics.median(ratios):.2f}x")
     return "\n".join(lines)
 
 
