@@ -28,7 +28,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
+from urllib.parse import parse_qsl
 from uuid import UUID
 
 import msgspec
@@ -58,6 +60,11 @@ class RawDelivery:
     url: str
     headers: Mapping[str, str]
     body: bytes
+
+    @cached_property
+    def form(self) -> dict[str, str]:
+        """The body's form fields, decoded once (a form provider's verifier and decoder both read them)."""
+        return dict(parse_qsl(self.body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
 
 def json_object(body: bytes) -> dict[str, Any]:

@@ -4,7 +4,6 @@ against `PUBLIC_BASE_URL` + path, form-encoded bodies, `I-Twilio-Idempotency-Tok
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import parse_qsl
 
 from twilio.request_validator import RequestValidator
 
@@ -15,10 +14,6 @@ from nmc.webhooks.pipeline import RawDelivery, WebhookRefused
 SIGNATURE_HEADER = "x-twilio-signature"
 IDEMPOTENCY_HEADER = "i-twilio-idempotency-token"
 XML = "application/xml"
-
-
-def form_fields(body: bytes) -> dict[str, str]:
-    return dict(parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True))
 
 
 class TwilioProvider:
@@ -33,7 +28,7 @@ class TwilioProvider:
         signature = delivery.headers.get(SIGNATURE_HEADER, "")
         if signature:
             settings = get_settings()
-            fields = form_fields(delivery.body)
+            fields = delivery.form
             tokens = [settings.TWILIO_AUTH_TOKEN]
             if settings.TWILIO_AUTH_TOKEN_PREVIOUS:
                 tokens.append(settings.TWILIO_AUTH_TOKEN_PREVIOUS)
@@ -42,7 +37,7 @@ class TwilioProvider:
         return WebhookRefused(403, "Invalid Twilio signature")
 
     def decode(self, delivery: RawDelivery) -> dict[str, Any]:
-        return dict(form_fields(delivery.body))
+        return dict(delivery.form)
 
     def idempotency_token(self, delivery: RawDelivery) -> str | None:
         return delivery.headers.get(IDEMPOTENCY_HEADER) or None
