@@ -159,8 +159,11 @@ async def test_the_web_answers_503_while_the_database_is_unreachable(tmp_path: P
         params = dial_outcome_params(new_call_sid(), "+15550001111", "+15550002222")
         async with httpx.AsyncClient(timeout=5) as client:
             response = await client.post(url, data=params, headers=signed_headers(url, params, TWILIO_TOKEN))
+            # A forged delivery is refused before the database is asked for anything.
+            forged = await client.post(url, data=params, headers=signed_headers(url, params, "not-the-token"))
     finally:
         web.stop()
+    assert forged.status_code == 403
     assert response.status_code == 503
     assert response.headers["retry-after"] == "2"
     assert response.json()["title"] == "Service unavailable"

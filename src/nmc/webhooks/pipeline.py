@@ -187,23 +187,36 @@ def signed_url(request: Request[Any, Any, Any]) -> str:
     return f"{url}?{query}" if query else url
 
 
+@dataclass(frozen=True)
+class Arrival(Generic[P]):
+    """A delivery that passed steps 1 to 3: authentic and parsed."""
+
+    payload: P
+    fields: dict[str, Any]  # as the ledger stores them
+    token: str | None
+    received_at: datetime
+
+
 async def receive(
     handler: WebhookHandler[P, C], request: Request[Any, Any, Any], session: AsyncSession | None = None
 ) -> Response[str]:
-    """Steps 1 to 7 for one request, in `session` (the route's `db_session`), or on the hot pool for a
-    `plain_sql` handler (no session given). Committed before the answer: a provider never retries a
-    2xx, so a failed commit must become a 503/500 (advanced-alchemy's autocommit logs it at DEBUG and
-    still sends the 2xx)."""
+    """Steps 1 to 7 for one request: 4 to 6 in `session` (the route's `db_session`), or on the hot pool
+    for a `plain_sql` handler (no session given); a forged or malformed request is refused before any
+    of them touches the database. Committed before the answer: a provider never retries a 2xx, so a
+    failed commit must become a 503/500 (advanced-alchemy's autocommit logs it at DEBUG and still sends
+    the 2xx)."""
+    arrival = await _arrive(handler, request)
     if handler.plain_sql:
         async with hot_transaction() as connection:
-            return await _receive(handler, request, connection)
+            return await _record_and_apply(handler, arrival, connection)
     assert session is not None, f"{handler.kind} needs the route's db_session"
-    response = await _receive(handler, request, session)
+    response = await _record_and_apply(handler, arrival, session)
     await session.commit()
     return response
 
 
-async def _receive(handler: WebhookHandler[P, C], request: Request[Any, Any, Any], db: Transactional) -> Response[str]:
+async def _arrive(handler: WebhookHandler[P, C], request: Request[Any, Any, Any]) -> Arrival[P]:
+    """Steps 1 to 3: read, verify, decode and parse (403 / 400 otherwise)."""
     received_at = datetime.now(UTC)
     provider = handler.provider
     delivery = RawDelivery(url=signed_url(request), headers=request.headers, body=await request.body())
@@ -215,18 +228,24 @@ async def _receive(handler: WebhookHandler[P, C], request: Request[Any, Any, Any
         payload = parse(handler, fields)
     except msgspec.ValidationError as exc:
         _malformed(handler, _field_of(exc), str(exc))
+    return Arrival(payload, fields, token, received_at)
+
+
+async def _record_and_apply(handler: WebhookHandler[P, C], arrival: Arrival[P], db: Transactional) -> Response[str]:
+    """Steps 4 to 7: route, record the first delivery with its answer, apply, answer."""
+    provider = handler.provider
     try:
-        context = await handler.route(db, payload)
+        context = await handler.route(db, arrival.payload)
     except Unrouted as unrouted:
         log.info("webhook.unrouted", provider=provider.name, kind=handler.kind)
         return _respond(unrouted.answer)
-    answer = handler.answer(payload, context)
+    answer = handler.answer(arrival.payload, context)
     first = Delivery(
         provider=provider.name,
         kind=handler.kind,
-        external_id=f"{handler.kind}:{handler.key(payload)}",
-        payload=fields,
-        idempotency_token=token,
+        external_id=f"{handler.kind}:{handler.key(arrival.payload)}",
+        payload=arrival.fields,
+        idempotency_token=arrival.token,
         tenant_id=handler.tenant_id(context),
     )
     if not await record_first_delivery(db, first, answer):
@@ -234,7 +253,7 @@ async def _receive(handler: WebhookHandler[P, C], request: Request[Any, Any, Any
         return _respond(await earlier_answer(db, first) or answer)
     if first.tenant_id:
         structlog.contextvars.bind_contextvars(tenant_id=str(first.tenant_id))
-    await handler.apply(db, payload, context, received_at)
+    await handler.apply(db, arrival.payload, context, arrival.received_at)
     return _respond(answer)
 
 
