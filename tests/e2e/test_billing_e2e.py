@@ -43,19 +43,7 @@ def stripe_api() -> Iterator[FakeStripe]:
 def stack(
     migrated_database: str, fake_twilio_server: Any, stripe_api: FakeStripe, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Stack]:
-    env = stack_env(
-        fake_twilio_server.base_url,
-        BILLING_ENABLED="true",
-        BILLING_GRACE_DAYS="7",
-        STRIPE_SECRET_KEY=stripe_api.api_key,
-        STRIPE_API_BASE_URL=stripe_api.base_url,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_PRICE_BASE=PRICE,
-        STRIPE_PRICE_TEXTS=TEXTS_PRICE,
-        BILLING_SUCCESS_URL="https://app.example.com/billing/done",
-        BILLING_CANCEL_URL="https://app.example.com/billing",
-        BILLING_PORTAL_RETURN_URL="https://app.example.com/billing",
-    )
+    env = stack_env(fake_twilio_server.base_url, **stripe_api.billing_settings(WEBHOOK_SECRET, PRICE, TEXTS_PRICE))
     log_dir = tmp_path_factory.mktemp("e2e-billing-logs")
     running = Stack(env, log_dir)
     jobs = Process("jobs", env, log_dir)

@@ -741,6 +741,21 @@ class FakeStripe:
             raise RuntimeError("FakeStripe is not started")
         return self._base_url
 
+    def billing_settings(self, webhook_secret: str, base_price: str, texts_price: str) -> dict[str, str]:
+        """What our processes need to bill against this fake (BILLING_* and STRIPE_* settings)."""
+        return {
+            "BILLING_ENABLED": "true",
+            "BILLING_GRACE_DAYS": "7",
+            "STRIPE_SECRET_KEY": self.api_key,
+            "STRIPE_API_BASE_URL": self.base_url,
+            "STRIPE_WEBHOOK_SECRET": webhook_secret,
+            "STRIPE_PRICE_BASE": base_price,
+            "STRIPE_PRICE_TEXTS": texts_price,
+            "BILLING_SUCCESS_URL": "https://app.example.com/billing/done",
+            "BILLING_CANCEL_URL": "https://app.example.com/billing",
+            "BILLING_PORTAL_RETURN_URL": "https://app.example.com/billing",
+        }
+
     def start(self) -> Self:
         if self._process is not None:
             return self

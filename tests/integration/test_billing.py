@@ -41,18 +41,7 @@ def stripe_fake(stripe_server: FakeStripe, settings_env: Any) -> FakeStripe:
     """The fake Stripe API, emptied, holding its webhooks; this process's billing pointed at it."""
     stripe_server.reset()
     stripe_server.configure(delivery="hold", webhook_secret=WEBHOOK_SECRET)
-    settings_env(
-        BILLING_ENABLED="true",
-        STRIPE_SECRET_KEY=stripe_server.api_key,
-        STRIPE_API_BASE_URL=stripe_server.base_url,
-        STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-        STRIPE_PRICE_BASE=PRICE,
-        STRIPE_PRICE_TEXTS=TEXTS_PRICE,
-        BILLING_SUCCESS_URL="https://app.example.com/billing/done",
-        BILLING_CANCEL_URL="https://app.example.com/billing",
-        BILLING_PORTAL_RETURN_URL="https://app.example.com/billing",
-        BILLING_GRACE_DAYS="7",
-    )
+    settings_env(**stripe_server.billing_settings(WEBHOOK_SECRET, PRICE, TEXTS_PRICE))
     return stripe_server
 
 
