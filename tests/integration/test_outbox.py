@@ -91,6 +91,9 @@ async def test_publish_writes_the_row_and_the_dispatch_job_on_commit(db: asyncpg
     assert job["dedupe_key"] == f"outbox:{event.event_id}"
     assert UUID(bytes=bytes(job["payload"])) == event.event_id
     assert job["status"] == "queued"
+    # PgQueuer's own enqueue wrote it (one statement with the row): its 'queued' log entry is there.
+    logged = "SELECT count(*) FROM pgqueuer_log l JOIN pgqueuer q ON q.id = l.job_id WHERE q.dedupe_key = $1"
+    assert await db.fetchval(logged + " AND l.status = 'queued'", f"outbox:{event.event_id}") == 1
 
 
 async def test_rollback_leaves_neither_row_nor_job(db: asyncpg.Connection) -> None:

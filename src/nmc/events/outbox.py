@@ -12,7 +12,7 @@ import msgspec
 from nmc.db import Transactional, raw_connection
 from nmc.events.catalog import DomainEvent, validated
 from nmc.events.settling import MARK_DISPATCHED, settling_now
-from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue, enqueue_many
+from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue, enqueue_after, enqueue_many, job_values
 
 
 def dispatch_key(event_id: object) -> str:
@@ -45,6 +45,15 @@ _INSERT_OUTBOX = """
     INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
 """
+
+
+def _numbered_from(statement: str, first: int) -> str:
+    """`statement` (placeholders `$1`-`$9`) with its placeholders renumbered from `$first`."""
+    return re.sub(r"\$(\d)", lambda number: f"${first + int(number[1]) - 1}", statement)
+
+
+# The same, and its dispatch job: PgQueuer's enqueue binds `$1`-`$6`, the row `$7`-`$13`.
+_INSERT_OUTBOX_AND_ENQUEUE = enqueue_after(f"published AS ({_numbered_from(_INSERT_OUTBOX, 7)})")
 # The same, settling the event being dispatched (`$8`) in the same round trip (see `publish_on`).
 _INSERT_OUTBOX_AND_SETTLE = f"""
     WITH settled AS ({MARK_DISPATCHED.replace("$1", "$8")})
@@ -73,6 +82,10 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent, *, sett
     """
     row = _outbox_row(event)
     settling = settling_now() if settle else None
+    if settling is None and event.wake_worker:  # the row and its job in one round trip (a missed call's)
+        job = job_values(OUTBOX_DISPATCH, event.event_id.bytes, dispatch_key(event.event_id))
+        await connection.execute(_INSERT_OUTBOX_AND_ENQUEUE, *job, *row)
+        return
     if settling is None:
         await connection.execute(_INSERT_OUTBOX, *row)
     else:
@@ -101,8 +114,7 @@ def published_cte(name: str, first: int) -> str:
     trips. Its values (`published_values`) are bound from `$first` on; after the statement succeeded,
     call `published_in_statement`."""
     settle = MARK_DISPATCHED.replace("$1", f"${first + 7}")
-    insert = re.sub(r"\$(\d)", lambda number: f"${first + int(number[1]) - 1}", _INSERT_OUTBOX)
-    return f"{name}_settled AS ({settle}), {name} AS ({insert})"
+    return f"{name}_settled AS ({settle}), {name} AS ({_numbered_from(_INSERT_OUTBOX, first)})"
 
 
 def published_values(event: DomainEvent) -> tuple[object, ...]:

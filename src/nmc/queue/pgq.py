@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import AsyncGenerator
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 from pgqueuer import AsyncpgDriver, PgQueuer, Queries
-from pgqueuer.adapters.persistence import qb
+from pgqueuer.adapters.persistence import qb, query_helpers
 from pgqueuer.core.qm import QueueManager
+from pgqueuer.models import Job
+from pgqueuer.ports.repository import EntrypointExecutionParameter
 from pgqueuer.types import Channel
+from pydantic_core import to_json
 
 OUTBOX_DISPATCH = "outbox.dispatch"
 
@@ -39,6 +44,28 @@ async def enqueue(
     await queries_on(connection).enqueue(
         entrypoint, payload, execute_after=execute_after, dedupe_key=dedupe_key, on_conflict="skip"
     )
+
+
+# PgQueuer's enqueue statement, opened for one CTE of the caller's own in front (`enqueue_after`).
+_ENQUEUE_SKIPPING = _QUEUE.build_enqueue_query("skip")
+_ENQUEUE_OPENING = "WITH input AS MATERIALIZED ("
+
+
+def enqueue_after(cte: str) -> str:
+    """PgQueuer's own enqueue of jobs (`on_conflict="skip"`), with the caller's data-modifying CTE run
+    in the same statement: a row and the job that wakes the worker for it in one round trip instead of
+    two. The job's values are `$1`-`$6` (`job_values`); the CTE binds its own from `$7` on.
+    `tests/unit/test_pgq.py` pins the opening this relies on against the installed PgQueuer."""
+    if _ENQUEUE_OPENING not in _ENQUEUE_SKIPPING:
+        raise RuntimeError("PgQueuer's enqueue statement changed: nmc.queue.pgq.enqueue_after needs a look")
+    return _ENQUEUE_SKIPPING.replace(_ENQUEUE_OPENING, f"WITH {cte}, {_ENQUEUE_OPENING.removeprefix('WITH ')}", 1)
+
+
+def job_values(entrypoint: str, payload: bytes, dedupe_key: str) -> tuple[list[Any], ...]:
+    """`$1`-`$6` of `enqueue_after` for one job due now, normalized as `Queries.enqueue` does it."""
+    job = query_helpers.normalize_enqueue_params(entrypoint, payload, 0, None, dedupe_key, None)
+    headers = [to_json(header).decode() for header in job.headers]
+    return job.priority, job.entrypoint, job.payload, job.execute_after, job.dedupe_key, headers
 
 
 async def enqueue_many(
@@ -71,13 +98,45 @@ _WAKE_UP_PROBE = f"""
 
 @dataclasses.dataclass
 class LeanQueueManager(QueueManager):
-    """PgQueuer's queue manager with its between-dequeues probes in one statement (ADR 0020).
+    """PgQueuer's queue manager with two round trips per wake-up instead of five (ADR 0020).
 
-    At 50 missed calls/s every job is a wake-up of its own: dequeue, empty dequeue, then three probes.
-    The probes were 3 of a text's ~16 worker round trips. The decision is PgQueuer's own (re-poll soon
-    when a job is due, wake for the next deferred one, else wait for a NOTIFY or the timeout);
-    `tests/unit/test_pgq.py` pins the method this overrides against the installed PgQueuer.
+    At 50 missed calls/s every job is a wake-up of its own. PgQueuer then dequeues, dequeues again
+    (empty), and asks three probes. Here a dequeue that came back short of a full batch is the last
+    one: the queue was drained in its snapshot, and what arrived since is what the probe asks about.
+    The probe asks PgQueuer's three questions in one statement. The decision is PgQueuer's own
+    (re-poll when a job is due, wake for the next deferred one, else wait for a NOTIFY or the
+    timeout), except that a job due right after a dequeue that found work is dequeued at once, not
+    0.1 s later: it is the job that committed while the last dequeue ran. PgQueuer's short wait stays
+    for a job due that a dequeue could not take (an entrypoint at its concurrency limit), so that
+    never spins. `tests/integration/test_pgq_consumer.py` pins both overridden methods.
     """
+
+    # Whether the last `fetch_jobs` took a job: a job due now is then one that just arrived.
+    took_work: bool = dataclasses.field(init=False, default=False)
+
+    async def fetch_jobs(
+        self, batch_size: int, global_concurrency_limit: int | None, heartbeat_timeout: timedelta
+    ) -> AsyncGenerator[Job, None]:
+        self.took_work = False
+        while not self.shutdown.is_set():
+            limits = {
+                name: EntrypointExecutionParameter(
+                    concurrency_limit=self.entrypoint_registry[name].parameters.concurrency_limit
+                )
+                for name in self.entrypoints_below_capacity_limits()
+            }
+            jobs = await self.queries.dequeue(
+                batch_size=batch_size,
+                entrypoints=limits,
+                queue_manager_id=self.queue_manager_id,
+                global_concurrency_limit=global_concurrency_limit,
+                heartbeat_timeout=heartbeat_timeout,
+            )
+            self.took_work = self.took_work or bool(jobs)
+            for job in jobs:
+                yield job
+            if len(jobs) < batch_size:
+                return
 
     async def _effective_dequeue_timeout(self, dequeue_timeout: timedelta) -> timedelta:
         entrypoints = list(self.entrypoint_registry.keys())
@@ -85,7 +144,7 @@ class LeanQueueManager(QueueManager):
         due = bool(rows and rows[0]["due"])
         eta = rows[0]["eta"] if rows else None
         if due:
-            return self.min_dequeue_poll_interval
+            return timedelta(0) if self.took_work else self.min_dequeue_poll_interval
         if isinstance(eta, timedelta) and eta < dequeue_timeout:
             return max(eta, self.min_dequeue_poll_interval)
         return dequeue_timeout
