@@ -26,7 +26,7 @@ from nmc.calendars.google import event_id_for
 from nmc.calendars.sync import poll_tick, run_sync, run_watch
 from nmc.calendars.writeback import write_back
 from nmc.events import dispatch
-from tests.conftest import run_nmc
+from tests.conftest import run_cli
 from tests.fakes.google import FakeGoogle
 from tests.integration.test_observability import sample_value
 from tests.integration.test_scheduling_api import Shop, iso, local, make_shop, next_weekday
@@ -628,9 +628,9 @@ async def test_just_calendars_sync_prints_what_changed(
     start = soon()
     google.add_event(start=start, end=start + timedelta(hours=1))
     env = {**google.settings, "DATABASE_URL": os.environ["DATABASE_URL"]}
-    result = run_nmc("calendars", "sync", "--connection", str(connection_id), "--full", env=env, check=False)
+    result = run_cli("calendars", "sync", "--connection", str(connection_id), "--full", env=env, check=False)
     assert result.returncode == 0, result.stderr
     assert f"{connection_id}: full sync, 1 events in 1 page(s): 1 busy block(s) written" in result.stdout
     assert len(await blocks(db, shop)) == 1
-    refused = run_nmc("calendars", "sync", env=env, check=False)
+    refused = run_cli("calendars", "sync", env=env, check=False)
     assert refused.returncode != 0 and "--connection ID, --tenant ID or --all" in refused.stderr

@@ -147,18 +147,40 @@ def downgrade() -> None:
     ],
 )
 def test_migration_check_refuses_an_unmarked_destructive_migration(tmp_path: Path, body: str, named: str) -> None:
-    versions = tmp_path / "versions"
-    shutil.copytree(ROOT / "db" / "versions", versions, ignore=shutil.ignore_patterns("__pycache__"))
+    """Each kind in-process (`check`, what the command runs); the command itself in the test below."""
+    from nmc.migration_lint import check
+
+    versions = _project_versions_plus(tmp_path, body)
+    [finding] = check(versions)
+    assert finding.path.name == "zz_planted.py" and named in str(finding)
+
+    _project_versions_plus(tmp_path, body + DESTRUCTIVE_OK)
+    assert check(versions) == []
+
+
+DESTRUCTIVE_OK = "  # migration-check: destructive-ok the column has been unused since v2026.11.30-1"
+
+
+def _project_versions_plus(tmp_path: Path, body: str) -> Path:
+    """The project's migrations, and one more on top of head whose upgrade is `body`."""
     from nmc.schema_gate import code_heads
 
+    versions = tmp_path / "versions"
+    if not versions.exists():
+        shutil.copytree(ROOT / "db" / "versions", versions, ignore=shutil.ignore_patterns("__pycache__"))
     [head] = code_heads()
     (versions / "zz_planted.py").write_text(PLANTED.format(down=head, body=body))
+    return versions
+
+
+def test_the_command_refuses_an_unmarked_destructive_migration_and_passes_a_marked_one(tmp_path: Path) -> None:
+    body = '    op.drop_column("conv_messages", "body")'
+    versions = _project_versions_plus(tmp_path, body)
     refused = run_nmc("db", "lint-migrations", "--versions", str(versions), check=False)
     assert refused.returncode != 0
-    assert "zz_planted.py" in refused.stderr and named in refused.stderr
+    assert "zz_planted.py" in refused.stderr and "op.drop_column" in refused.stderr
 
-    marked = body + "  # migration-check: destructive-ok the column has been unused since v2026.11.30-1"
-    (versions / "zz_planted.py").write_text(PLANTED.format(down=head, body=marked))
+    _project_versions_plus(tmp_path, body + DESTRUCTIVE_OK)
     assert run_nmc("db", "lint-migrations", "--versions", str(versions)).returncode == 0
 
 

@@ -4,36 +4,23 @@ against the dispatcher every worker runs (the decision reads the pause at each t
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import run_nmc
+from tests.conftest import run_cli
 from tests.integration.test_first_sms import dispatch_pending
 from tests.integration.test_observability import sample_value
 from tests.integration.twilio_webhooks import missed_call
 
 
-async def nmc(*args: str, check: bool = True, input_: str | None = None) -> Any:
-    if input_ is None:
-        return await asyncio.to_thread(run_nmc, *args, check=check)
-    import os
-    import subprocess
-    import sys
-
-    from tests.conftest import PROJECT_ROOT
-
-    return await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "nmc", *args],
-        input=input_,
-        capture_output=True,
-        text=True,
-        cwd=PROJECT_ROOT,
-        env=dict(os.environ),
-    )
+async def nmc(*args: str, check: bool = True, input_: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The command as an operator types it, in-process (`test_kill_switch_e2e.py` runs the real `just`
+    recipes). `check`: it must succeed (not with `input_`: answering a prompt may abort on purpose)."""
+    return await asyncio.to_thread(run_cli, *args, input_=input_, check=check and input_ is None)
 
 
 async def release_due(db: asyncpg.Connection) -> None:

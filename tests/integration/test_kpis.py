@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from nmc.events.catalog import CallMissed, FirstSmsSent
 from nmc.kpis.projection import project
-from tests.conftest import run_nmc
+from tests.conftest import run_cli
 from tests.integration.test_inbox_support import CALLER, dispatch_all, text_in, texted_back
 from tests.integration.twilio_webhooks import missed_call
 
@@ -124,7 +124,7 @@ async def test_rebuild_from_the_outbox_reproduces_the_projection(
 
     await db.execute("TRUNCATE conv_kpi_facts")
     assert (await kpis(client, tenant, *window))["missed_calls"] == 0
-    result = run_nmc("kpis", "rebuild", "--all")
+    result = run_cli("kpis", "rebuild", "--all")
     assert f"{facts} facts written" in result.stdout
     assert await kpis(client, tenant, *window) == before
 
@@ -138,7 +138,7 @@ async def test_rebuild_from_the_outbox_reproduces_the_projection(
         correlation_id="test",
     )
     await project(old)  # its outbox row was purged long ago (retention)
-    result = run_nmc("kpis", "rebuild")
+    result = run_cli("kpis", "rebuild")
     assert "rebuilt facts from" in result.stdout
     assert await db.fetchval("SELECT count(*) FROM conv_kpi_facts WHERE event_id = $1", old.event_id) == 1
     assert await kpis(client, tenant, *window) == before

@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import TEST_ENVIRONMENT, run_nmc
+from tests.conftest import TEST_ENVIRONMENT, run_cli
 from tests.fakes.clerk import ClerkWebhooks, FakeClerk, clerk_event, deleted_organization_data
 from tests.integration.test_inbox_support import dispatch_all
 from tests.integration.twilio_webhooks import missed_call, post_twilio
@@ -324,14 +324,14 @@ async def test_sync_webhooks_fixes_drift_after_the_public_url_moves(
     tenant_id = await db.fetchval("SELECT id FROM tenants WHERE clerk_org_id = 'org_shop'")
     twilio.add_existing_number("+15125550999", f"nmc:{tenant_id}", VoiceUrl="https://old.example/voice")
     env = {"TWILIO_API_BASE_URL": twilio.base_url, "PUBLIC_BASE_URL": "https://new.example.com", "LOG_LEVEL": "ERROR"}
-    dry = run_nmc("numbers", "sync-webhooks", "--dry-run", env=env)
+    dry = run_cli("numbers", "sync-webhooks", "--dry-run", env=env)
     assert "would change VoiceUrl" in dry.stdout
     assert twilio.incoming_numbers()[1]["voice_url"] == f"{PUBLIC}/webhooks/twilio/voice"
-    fixed = run_nmc("numbers", "sync-webhooks", "--all", env=env)
+    fixed = run_cli("numbers", "sync-webhooks", "--all", env=env)
     assert "+15125550001" in fixed.stdout and "changed VoiceUrl" in fixed.stdout
     assert "tagged but not stored" in fixed.stdout
     urls = {n["phone_number"]: n["voice_url"] for n in twilio.incoming_numbers()}
     assert urls["+15125550001"] == urls["+15125550999"] == "https://new.example.com/webhooks/twilio/voice"
     assert urls[TEST_LINE] is None  # not ours: untouched
-    again = run_nmc("numbers", "sync-webhooks", "--tenant", str(tenant_id), env=env)
+    again = run_cli("numbers", "sync-webhooks", "--tenant", str(tenant_id), env=env)
     assert "0 fixed" in again.stdout and UUID(str(tenant_id))

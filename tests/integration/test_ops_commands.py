@@ -15,7 +15,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import TEST_DATABASE_URL, TEST_ENVIRONMENT, run_nmc
+from tests.conftest import TEST_DATABASE_URL, TEST_ENVIRONMENT, run_cli
 from tests.integration.twilio_webhooks import missed_call
 
 CALLER = "+15557650000"
@@ -37,14 +37,14 @@ async def test_park_moves_a_conforming_event_with_the_reason(
     await db.execute(
         "UPDATE outbox_events SET attempts = 7, last_error = 'SmsOutcomeUnknown: 502' WHERE id = $1", event_id
     )
-    result = await asyncio.to_thread(run_nmc, "park", event_id, "--reason", "poison: template crashes")
+    result = await asyncio.to_thread(run_cli, "park", event_id, "--reason", "poison: template crashes")
     assert "parked" in result.stdout and "SmsOutcomeUnknown: 502" in result.stdout
     assert await db.fetchval("SELECT count(*) FROM outbox_events WHERE id = $1", event_id) == 0
     parked = await db.fetchrow("SELECT * FROM outbox_events_errors WHERE id = $1", event_id)
     assert parked["last_error"] == "parked by operator: poison: template crashes"
     assert parked["attempts"] == 7 and parked["event_name"] == "call.missed"
     # and it can be replayed as it is
-    replayed = await asyncio.to_thread(run_nmc, "replay-outbox", "--event-id", event_id, "--dry-run")
+    replayed = await asyncio.to_thread(run_cli, "replay-outbox", "--event-id", event_id, "--dry-run")
     assert event_id in replayed.stdout
 
 
@@ -55,21 +55,21 @@ async def test_park_refuses_what_would_break_the_catalog_or_is_not_there(
     payload = await db.fetchval("SELECT payload FROM outbox_events WHERE id = $1", event_id)
     broken = {**json.loads(payload), "caller": 42}
     await db.execute("UPDATE outbox_events SET payload = $2::jsonb WHERE id = $1", event_id, json.dumps(broken))
-    refused = await asyncio.to_thread(run_nmc, "park", event_id, "--reason", "x", check=False)
+    refused = await asyncio.to_thread(run_cli, "park", event_id, "--reason", "x", check=False)
     assert refused.returncode != 0 and "does not conform to the Event Catalog" in refused.stderr
     assert await db.fetchval("SELECT count(*) FROM outbox_events WHERE id = $1", event_id) == 1
 
     await db.execute(
         "UPDATE outbox_events SET payload = $2::jsonb, dispatched_at = now() WHERE id = $1", event_id, payload
     )
-    refused = await asyncio.to_thread(run_nmc, "park", event_id, "--reason", "x", check=False)
+    refused = await asyncio.to_thread(run_cli, "park", event_id, "--reason", "x", check=False)
     assert refused.returncode != 0 and "nothing to park" in refused.stderr
 
     missing = await asyncio.to_thread(
-        run_nmc, "park", "00000000-0000-0000-0000-000000000000", "--reason", "x", check=False
+        run_cli, "park", "00000000-0000-0000-0000-000000000000", "--reason", "x", check=False
     )
     assert missing.returncode != 0 and "no such outbox event" in missing.stderr
-    blank = await asyncio.to_thread(run_nmc, "park", event_id, "--reason", "  ", check=False)
+    blank = await asyncio.to_thread(run_cli, "park", event_id, "--reason", "  ", check=False)
     assert blank.returncode != 0
 
 
@@ -83,7 +83,7 @@ async def test_retention_run_deletes_expired_rows_and_says_how_many(db: asyncpg.
     )
     await db.execute(insert, "old", timedelta(days=91))
     await db.execute(insert, "new", timedelta(days=1))
-    result = await asyncio.to_thread(run_nmc, "retention", "run")
+    result = await asyncio.to_thread(run_cli, "retention", "run")
     assert "webhook_events: 1 rows deleted" in result.stdout
     assert await db.fetchval("SELECT array_agg(external_id) FROM webhook_events") == ["new"]
     assert await db.fetchval("SELECT task FROM obs_maintenance_runs") == "retention"
@@ -92,14 +92,14 @@ async def test_retention_run_deletes_expired_rows_and_says_how_many(db: asyncpg.
 # ------------------------------------------------------------------------------ just sql
 
 
-def test_every_ops_query_runs_read_only() -> None:
-    from nmc.ops import named_queries
+async def test_every_ops_query_runs_read_only(db: asyncpg.Connection) -> None:
+    """In-process, what `nmc sql NAME` runs (the command itself: test_cli.py)."""
+    from nmc.ops import named_queries, run_named_query
 
     names = named_queries()
     assert "blocking_queries" in names and "outbox_lag" in names
     for name in names:
-        result = run_nmc("sql", name)
-        assert isinstance(json.loads(result.stdout), list), name
+        assert isinstance(await run_named_query(name), list), name
 
 
 async def test_a_query_that_writes_is_refused(
@@ -137,7 +137,7 @@ async def test_blocking_queries_names_the_real_blocker_and_no_false_one(db: asyn
             if waiting >= 2:
                 break
             await asyncio.sleep(0.05)
-        rows = json.loads((await asyncio.to_thread(run_nmc, "sql", "blocking_queries")).stdout)
+        rows = json.loads((await asyncio.to_thread(run_cli, "sql", "blocking_queries")).stdout)
         pairs = {(row["blocked_pid"], row["blocking_pid"]) for row in rows}
         assert pairs == {(pids["waiter"], pids["holder"]), (pids["advisory_waiter"], pids["holder"])}
         await holder.execute("ROLLBACK")
@@ -211,7 +211,7 @@ async def test_calendars_rotate_tokens_reencrypts_every_token_under_the_new_key_
         )
 
     env = {"SECRET_KEY": new, "SECRET_KEY_PREVIOUS": old}
-    result = await asyncio.to_thread(run_nmc, "calendars", "rotate-tokens", env=env, check=False)
+    result = await asyncio.to_thread(run_cli, "calendars", "rotate-tokens", env=env, check=False)
     assert result.returncode == 1, result.stdout + result.stderr  # one token could not be read: say so
     assert "tokens re-encrypted: 1; unreadable (reconnect those): 1" in result.stdout
 

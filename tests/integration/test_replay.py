@@ -19,7 +19,7 @@ from nmc.events.dispatcher import PermanentFailure, dispatch
 from nmc.events.outbox import publish
 from nmc.events.replay import ReplayFilter, replay
 from nmc.events.subscribers import subscriber
-from tests.conftest import run_nmc
+from tests.conftest import run_cli
 from tests.integration.test_first_sms import CALLER, dispatch_pending, first_sms_rows
 from tests.integration.twilio_webhooks import missed_call
 
@@ -224,7 +224,7 @@ async def test_cli_dry_run_by_event_id_lists_and_changes_nothing(db: asyncpg.Con
     other = await park(db, status_event())
     before = await db.fetch("SELECT * FROM outbox_events_errors ORDER BY id")
 
-    dry = run_nmc("replay-outbox", "--event-id", str(wanted), "--dry-run")
+    dry = run_cli("replay-outbox", "--event-id", str(wanted), "--dry-run")
 
     lines = dry.stdout.splitlines()
     assert lines[0].startswith(f"would requeue {wanted} message.status_changed@v1 (last error: Boom: provider down)")
@@ -242,7 +242,7 @@ async def test_cli_replay_by_name_and_time_range_reports_kept_rows(db: asyncpg.C
     bad = await park(db, bad_event, created_at=now - timedelta(hours=2), payload={**validated(bad_event), "status": 7})
     outside = await park(db, status_event(), created_at=now - timedelta(days=5))
 
-    result = run_nmc(
+    result = run_cli(
         "replay-outbox",
         "--event-name",
         "message.status_changed",
@@ -261,7 +261,7 @@ async def test_cli_replay_by_name_and_time_range_reports_kept_rows(db: asyncpg.C
 
 async def test_cli_refuses_to_replay_without_a_filter(db: asyncpg.Connection) -> None:
     await park(db, status_event())
-    nothing = run_nmc("replay-outbox", check=False)
+    nothing = run_cli("replay-outbox", check=False)
     assert nothing.returncode != 0
     assert "--event-id" in nothing.stderr
     assert "Traceback" not in nothing.stderr
@@ -283,12 +283,12 @@ async def test_replaying_a_parked_first_sms_sends_it_and_says_so(
     assert (message["status"], message["error_code"], message["twilio_sid"]) == ("failed", 21606, None)
     [event_id] = await parked_ids(db)
 
-    dry = run_nmc("replay-outbox", "--event-name", "call.missed", "--dry-run").stdout.splitlines()
+    dry = run_cli("replay-outbox", "--event-name", "call.missed", "--dry-run").stdout.splitlines()
     assert f"text {message['id']} of event {event_id}: would be sent: reopened" in "\n".join(dry)
     assert dry[-1] == "texts: 1 would be sent, 0 skipped"
     assert (await first_sms_rows(db))[0]["status"] == "failed"  # a dry run changes nothing
 
-    lines = run_nmc("replay-outbox", "--event-name", "call.missed").stdout.splitlines()
+    lines = run_cli("replay-outbox", "--event-name", "call.missed").stdout.splitlines()
     assert lines[-2:] == [
         f"text {message['id']} of event {event_id}: will be sent: reopened (it failed with code 21606 before "
         "Twilio had it)",
@@ -329,7 +329,7 @@ async def test_replay_says_which_texts_it_skips_and_why(
     for event in events.values():
         await park(db, event)
 
-    lines = run_nmc("replay-outbox", "--event-name", "sms.outbound_requested").stdout.splitlines()
+    lines = run_cli("replay-outbox", "--event-name", "sms.outbound_requested").stdout.splitlines()
     text = "\n".join(lines)
     assert f"of event {events['accepted'].event_id}: skipped: accepted already ({first['twilio_sid']})" in text
     assert f"of event {events['refused'].event_id}: skipped: recipient refused (code 21211)" in text

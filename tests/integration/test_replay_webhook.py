@@ -9,7 +9,7 @@ from uuid import uuid4
 import asyncpg
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import run_nmc
+from tests.conftest import run_cli
 from tests.integration.test_first_sms import CALLER, dispatch_pending, first_sms_rows
 from tests.integration.twilio_webhooks import missed_call
 
@@ -38,7 +38,7 @@ async def test_a_replayed_twilio_delivery_has_its_effect_once_and_says_what_it_r
     before = await effect_counts(db)
     assert (before["calls"], before["messages"], before["deliveries"]) == (1, 1, 1)
 
-    result = run_nmc("replay-webhook", str(delivery["id"]))
+    result = run_cli("replay-webhook", str(delivery["id"]))
     assert result.stdout.strip() == f"replayed twilio {delivery['kind']} {delivery['external_id']}"
 
     assert await dispatch_pending(db) == 0  # the replay published nothing new for the worker
@@ -47,14 +47,14 @@ async def test_a_replayed_twilio_delivery_has_its_effect_once_and_says_what_it_r
     assert message["status"] == "accepted"
     assert len(fake_twilio.messages()) == 1
 
-    again = run_nmc("replay-webhook", str(delivery["id"]))  # replayed twice: still once
+    again = run_cli("replay-webhook", str(delivery["id"]))  # replayed twice: still once
     assert again.stdout == result.stdout
     assert await effect_counts(db) == before
 
 
 async def test_an_unknown_id_is_refused_naming_it(db: asyncpg.Connection) -> None:
     unknown = uuid4()
-    result = run_nmc("replay-webhook", str(unknown), check=False)
+    result = run_cli("replay-webhook", str(unknown), check=False)
     assert result.returncode != 0
     assert f"no webhook_events row {unknown}" in result.stderr
     assert result.stdout == ""
@@ -62,6 +62,6 @@ async def test_an_unknown_id_is_refused_naming_it(db: asyncpg.Connection) -> Non
 
 
 async def test_a_malformed_id_is_refused_naming_it(db: asyncpg.Connection) -> None:
-    result = run_nmc("replay-webhook", "dial-status:CA123", check=False)
+    result = run_cli("replay-webhook", "dial-status:CA123", check=False)
     assert result.returncode != 0
     assert "'dial-status:CA123'" in result.stderr and "webhook_events id" in result.stderr

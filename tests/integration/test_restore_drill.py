@@ -14,7 +14,7 @@ import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from nmc.restore_drill import DrillReport, record_success
+from nmc.restore_drill import DrillReport, newest_event, record_success, restore
 from tests.conftest import SERVER_URL, TEST_DATABASE_URL, run_nmc
 from tests.integration.test_observability import sample_value
 
@@ -87,15 +87,22 @@ async def test_a_recorded_drill_is_exported_at_metrics_and_absent_before(
     assert sources == ["postgresql://db.example:5432/nmc", "/backups/nmc.dump"]  # never the password
 
 
-@pytest.mark.timeout(300)
-async def test_restore_drill_from_a_plain_sql_dump(db: asyncpg.Connection, tmp_path: Path) -> None:
-    await _plant_event(db)
+async def test_a_plain_sql_dump_is_restored_with_psql(db: asyncpg.Connection, tmp_path: Path) -> None:
+    """The restore step alone: the migrations and the smoke test after it are the drill's whole run
+    above, the same whatever the dump's format."""
+    planted = await _plant_event(db)
     dump = tmp_path / "snapshot.sql"
     subprocess.run(["pg_dump", "--no-owner", "--no-privileges", "-f", str(dump), TEST_DATABASE_URL], check=True)
-    result = await asyncio.to_thread(_drill, str(dump))
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "smoke: first SMS sent in" in result.stdout
-    assert await _scratch_databases() == []
+    scratch = "nmc_restore_drill_plain_sql"
+    admin = await asyncpg.connect(f"{SERVER_URL}/postgres")
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {scratch}")
+        await admin.execute(f"CREATE DATABASE {scratch}")
+        await asyncio.to_thread(restore, str(dump), f"{SERVER_URL}/{scratch}")
+        assert await newest_event(f"{SERVER_URL}/{scratch}") == planted
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")
+        await admin.close()
 
 
 async def test_a_failed_restore_still_drops_the_scratch_database(db: asyncpg.Connection, tmp_path: Path) -> None:

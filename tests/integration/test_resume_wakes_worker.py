@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from litestar.testing import AsyncTestClient
 
-from tests.conftest import run_nmc
+from tests.conftest import run_cli
 from tests.integration.test_first_sms import CALLER, dispatch_pending
 from tests.integration.twilio_webhooks import missed_call
 
@@ -24,14 +24,14 @@ async def test_a_resume_enqueues_the_released_texts_dispatch(
     client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any, fake_twilio: Any
 ) -> None:
     tenant = await make_tenant()
-    await asyncio.to_thread(run_nmc, "pause-sms", "--reason", "carrier filtering", "--by", "oncall")
+    await asyncio.to_thread(run_cli, "pause-sms", "--reason", "carrier filtering", "--by", "oncall")
     await missed_call(client, tenant.number, CALLER)
     await dispatch_pending(db)  # the decision: wait as paused (a recheck job minutes away)
     event_id = await db.fetchval("SELECT id FROM outbox_events WHERE event_name = 'call.missed'")
     await db.execute("DELETE FROM pgqueuer WHERE dedupe_key = 'outbox:' || $1::text", str(event_id))  # consumed
     assert await db.fetchval(DUE_DISPATCH_JOBS, str(event_id)) == 0
 
-    resumed = await asyncio.to_thread(run_nmc, "resume-sms", "--yes")
+    resumed = await asyncio.to_thread(run_cli, "resume-sms", "--yes")
     assert "1 waiting events released now" in resumed.stdout
     assert await db.fetchval(DUE_DISPATCH_JOBS, str(event_id)) == 1
     assert await dispatch_pending(db) >= 1

@@ -23,7 +23,7 @@ from nmc.events.catalog import (
     load_event,
     validated,
 )
-from tests.conftest import run_nmc
+from tests.conftest import run_cli
 
 ENTRIES = sorted(CATALOG.items())
 
@@ -138,11 +138,11 @@ def test_e164_constraint_is_in_the_published_schema() -> None:
 
 
 def test_nmc_catalog_prints_the_json_schema_of_every_event(tmp_path: Path) -> None:
-    result = run_nmc("catalog")
+    result = run_cli("catalog")
     printed = json.loads(result.stdout)
     assert set(printed["events"]) == {f"{n}@v{v}" for n, v in CATALOG}
     assert printed == json.loads(json.dumps(json_schemas()))
 
     target = tmp_path / "catalog.json"
-    run_nmc("catalog", "--output", str(target))
+    run_cli("catalog", "--output", str(target))
     assert json.loads(target.read_text()) == printed
