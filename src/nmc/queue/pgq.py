@@ -62,7 +62,8 @@ def enqueue_after(cte: str) -> str:
 
 
 def job_values(entrypoint: str, payload: bytes, dedupe_key: str) -> tuple[list[Any], ...]:
-    """`$1`-`$6` of `enqueue_after` for one job due now, normalized as `Queries.enqueue` does it."""
+    """`$1`-`$6` of `enqueue_after` for one job due now, normalized as `Queries.enqueue` does it (without
+    its tracing headers: no PgQueuer tracer is configured here)."""
     job = query_helpers.normalize_enqueue_params(entrypoint, payload, 0, None, dedupe_key, None)
     headers = [to_json(header).decode() for header in job.headers]
     return job.priority, job.entrypoint, job.payload, job.execute_after, job.dedupe_key, headers
