@@ -55,7 +55,7 @@ def enqueue_after(cte: str) -> str:
     """PgQueuer's own enqueue of jobs (`on_conflict="skip"`), with the caller's data-modifying CTE run
     in the same statement: a row and the job that wakes the worker for it in one round trip instead of
     two. The job's values are `$1`-`$6` (`job_values`); the CTE binds its own from `$7` on.
-    `tests/unit/test_pgq.py` pins the opening this relies on against the installed PgQueuer."""
+    `tests/unit/test_pgq_enqueue_after.py` pins the opening this relies on against the installed PgQueuer."""
     if _ENQUEUE_OPENING not in _ENQUEUE_SKIPPING:
         raise RuntimeError("PgQueuer's enqueue statement changed: nmc.queue.pgq.enqueue_after needs a look")
     return _ENQUEUE_SKIPPING.replace(_ENQUEUE_OPENING, f"WITH {cte}, {_ENQUEUE_OPENING.removeprefix('WITH ')}", 1)
