@@ -71,6 +71,20 @@ async def missed_call_is_held(stack: Stack, db: asyncpg.Connection, fake_twilio:
     assert await first_sms_status(db) == "paused"
 
 
+async def no_recheck_due_within(db: asyncpg.Connection, seconds: float) -> None:
+    """Wait until the held text's next pause recheck (every `PAUSE_RECHECK`, 15 s) is at least `seconds`
+    away: a recheck in the same moment as the resume sends the text itself, and the resume then has
+    nothing left to release (seen once on a loaded CI box, where `just` took long enough to meet it)."""
+    next_recheck = (
+        "SELECT extract(epoch FROM available_at - now()) FROM outbox_events "
+        "WHERE event_name = 'call.missed' AND dispatched_at IS NULL"
+    )
+    deadline = time.monotonic() + 30
+    while (await db.fetchval(next_recheck) or 0) < seconds:
+        assert time.monotonic() < deadline, "the held text was never rescheduled"
+        await asyncio.sleep(0.2)
+
+
 def seconds_until_sent(fake_twilio: Any, since: float) -> float:
     fake_twilio.wait_for_messages(1, timeout=10)  # generous to get a figure; the bound is asserted by the caller
     elapsed = time.monotonic() - since
@@ -89,6 +103,7 @@ async def test_the_api_pauses_and_resumes_the_running_worker(
     status = ops_status(stack)
     assert (status["paused"], status["texts_waiting"], status["texts_stale"]) == (True, 1, 0)
 
+    await no_recheck_due_within(db, 3)
     started = time.monotonic()
     resumed = ops_change(stack, {"action": "resume", "by": "oncall"})
     assert (resumed["suppressed"], resumed["released"]) == (0, 1)
@@ -114,6 +129,7 @@ async def test_the_just_recipes_pause_and_resume_the_running_worker(
     assert "texts waiting as paused: 1" in status
     assert ops_status(stack)["texts_waiting"] == 1  # the web sees what the CLI wrote
 
+    await no_recheck_due_within(db, 10)  # `just` and Python start in 2-5 s, more on a loaded box
     resumed = await asyncio.to_thread(just, "resume-sms", "--yes")
     # measured from the command's exit (its start adds `uv run` and Python's start-up, not the worker's)
     elapsed = seconds_until_sent(fake_twilio, time.monotonic())
