@@ -10,10 +10,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from nmc.db import hot_transaction, session_scope
+from nmc.db import hot_pool, hot_transaction, session_scope
 from nmc.events.catalog import DomainEvent, FirstSmsSent, MessageStatusChanged, TenantCreated
 from nmc.events.dispatcher import PermanentFailure, backoff, dispatch, sweep
-from nmc.events.outbox import publish, publish_on
+from nmc.events.outbox import publish, published_cte, published_in_statement, published_values
 from nmc.events.settling import settle_on
 from nmc.events.subscribers import handlers_for, subscriber
 from nmc.observability.correlation import current_correlation_id
@@ -221,17 +221,22 @@ async def test_a_settling_transaction_rolled_back_leaves_the_event_to_retry(
     assert row["last_error"] == "Boom: commit lost"
 
 
-async def test_publishing_with_settle_settles_the_dispatched_event_in_the_same_statement(
+async def test_a_published_cte_settles_the_dispatched_event_in_the_handlers_statement(
     db: asyncpg.Connection, handlers: None
 ) -> None:
+    """`published_cte`, as the first SMS's acceptance uses it: the new event's row written and the event
+    being dispatched settled by the handler's own (autocommitted) statement."""
     published_here: list[FirstSmsSent] = []
+
+    async def publish_in_one_statement(sent: FirstSmsSent) -> None:
+        statement = f"WITH {published_cte('sent', 1)} SELECT 1"
+        await (await hot_pool()).execute(statement, *published_values(sent))
+        published_in_statement()
 
     @subscriber(MessageStatusChanged)
     async def publishes_last(event: MessageStatusChanged) -> None:
         sent = FirstSmsSent(tenant_id=uuid4(), call_id=uuid4(), message_id=uuid4(), latency_ms=1.0, correlation_id="c")
-        async with hot_transaction() as connection:
-            await publish_on(connection, sent, settle=True)
-            assert await db.fetchval("SELECT dispatched_at FROM outbox_events WHERE id = $1", event.event_id) is None
+        await publish_in_one_statement(sent)
         published_here.append(sent)
 
     event = await published(status_changed())
@@ -241,10 +246,9 @@ async def test_publishing_with_settle_settles_the_dispatched_event_in_the_same_s
     new_row = await outbox_row(db, published_here[0].event_id)
     assert new_row is not None and new_row["dispatched_at"] is None  # the new event is only published
 
-    # Outside a dispatch, settle=True only publishes.
+    # Outside a dispatch, the CTE only publishes.
     alone = FirstSmsSent(tenant_id=uuid4(), call_id=uuid4(), message_id=uuid4(), latency_ms=1.0, correlation_id="c")
-    async with hot_transaction() as connection:
-        await publish_on(connection, alone, settle=True)
+    await publish_in_one_statement(alone)
     alone_row = await outbox_row(db, alone.event_id)
     assert alone_row is not None and alone_row["dispatched_at"] is None
 

@@ -54,11 +54,6 @@ def _numbered_from(statement: str, first: int) -> str:
 
 # The same, and its dispatch job: PgQueuer's enqueue binds `$1`-`$6`, the row `$7`-`$13`.
 _INSERT_OUTBOX_AND_ENQUEUE = enqueue_after(f"published AS ({_numbered_from(_INSERT_OUTBOX, 7)})")
-# The same, settling the event being dispatched (`$8`) in the same round trip (see `publish_on`).
-_INSERT_OUTBOX_AND_SETTLE = f"""
-    WITH settled AS ({MARK_DISPATCHED.replace("$1", "$8")})
-    {_INSERT_OUTBOX}
-"""
 
 
 async def publish(session: Transactional, event: DomainEvent) -> None:
@@ -70,29 +65,20 @@ async def publish(session: Transactional, event: DomainEvent) -> None:
     await publish_on(await raw_connection(session), event)
 
 
-async def publish_on(connection: asyncpg.Connection, event: DomainEvent, *, settle: bool = False) -> None:
+async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None:
     """`publish` on a plain asyncpg connection already in a transaction (the worker's hot path).
-
-    `settle`: the caller's transaction is the dispatched event's last handler's final one; the
-    event is settled in the same statement as the insert (`nmc.events.settling`).
 
     Every row is written undispatched: whether anyone subscribes is the dispatching worker's to know
     (in a rolling deploy an old web must not settle an event a new worker now handles). An event
     whose catalog entry does not `wake_worker` gets no job: the worker's sweep settles it in bulk.
+    A last handler that publishes in its final statement settles its event there (`published_cte`).
     """
     row = _outbox_row(event)
-    settling = settling_now() if settle else None
-    if settling is None and event.wake_worker:  # the row and its job in one round trip (a missed call's)
+    if event.wake_worker:  # the row and its job in one round trip (a missed call's, on the webhook)
         job = job_values(OUTBOX_DISPATCH, event.event_id.bytes, dispatch_key(event.event_id))
         await connection.execute(_INSERT_OUTBOX_AND_ENQUEUE, *job, *row)
-        return
-    if settling is None:
-        await connection.execute(_INSERT_OUTBOX, *row)
     else:
-        await connection.execute(_INSERT_OUTBOX_AND_SETTLE, *row, settling.event_id)
-        settling.settled = True
-    if event.wake_worker:
-        await enqueue_dispatch(connection, event.event_id)
+        await connection.execute(_INSERT_OUTBOX, *row)
 
 
 def _outbox_row(event: DomainEvent) -> tuple[object, ...]:
@@ -108,7 +94,7 @@ def _outbox_row(event: DomainEvent) -> tuple[object, ...]:
 
 
 def published_cte(name: str, first: int) -> str:
-    """`publish_on(..., settle=True)` as a CTE of the caller's own statement: the event's outbox row
+    """An event published as a CTE of the caller's own statement: the event's outbox row
     written, and the event being dispatched settled, in the statement the handler runs anyway — so a
     handler's final write can be one autocommitted statement instead of a transaction of four round
     trips. Its values (`published_values`) are bound from `$first` on; after the statement succeeded,

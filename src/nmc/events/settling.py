@@ -2,7 +2,7 @@
 
 The dispatcher marks an outbox row dispatched once every handler returned (a commit of its own). A
 last handler whose final transaction is the end of its work may instead settle the row in that
-transaction (`settle_on`, or `publish_on(..., settle=True)` in the statement it publishes with): its
+transaction (`settle_on`, or `published_cte` in the statement it publishes with): its
 commit completes the dispatch, its rollback leaves the row for a retry, and the dispatcher, seeing
 the row settled, writes nothing more.
 """
