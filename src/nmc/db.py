@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
-from collections.abc import AsyncIterator, Coroutine
+import re
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
@@ -120,14 +123,14 @@ Transactional: TypeAlias = AsyncSession | asyncpg.Connection
 
 async def raw_connection(session: Transactional) -> asyncpg.Connection:
     """The asyncpg connection under the session, inside the session's transaction (a hot-pool
-    connection is its own).
+    connection is its own: in a transaction, or autocommitting one statement at a time, as a
+    `CteStatement`'s webhook does for its routing read).
 
     For the few hot statements written as plain SQL, and for PgQueuer's transactional enqueue. The
     SQLAlchemy asyncpg adapter sends BEGIN lazily with its first statement; a raw write before that
     would autocommit and survive a rollback, so the adapter's transaction is started here first.
     """
     if isinstance(session, asyncpg.Connection):
-        assert session.is_in_transaction()
         return session
     connection = await session.connection()
     raw = await connection.get_raw_connection()
@@ -186,6 +189,57 @@ def _refuse_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) ->
     driver = getattr(dbapi_connection, "driver_connection", None)
     if isinstance(driver, asyncpg.Connection) and driver.is_closed():
         raise DisconnectionError("the server closed this pooled connection")
+
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+@functools.lru_cache(maxsize=256)  # a hot statement's parts are renumbered alike on every request
+def numbered_from(sql: str, first: int) -> str:
+    """`sql` with its placeholders `$1`, `$2`… renumbered from `$first`."""
+    return _PLACEHOLDER.sub(lambda number: f"${first + int(number[1]) - 1}", sql)
+
+
+@dataclass
+class CteStatement:
+    """One statement of data-modifying CTEs that several modules write into, each with its own part.
+
+    A write that spans modules (a webhook's ledger row, the call it moves, the event it publishes, that
+    event's job) as one autocommitted statement: atomic like a transaction, without its BEGIN, COMMIT and
+    a round trip per part (ADR 0020). Each part binds its values as `$1`… of its own SQL (renumbered
+    here); a later part reads an earlier one by its CTE name, and every part runs to completion whether
+    or not anything reads it (PostgreSQL's rule for data-modifying CTEs). The final SELECT returns the
+    `columns` parts asked for. All parts see one snapshot: a part cannot read a row an earlier part wrote,
+    except through that part's RETURNING.
+    """
+
+    ctes: list[str] = field(default_factory=list)
+    values: list[Any] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+
+    def with_cte(self, name: str, sql: str, values: Sequence[Any]) -> None:
+        """Add `name AS (sql)`, its `$1`… bound to `values`."""
+        self.ctes.append(f"{name} AS ({numbered_from(sql, len(self.values) + 1)})")
+        self.values.extend(values)
+
+    def with_ctes(self, sql: str, values: Sequence[Any]) -> None:
+        """Add several CTEs written as one text (`a AS (…), b AS (…)`), bound as `with_cte` binds."""
+        self.ctes.append(numbered_from(sql, len(self.values) + 1))
+        self.values.extend(values)
+
+    def returning(self, column: str) -> None:
+        """A column of the final SELECT (an expression over the CTEs, `AS` its name)."""
+        self.columns.append(column)
+
+    @property
+    def sql(self) -> str:
+        ctes = ",\n".join(self.ctes)
+        return f"WITH {ctes}\nSELECT {', '.join(self.columns) or 'NULL'}"
+
+    async def run(self, connection: asyncpg.Connection) -> asyncpg.Record:
+        """Run it (autocommitted, unless `connection` is in a transaction): the row of `columns`."""
+        row: asyncpg.Record = await connection.fetchrow(self.sql, *self.values)
+        return row
 
 
 def json_column(value: Any) -> Any:

@@ -3,6 +3,8 @@ fake Twilio API, real Postgres underneath."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
 
@@ -100,6 +102,87 @@ async def test_retried_webhook_has_its_effect_once(
     assert counter("webhook_dedupe_hits_total", provider="twilio") == before + 1
     assert await db.fetchval("SELECT count(*) FROM webhook_events") == 1
     assert await db.fetchval("SELECT count(*) FROM outbox_events WHERE event_name = 'call.missed'") == 1
+    await dispatch_pending(db)
+    assert len(fake_twilio.messages()) == 1
+
+
+async def test_concurrent_deliveries_of_one_dial_outcome_have_its_effect_once(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any
+) -> None:
+    tenant = await make_tenant()
+    call_sid = new_call_sid()
+    deliveries = await asyncio.gather(
+        *(missed_call(client, tenant.number, CALLER, call_sid=call_sid) for _ in range(5))
+    )
+    assert {(response.status_code, response.text) for _, response in deliveries} == {(200, deliveries[0][1].text)}
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 1
+    [event] = await db.fetch("SELECT id FROM outbox_events WHERE event_name = 'call.missed'")
+    assert await db.fetchval("SELECT count(*) FROM pgqueuer WHERE dedupe_key = $1", f"outbox:{event['id']}") == 1
+
+
+async def test_call_missed_carries_the_id_of_the_call_row_it_moved(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any
+) -> None:
+    """The dial outcome's statement upserts the call and publishes `call.missed` with the upserted row's
+    id: the rung call's when the incoming-call webhook came first, a new row's otherwise."""
+    tenant = await make_tenant()
+    rung_sid = new_call_sid()
+    ringing = {"CallSid": rung_sid, "From": CALLER, "To": tenant.number, "CallStatus": "ringing"}
+    assert (await post_twilio(client, "/webhooks/twilio/voice", ringing)).status_code == 200
+    await missed_call(client, tenant.number, CALLER, call_sid=rung_sid)
+    unrung_sid, _ = await missed_call(client, tenant.number, "+15557650000")
+    published = await db.fetch(
+        """SELECT e.id, e.payload->>'call_id' AS call_id, c.id AS row_id, c.call_sid
+           FROM outbox_events e JOIN conv_calls c ON c.call_sid = e.payload->>'call_sid'
+           WHERE e.event_name = 'call.missed'"""
+    )
+    assert {row["call_sid"] for row in published} == {rung_sid, unrung_sid}
+    assert all(row["call_id"] == str(row["row_id"]) for row in published)
+    jobs = await db.fetchval(
+        "SELECT count(*) FROM pgqueuer WHERE dedupe_key = ANY($1)", [f"outbox:{row['id']}" for row in published]
+    )
+    assert jobs == 2
+
+
+@pytest.fixture
+async def call_missed_refused(db: asyncpg.Connection) -> AsyncIterator[None]:
+    """The outbox refuses `call.missed` rows: a failure in the last part of the dial outcome's statement."""
+    await db.execute(
+        """
+        CREATE FUNCTION test_refuse_call_missed() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.event_name = 'call.missed' THEN RAISE EXCEPTION 'call.missed refused'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER test_refuse_call_missed BEFORE INSERT ON outbox_events
+            FOR EACH ROW EXECUTE FUNCTION test_refuse_call_missed();
+        """
+    )
+    try:
+        yield
+    finally:
+        await db.execute("DROP TRIGGER IF EXISTS test_refuse_call_missed ON outbox_events")
+        await db.execute("DROP FUNCTION IF EXISTS test_refuse_call_missed()")
+
+
+async def test_a_dial_outcome_that_fails_part_way_records_nothing_and_its_retry_applies_it(
+    client: AsyncTestClient[Any],
+    db: asyncpg.Connection,
+    make_tenant: Any,
+    fake_twilio: Any,
+    call_missed_refused: None,
+) -> None:
+    """Ledger row, call upsert, outbox row and job are one statement: all or nothing, so Twilio's retry
+    of the failed delivery is a first delivery and texts the caller once."""
+    tenant = await make_tenant()
+    call_sid, failed = await missed_call(client, tenant.number, CALLER)
+    assert failed.status_code >= 500
+    assert await db.fetchval("SELECT count(*) FROM webhook_events") == 0
+    assert await db.fetchval("SELECT count(*) FROM conv_calls") == 0
+    await db.execute("DROP TRIGGER test_refuse_call_missed ON outbox_events")
+    _, retried = await missed_call(client, tenant.number, CALLER, call_sid=call_sid)
+    assert retried.status_code == 200
+    assert await db.fetchval("SELECT status FROM conv_calls WHERE call_sid = $1", call_sid) == "missed"
     await dispatch_pending(db)
     assert len(fake_twilio.messages()) == 1
 

@@ -39,7 +39,14 @@ from nmc.events.dispatcher import (
 )
 from nmc.events.history import Unreadable, held_events, oldest_occurrence
 from nmc.events.metrics import Overdue, overdue_events
-from nmc.events.outbox import publish, publish_on, published_cte, published_in_statement, published_values
+from nmc.events.outbox import (
+    publish,
+    publish_in,
+    publish_on,
+    published_cte,
+    published_in_statement,
+    published_values,
+)
 from nmc.events.parking import Parked, ParkRefused, park
 from nmc.events.replay import ReplayFilter, ReplayReport
 from nmc.events.replay import replay as replay_parked
@@ -83,6 +90,7 @@ __all__ = [
     "overdue_events",
     "park",
     "publish",
+    "publish_in",
     "publish_on",
     "published_cte",
     "published_in_statement",

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from datetime import timedelta
 from uuid import UUID
 
 import asyncpg
 import msgspec
 
-from nmc.db import Transactional, raw_connection
+from nmc.db import CteStatement, Transactional, numbered_from, raw_connection
 from nmc.events.catalog import DomainEvent, validated
 from nmc.events.settling import MARK_DISPATCHED, settling_now
-from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue, enqueue_after, enqueue_many, job_values
+from nmc.queue.pgq import OUTBOX_DISPATCH, enqueue, enqueue_in, enqueue_many
 
 
 def dispatch_key(event_id: object) -> str:
@@ -47,13 +47,13 @@ _INSERT_OUTBOX = """
 """
 
 
-def _numbered_from(statement: str, first: int) -> str:
-    """`statement` (placeholders `$1`-`$9`) with its placeholders renumbered from `$first`."""
-    return re.sub(r"\$(\d)", lambda number: f"${first + int(number[1]) - 1}", statement)
-
-
-# The same, and its dispatch job: PgQueuer's enqueue binds `$1`-`$6`, the row `$7`-`$13`.
-_INSERT_OUTBOX_AND_ENQUEUE = enqueue_after(f"published AS ({_numbered_from(_INSERT_OUTBOX, 7)})")
+# The same row as a part of a caller's statement (`publish_in`): once per row of `{source}` meeting
+# `{when}`, with `{fields}` of its payload taken from that row.
+_INSERT_OUTBOX_FROM = """
+    INSERT INTO outbox_events (id, event_name, event_version, tenant_id, payload, correlation_id, causation_id)
+    SELECT $1, $2, $3, $4, $5::jsonb || jsonb_build_object({fields}), $6, $7 FROM {source} WHERE {when}
+    RETURNING id
+"""
 
 
 async def publish(session: Transactional, event: DomainEvent) -> None:
@@ -73,12 +73,40 @@ async def publish_on(connection: asyncpg.Connection, event: DomainEvent) -> None
     whose catalog entry does not `wake_worker` gets no job: the worker's sweep settles it in bulk.
     A last handler that publishes in its final statement settles its event there (`published_cte`).
     """
-    row = _outbox_row(event)
     if event.wake_worker:  # the row and its job in one round trip (a missed call's, on the webhook)
-        job = job_values(OUTBOX_DISPATCH, event.event_id.bytes, dispatch_key(event.event_id))
-        await connection.execute(_INSERT_OUTBOX_AND_ENQUEUE, *job, *row)
+        statement = CteStatement()
+        publish_in(statement, event)
+        await statement.run(connection)
     else:
-        await connection.execute(_INSERT_OUTBOX, *row)
+        await connection.execute(_INSERT_OUTBOX, *_outbox_row(event))
+
+
+def publish_in(
+    statement: CteStatement,
+    event: DomainEvent,
+    *,
+    source: str = "",
+    when: str = "true",
+    fields: Mapping[str, str] | None = None,
+) -> None:
+    """`event` published as parts of the caller's `statement` (`nmc.db.CteStatement`): its outbox row
+    as the CTE `published`, and, for an event that wakes the worker, its dispatch job, written only
+    with the row. With `source` (an earlier part's CTE name) the row is written for each of its rows
+    that meets `when`, and `fields` of the payload are that row's columns (`{"call_id": "id"}`): values
+    the statement itself decides, such as the id of a row it upserted. The event must carry a valid
+    value for each of them (the catalog validates it), which the statement then replaces.
+    """
+    row = _outbox_row(event)
+    if source:
+        pairs = ", ".join(f"'{name}', {column}" for name, column in (fields or {}).items())
+        statement.with_cte("published", _INSERT_OUTBOX_FROM.format(source=source, when=when, fields=pairs), row)
+    else:
+        statement.with_cte("published", f"{_INSERT_OUTBOX} RETURNING id", row)
+    if event.wake_worker:
+        dedupe_key = dispatch_key(event.event_id)
+        only_with_the_row = "EXISTS (SELECT FROM published)" if source else ""
+        enqueue_in(statement, OUTBOX_DISPATCH, event.event_id.bytes, dedupe_key, when=only_with_the_row)
+    statement.returning("EXISTS (SELECT FROM published) AS published")
 
 
 def _outbox_row(event: DomainEvent) -> tuple[object, ...]:
@@ -100,7 +128,7 @@ def published_cte(name: str, first: int) -> str:
     trips. Its values (`published_values`) are bound from `$first` on; after the statement succeeded,
     call `published_in_statement`."""
     settle = MARK_DISPATCHED.replace("$1", f"${first + 7}")
-    return f"{name}_settled AS ({settle}), {name} AS ({_numbered_from(_INSERT_OUTBOX, first)})"
+    return f"{name}_settled AS ({settle}), {name} AS ({numbered_from(_INSERT_OUTBOX, first)})"
 
 
 def published_values(event: DomainEvent) -> tuple[object, ...]:

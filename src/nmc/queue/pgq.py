@@ -16,6 +16,8 @@ from pgqueuer.ports.repository import EntrypointExecutionParameter
 from pgqueuer.types import Channel
 from pydantic_core import to_json
 
+from nmc.db import CteStatement
+
 OUTBOX_DISPATCH = "outbox.dispatch"
 
 # Built once: the default factories read PgQueuer's settings from the environment on every call.
@@ -46,23 +48,38 @@ async def enqueue(
     )
 
 
-# PgQueuer's enqueue statement, opened for one CTE of the caller's own in front (`enqueue_after`).
+# PgQueuer's enqueue statement, taken apart for `enqueue_in`: its CTEs, and the alias of its input rows.
 _ENQUEUE_SKIPPING = _QUEUE.build_enqueue_query("skip")
-_ENQUEUE_OPENING = "WITH input AS MATERIALIZED ("
+_ENQUEUE_RESULT = "SELECT i.ord AS ord, ins.id AS id"
+_ENQUEUE_INPUT_ROWS = "t(priority, entrypoint, payload, execute_after, dedupe_key, headers, ord)"
 
 
-def enqueue_after(cte: str) -> str:
-    """PgQueuer's own enqueue of jobs (`on_conflict="skip"`), with the caller's data-modifying CTE run
-    in the same statement: a row and the job that wakes the worker for it in one round trip instead of
-    two. The job's values are `$1`-`$6` (`job_values`); the CTE binds its own from `$7` on.
-    `tests/unit/test_pgq_enqueue_after.py` pins the opening this relies on against the installed PgQueuer."""
-    if _ENQUEUE_OPENING not in _ENQUEUE_SKIPPING:
-        raise RuntimeError("PgQueuer's enqueue statement changed: nmc.queue.pgq.enqueue_after needs a look")
-    return _ENQUEUE_SKIPPING.replace(_ENQUEUE_OPENING, f"WITH {cte}, {_ENQUEUE_OPENING.removeprefix('WITH ')}", 1)
+def _enqueue_ctes() -> str:
+    """PgQueuer's enqueue without its `WITH` and its final SELECT: `input`, `inserted`, `logged`."""
+    head, found, _ = _ENQUEUE_SKIPPING.rpartition(_ENQUEUE_RESULT)
+    ctes = head.strip().removeprefix("WITH ")
+    if not found or not ctes.startswith("input AS MATERIALIZED (") or _ENQUEUE_INPUT_ROWS not in ctes:
+        raise RuntimeError("PgQueuer's enqueue statement changed: nmc.queue.pgq.enqueue_in needs a look")
+    return ctes
+
+
+_ENQUEUE_CTES = _enqueue_ctes()
+
+
+def enqueue_in(statement: CteStatement, entrypoint: str, payload: bytes, dedupe_key: str, when: str = "") -> None:
+    """PgQueuer's own enqueue of one job due now (`on_conflict="skip"`: a waiting job with the key is
+    kept), as parts of the caller's `statement`: a row and the job that wakes the worker for it in one
+    round trip. Only when `when` (SQL over the statement's earlier parts) holds, if given. Takes the CTE
+    names `input`, `inserted` and `logged`: one job per statement.
+    `tests/unit/test_pgq_enqueue_in.py` pins the statement against the installed PgQueuer."""
+    ctes = _ENQUEUE_CTES
+    if when:
+        ctes = ctes.replace(_ENQUEUE_INPUT_ROWS, f"{_ENQUEUE_INPUT_ROWS} WHERE {when}", 1)
+    statement.with_ctes(ctes, job_values(entrypoint, payload, dedupe_key))
 
 
 def job_values(entrypoint: str, payload: bytes, dedupe_key: str) -> tuple[list[Any], ...]:
-    """`$1`-`$6` of `enqueue_after` for one job due now, normalized as `Queries.enqueue` does it (without
+    """The `$1`-`$6` of PgQueuer's enqueue for one job due now, normalized as `Queries.enqueue` does it (without
     its tracing headers: no PgQueuer tracer is configured here)."""
     job = query_helpers.normalize_enqueue_params(entrypoint, payload, 0, None, dedupe_key, None)
     headers = [to_json(header).decode() for header in job.headers]

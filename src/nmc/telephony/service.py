@@ -7,15 +7,18 @@ and replays can never publish twice.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from uuid import uuid4
+from typing import Any
+from uuid import UUID, uuid4
 
 import structlog
 
-from nmc.db import Transactional, raw_connection
-from nmc.events import E164_PATTERN, CallMissed, publish
+from nmc.db import CteStatement, Transactional, raw_connection
+from nmc.events import E164_PATTERN, CallMissed, publish, publish_in
 from nmc.identity import NumberOwner
 from nmc.observability.correlation import current_correlation_id
 from nmc.settings import Settings
@@ -83,12 +86,20 @@ class CallOutcome:
     from_dial: bool  # the <Dial> action (authoritative) or the parent call's status callback
 
 
-def _outcome_upsert(guard: str) -> str:
-    """Insert the call, or move an existing one only when `guard` allows; RETURNING only on a change."""
+# A call's outcome row: `$6` is our status (missed or answered), `$7` the dial status (None from the
+# parent call's status callback).
+_OUTCOME_ROW = "$1, $2, $3, $4, $5, $6::varchar, $7, $8, CASE WHEN $6::varchar = 'missed' THEN now() END"
+
+
+@functools.cache
+def _outcome_upsert(guard: str, when: str = "") -> str:
+    """Insert the call, or move an existing one only when `guard` allows; RETURNING only on a change.
+    With `when` (a condition over a statement's earlier parts), only when it holds."""
+    row = f"SELECT {_OUTCOME_ROW} WHERE {when}" if when else f"VALUES ({_OUTCOME_ROW})"
     return f"""
         INSERT INTO conv_calls AS c (id, tenant_id, call_sid, caller, tenant_number, status, dial_status,
                                      duration_seconds, missed_at)
-        VALUES ($1, $2, $3, $4, $5, $6::varchar, $7, $8, CASE WHEN $6::varchar = 'missed' THEN now() END)
+        {row}
         ON CONFLICT (call_sid) DO UPDATE SET
             status = EXCLUDED.status,
             dial_status = coalesce(EXCLUDED.dial_status, c.dial_status),
@@ -101,11 +112,11 @@ def _outcome_upsert(guard: str) -> str:
 
 # A call becomes missed once; it becomes answered only from ringing. The dial outcome is
 # authoritative; the parent call's status counts only while no dial outcome is known.
-_UPSERT = {
-    (True, True): _outcome_upsert("c.status <> 'missed'"),
-    (False, True): _outcome_upsert("c.status = 'ringing'"),
-    (True, False): _outcome_upsert("c.status <> 'missed' AND c.dial_status IS NULL"),
-    (False, False): _outcome_upsert("c.status = 'ringing' AND c.dial_status IS NULL"),
+_GUARDS = {
+    (True, True): "c.status <> 'missed'",
+    (False, True): "c.status = 'ringing'",
+    (True, False): "c.status <> 'missed' AND c.dial_status IS NULL",
+    (False, False): "c.status = 'ringing' AND c.dial_status IS NULL",
 }
 
 
@@ -121,8 +132,47 @@ async def apply_outcome(
     On the first-SMS path: plain SQL on the session's connection (see `nmc.db.raw_connection`).
     """
     missed = is_missed(outcome.status, outcome.duration_seconds, settings)
-    changed = await (await raw_connection(session)).fetchrow(
-        _UPSERT[(missed, outcome.from_dial)],
+    values = _outcome_values(owner, outcome, missed)
+    upsert = _outcome_upsert(_GUARDS[(missed, outcome.from_dial)])
+    changed = await (await raw_connection(session)).fetchrow(upsert, *values)
+    if changed is None or changed["status"] != "missed":
+        return False
+    if not _textable(outcome):
+        return False
+    await publish(session, _call_missed(owner, outcome, changed["id"], received_at))
+    _log_missed(outcome)
+    return True
+
+
+def outcome_in(
+    statement: CteStatement,
+    when: str,
+    owner: NumberOwner,
+    outcome: CallOutcome,
+    received_at: datetime,
+    settings: Settings,
+) -> Callable[[Mapping[str, Any]], None]:
+    """`apply_outcome` as parts of `statement` acting only when `when` holds (a webhook's first
+    delivery): the call's upsert, and `call.missed` published with the upserted call's id when the
+    call just became missed. Returns what to log from the statement's row."""
+    missed = is_missed(outcome.status, outcome.duration_seconds, settings)
+    values = _outcome_values(owner, outcome, missed)
+    statement.with_cte("call_outcome", _outcome_upsert(_GUARDS[(missed, outcome.from_dial)], when), values)
+    statement.returning("(SELECT status FROM call_outcome) AS call_status")
+    if missed and is_textable(outcome.caller):
+        # The new row's id stands in for the call's until the statement puts the upserted row's in.
+        event = _call_missed(owner, outcome, values[0], received_at)
+        publish_in(statement, event, source="call_outcome", when="status = 'missed'", fields={"call_id": "id"})
+
+    def applied(row: Mapping[str, Any]) -> None:
+        if row["call_status"] == "missed" and _textable(outcome):
+            _log_missed(outcome)
+
+    return applied
+
+
+def _outcome_values(owner: NumberOwner, outcome: CallOutcome, missed: bool) -> tuple[Any, ...]:
+    return (
         uuid4(),
         owner.tenant_id,
         outcome.call_sid,
@@ -132,23 +182,28 @@ async def apply_outcome(
         outcome.status if outcome.from_dial else None,
         outcome.duration_seconds,
     )
-    if changed is None or changed["status"] != "missed":
-        return False
-    if not is_textable(outcome.caller):
-        log.info("call.missed_not_textable", call_sid=outcome.call_sid, reason="caller id withheld")
-        return False
-    await publish(
-        session,
-        CallMissed(
-            tenant_id=owner.tenant_id,
-            call_id=changed["id"],
-            call_sid=outcome.call_sid,
-            caller=outcome.caller,
-            tenant_number=outcome.tenant_number,
-            dial_status=outcome.status,
-            webhook_received_at=received_at,
-            correlation_id=current_correlation_id(),
-        ),
+
+
+def _call_missed(owner: NumberOwner, outcome: CallOutcome, call_id: UUID, received_at: datetime) -> CallMissed:
+    return CallMissed(
+        tenant_id=owner.tenant_id,
+        call_id=call_id,
+        call_sid=outcome.call_sid,
+        caller=outcome.caller,
+        tenant_number=outcome.tenant_number,
+        dial_status=outcome.status,
+        webhook_received_at=received_at,
+        correlation_id=current_correlation_id(),
     )
+
+
+def _textable(outcome: CallOutcome) -> bool:
+    """Whether a call that just became missed is texted back (logged when not: nobody to text)."""
+    if is_textable(outcome.caller):
+        return True
+    log.info("call.missed_not_textable", call_sid=outcome.call_sid, reason="caller id withheld")
+    return False
+
+
+def _log_missed(outcome: CallOutcome) -> None:
     log.info("call.missed", call_sid=outcome.call_sid, dial_status=outcome.status, event_name=CallMissed.name)
-    return True

@@ -11,13 +11,13 @@ from typing import Any, ClassVar
 from uuid import UUID
 
 from nmc.conversations import InboundSms, Media, apply_inbound, update_delivery_status
-from nmc.db import Transactional
+from nmc.db import CteStatement, Transactional
 from nmc.identity import NumberOwner, owner_of
 from nmc.settings import get_settings
 from nmc.telephony import twiml
 from nmc.telephony.schemas import CallStatusForm, DialOutcomeForm, InboundSmsForm, IncomingCallForm, MessageStatusForm
-from nmc.telephony.service import NOT_FORWARDED, CallOutcome, apply_outcome, is_missed, record_ringing
-from nmc.webhooks import TWILIO, Answer, Unrouted, WebhookHandler, twiml_answer
+from nmc.telephony.service import NOT_FORWARDED, CallOutcome, apply_outcome, is_missed, outcome_in, record_ringing
+from nmc.webhooks import TWILIO, Answer, Applied, Unrouted, WebhookHandler, twiml_answer
 
 DIAL_STATUS_PATH = "/webhooks/twilio/voice/dial-status"
 EMPTY = twiml_answer(twiml.empty())
@@ -70,7 +70,27 @@ class IncomingCall(TenantNumberCallback):
             await apply_outcome(session, owner, outcome, at, get_settings())
 
 
-class DialOutcome(TenantNumberCallback):
+class CallOutcomeCallback(TenantNumberCallback):
+    """A callback that says what became of a call: its upsert and `call.missed` are written with the
+    ledger row as one statement (`outcome_in`); `apply` is the same effect in a transaction (replay)."""
+
+    one_statement = True
+
+    def outcome(self, payload: Any) -> CallOutcome:
+        raise NotImplementedError
+
+    async def apply(self, session: Transactional, payload: Any, owner: NumberOwner | None, at: datetime) -> None:
+        assert owner is not None
+        await apply_outcome(session, owner, self.outcome(payload), at, get_settings())
+
+    def apply_in(
+        self, statement: CteStatement, first: str, payload: Any, owner: NumberOwner | None, at: datetime
+    ) -> Applied:
+        assert owner is not None
+        return outcome_in(statement, first, owner, self.outcome(payload), at, get_settings())
+
+
+class DialOutcome(CallOutcomeCallback):
     """How the <Dial> ended: authoritative for whether the call was missed."""
 
     kind = "voice.dial-status"
@@ -83,17 +103,13 @@ class DialOutcome(TenantNumberCallback):
             return twiml_answer(twiml.after_missed_call(owner.business_name))
         return twiml_answer(twiml.end_call())
 
-    async def apply(
-        self, session: Transactional, payload: DialOutcomeForm, owner: NumberOwner | None, at: datetime
-    ) -> None:
-        assert owner is not None
-        outcome = CallOutcome(
+    def outcome(self, payload: DialOutcomeForm) -> CallOutcome:
+        return CallOutcome(
             payload.call_sid, payload.from_, payload.to, payload.dial_call_status, payload.dial_call_duration, True
         )
-        await apply_outcome(session, owner, outcome, at, get_settings())
 
 
-class CallStatus(TenantNumberCallback):
+class CallStatus(CallOutcomeCallback):
     """The parent call's status callback: a fallback that counts only while no dial outcome is known."""
 
     kind = "voice.status"
@@ -105,14 +121,10 @@ class CallStatus(TenantNumberCallback):
     def answer(self, payload: CallStatusForm, owner: NumberOwner | None) -> Answer:
         return EMPTY
 
-    async def apply(
-        self, session: Transactional, payload: CallStatusForm, owner: NumberOwner | None, at: datetime
-    ) -> None:
-        assert owner is not None
-        outcome = CallOutcome(
+    def outcome(self, payload: CallStatusForm) -> CallOutcome:
+        return CallOutcome(
             payload.call_sid, payload.from_, payload.to, payload.call_status, payload.call_duration, False
         )
-        await apply_outcome(session, owner, outcome, at, get_settings())
 
 
 class InboundText(TenantNumberCallback):

@@ -4,6 +4,7 @@ from nmc.webhooks.clerk import CLERK, clerk_answer
 from nmc.webhooks.fetched import ingest_fetched
 from nmc.webhooks.ledger import Answer
 from nmc.webhooks.pipeline import (
+    Applied,
     RawDelivery,
     ReplayRefused,
     Unrouted,
@@ -22,6 +23,7 @@ __all__ = [
     "STRIPE",
     "TWILIO",
     "Answer",
+    "Applied",
     "RawDelivery",
     "ReplayRefused",
     "Unrouted",

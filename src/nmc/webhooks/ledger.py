@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID, uuid4
@@ -9,7 +10,7 @@ from uuid import UUID, uuid4
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import Transactional, raw_connection
+from nmc.db import CteStatement, Transactional, raw_connection
 from nmc.observability.metrics import WEBHOOK_DEDUPE_HITS
 from nmc.webhooks.models import WebhookEvent
 
@@ -49,8 +50,34 @@ async def record_first_delivery(session: Transactional, delivery: Delivery, answ
     (same external id, or same provider idempotency token): the caller must not act again.
 
     On the first-SMS path: plain SQL on the session's connection (see `nmc.db.raw_connection`)."""
-    inserted = await (await raw_connection(session)).fetchval(
-        _RECORD_DELIVERY,
+    inserted = await (await raw_connection(session)).fetchval(_RECORD_DELIVERY, *_ledger_row(delivery, answer))
+    return _counted(delivery, first=inserted is not None)
+
+
+# `first_delivery_in`'s part: the effects written in the same statement are gated on it.
+FIRST_DELIVERY = "EXISTS (SELECT FROM first_delivery)"
+
+
+def first_delivery_in(statement: CteStatement, delivery: Delivery, answer: Answer) -> None:
+    """`record_first_delivery` as the part `first_delivery` of a statement: the parts after it act
+    only when `FIRST_DELIVERY` holds, and `was_first` reads the outcome from the statement's row."""
+    statement.with_cte("first_delivery", _RECORD_DELIVERY, _ledger_row(delivery, answer))
+    statement.returning(f"{FIRST_DELIVERY} AS first_delivery")
+
+
+def was_first(row: Mapping[str, Any], delivery: Delivery) -> bool:
+    """Whether the statement carrying `first_delivery_in` recorded the delivery (False: a retry)."""
+    return _counted(delivery, first=bool(row["first_delivery"]))
+
+
+def _counted(delivery: Delivery, *, first: bool) -> bool:
+    if not first:
+        WEBHOOK_DEDUPE_HITS.labels(provider=delivery.provider).inc()
+    return first
+
+
+def _ledger_row(delivery: Delivery, answer: Answer) -> tuple[object, ...]:
+    return (
         uuid4(),
         delivery.provider,
         delivery.kind,
@@ -62,10 +89,6 @@ async def record_first_delivery(session: Transactional, delivery: Delivery, answ
         answer.body,
         answer.media_type,
     )
-    if inserted is None:
-        WEBHOOK_DEDUPE_HITS.labels(provider=delivery.provider).inc()
-        return False
-    return True
 
 
 _EARLIER_ANSWER = """

@@ -19,13 +19,15 @@ of delivery supplies a `WebhookHandler`. `replay` runs a stored delivery through
 Steps 4 to 6 run in one transaction: the route's `db_session` (SQLAlchemy), or, for a handler whose
 statements are all plain SQL (`plain_sql`: Twilio's, on the first-SMS path), a transaction on the hot
 asyncpg pool — a request's SQLAlchemy session, its dependency and its commit cost more CPU than the
-whole rest of the webhook (ADR 0020).
+whole rest of the webhook (ADR 0020). A handler whose effect can be written as parts of one statement
+(`one_statement`: the call outcomes that publish `call.missed`) has steps 5 and 6 as one autocommitted
+statement after the route's read, with no transaction: two round trips instead of six.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -33,23 +35,35 @@ from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 from urllib.parse import parse_qsl
 from uuid import UUID
 
+import asyncpg
 import msgspec
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import Transactional, hot_transaction
+from nmc.db import CteStatement, Transactional, hot_connection, hot_transaction
 from nmc.observability.metrics import WEBHOOK_SIGNATURE_FAILURES
 from nmc.problems import NUL, nul_path
 from nmc.settings import get_settings
-from nmc.webhooks.ledger import Answer, Delivery, earlier_answer, get_delivery, record_first_delivery
+from nmc.webhooks.ledger import (
+    FIRST_DELIVERY,
+    Answer,
+    Delivery,
+    earlier_answer,
+    first_delivery_in,
+    get_delivery,
+    record_first_delivery,
+    was_first,
+)
 from nmc.webhooks.models import MAX_IDEMPOTENCY_TOKEN_LENGTH
 
 log = structlog.get_logger(module="webhooks")
 
 P = TypeVar("P")  # a handler's typed payload
 C = TypeVar("C")  # what `route` found (e.g. the number's owner)
+# What a one-statement effect does with the statement's row once it ran (its log lines).
+Applied = Callable[[Mapping[str, Any]], None]
 _ERROR_FIELD = re.compile(r"at `\$\.([^`\[]+)|missing required field `([^`]+)`")
 
 
@@ -124,6 +138,9 @@ class WebhookHandler(Generic[P, C]):
     payload_type: ClassVar[type[Any]]
     # Every statement of `route` and `apply` is plain SQL (`nmc.db.raw_connection`): run on the hot pool.
     plain_sql: ClassVar[bool] = False
+    # The effect is also written as parts of the ledger row's statement (`apply_in`): a first delivery
+    # is then routed and recorded with its effect in two autocommitted round trips (plain SQL implied).
+    one_statement: ClassVar[bool] = False
 
     def key(self, payload: P) -> str:
         """What makes two deliveries of this kind the same one."""
@@ -140,6 +157,14 @@ class WebhookHandler(Generic[P, C]):
         raise NotImplementedError
 
     async def apply(self, session: Transactional, payload: P, context: C | None, received_at: datetime) -> None:
+        raise NotImplementedError
+
+    def apply_in(
+        self, statement: CteStatement, first: str, payload: P, context: C | None, received_at: datetime
+    ) -> Applied:
+        """`apply` as parts of `statement`, each acting only when the SQL condition `first` holds (this
+        delivery's ledger row was written by the statement): the same effect, as `replay` still runs
+        `apply`. Returns what to do with the statement's row once it ran."""
         raise NotImplementedError
 
 
@@ -206,6 +231,9 @@ async def receive(
     failed commit must become a 503/500 (advanced-alchemy's autocommit logs it at DEBUG and still sends
     the 2xx)."""
     arrival = await _arrive(handler, request)
+    if handler.one_statement:
+        async with hot_connection() as connection:
+            return await _record_and_apply_at_once(handler, arrival, connection)
     if handler.plain_sql:
         async with hot_transaction() as connection:
             return await _record_and_apply(handler, arrival, connection)
@@ -231,30 +259,69 @@ async def _arrive(handler: WebhookHandler[P, C], request: Request[Any, Any, Any]
     return Arrival(payload, fields, token, received_at)
 
 
-async def _record_and_apply(handler: WebhookHandler[P, C], arrival: Arrival[P], db: Transactional) -> Response[str]:
-    """Steps 4 to 7: route, record the first delivery with its answer, apply, answer."""
-    provider = handler.provider
+@dataclass(frozen=True)
+class Routed(Generic[C]):
+    """A delivery that passed step 4: its tenant context, the answer it gets, its ledger key."""
+
+    context: C | None
+    answer: Answer
+    delivery: Delivery
+
+
+async def _route(handler: WebhookHandler[P, C], arrival: Arrival[P], db: Transactional) -> Routed[C] | Answer:
+    """Step 4, and what steps 5 and 7 need: the routed delivery, or the answer for an unrouted one."""
     try:
         context = await handler.route(db, arrival.payload)
     except Unrouted as unrouted:
-        log.info("webhook.unrouted", provider=provider.name, kind=handler.kind)
-        return _respond(unrouted.answer)
-    answer = handler.answer(arrival.payload, context)
-    first = Delivery(
-        provider=provider.name,
+        log.info("webhook.unrouted", provider=handler.provider.name, kind=handler.kind)
+        return unrouted.answer
+    delivery = Delivery(
+        provider=handler.provider.name,
         kind=handler.kind,
         external_id=f"{handler.kind}:{handler.key(arrival.payload)}",
         payload=arrival.fields,
         idempotency_token=arrival.token,
         tenant_id=handler.tenant_id(context),
     )
-    if not await record_first_delivery(db, first, answer):
-        log.info("webhook.duplicate", provider=provider.name, kind=handler.kind, external_id=first.external_id)
-        return _respond(await earlier_answer(db, first) or answer)
-    if first.tenant_id:
-        structlog.contextvars.bind_contextvars(tenant_id=str(first.tenant_id))
-    await handler.apply(db, arrival.payload, context, arrival.received_at)
-    return _respond(answer)
+    if delivery.tenant_id:
+        structlog.contextvars.bind_contextvars(tenant_id=str(delivery.tenant_id))
+    return Routed(context, handler.answer(arrival.payload, context), delivery)
+
+
+async def _record_and_apply(handler: WebhookHandler[P, C], arrival: Arrival[P], db: Transactional) -> Response[str]:
+    """Steps 4 to 7: route, record the first delivery with its answer, apply, answer."""
+    routed = await _route(handler, arrival, db)
+    if isinstance(routed, Answer):
+        return _respond(routed)
+    if not await record_first_delivery(db, routed.delivery, routed.answer):
+        return await _duplicate(handler, routed, db)
+    await handler.apply(db, arrival.payload, routed.context, arrival.received_at)
+    return _respond(routed.answer)
+
+
+async def _record_and_apply_at_once(
+    handler: WebhookHandler[P, C], arrival: Arrival[P], connection: asyncpg.Connection
+) -> Response[str]:
+    """Steps 4 to 7 for a `one_statement` handler: route (a read), then the ledger row and the effect
+    as one autocommitted statement — both or neither, as in a transaction."""
+    routed = await _route(handler, arrival, connection)
+    if isinstance(routed, Answer):
+        return _respond(routed)
+    statement = CteStatement()
+    first_delivery_in(statement, routed.delivery, routed.answer)
+    applied = handler.apply_in(statement, FIRST_DELIVERY, arrival.payload, routed.context, arrival.received_at)
+    row = await statement.run(connection)
+    if not was_first(row, routed.delivery):
+        return await _duplicate(handler, routed, connection)
+    applied(row)
+    return _respond(routed.answer)
+
+
+async def _duplicate(handler: WebhookHandler[P, C], routed: Routed[C], db: Transactional) -> Response[str]:
+    """A retried delivery: the answer its first delivery got, and nothing done again."""
+    delivery = routed.delivery
+    log.info("webhook.duplicate", provider=handler.provider.name, kind=handler.kind, external_id=delivery.external_id)
+    return _respond(await earlier_answer(db, delivery) or routed.answer)
 
 
 class ReplayRefused(ValueError):
