@@ -191,6 +191,14 @@ def _refuse_closed_connection(dbapi_connection: Any, record: Any, proxy: Any) ->
         raise DisconnectionError("the server closed this pooled connection")
 
 
+# A CTE for a write whose commit need not wait for the disk (ADR 0021): the statement's own implicit
+# transaction commits with `synchronous_commit = off`. Only for a write that the retry of the same work
+# redoes when a database crash loses it, and that is always followed, before anything leaves the system,
+# by a synchronous commit (which flushes every earlier commit's WAL with its own): the dispatcher's claim,
+# the first SMS's context query. The statement must read `async_commit` (e.g. `CROSS JOIN async_commit`):
+# PostgreSQL does not evaluate a CTE nothing reads.
+ASYNC_COMMIT = "async_commit AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true) AS commit_mode)"
+
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 

@@ -4,6 +4,7 @@ fake Twilio API, real Postgres underneath."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 from uuid import UUID
@@ -513,3 +514,27 @@ async def test_a_text_changed_between_the_plans_read_and_write_is_planned_again(
     assert fake_twilio.messages() == []
     [message] = await first_sms_rows(db)
     assert (message["status"], message["suppressed_reason"]) == ("suppressed", "paused_too_long")
+
+
+async def test_the_plans_context_query_commits_without_waiting_for_the_disk(
+    client: AsyncTestClient[Any], db: asyncpg.Connection, make_tenant: Any
+) -> None:
+    """ADR 0021: the context query's writes (the missed-call fact, the thread) commit with
+    `synchronous_commit = off`; the message written as `sending` next commits synchronously."""
+    from nmc.conversations.first_sms import _UPSERT_MESSAGE, load_context
+    from nmc.events import CallMissed
+    from nmc.events.catalog import load_event
+
+    tenant = await make_tenant()
+    await missed_call(client, tenant.number, CALLER)
+    row = await db.fetchrow(
+        "SELECT event_name, event_version, payload FROM outbox_events WHERE event_name = 'call.missed'"
+    )
+    event = load_event(row["event_name"], row["event_version"], json.loads(row["payload"]))
+    assert isinstance(event, CallMissed)
+    async with db.transaction():
+        _, earlier = await load_context(db, event)
+        assert earlier is None and await db.fetchval("SHOW synchronous_commit") == "off"
+    assert await db.fetchval("SHOW synchronous_commit") == "on"
+    assert await db.fetchval("SELECT count(*) FROM conv_kpi_facts WHERE metric = 'missed_call'") == 1
+    assert "async_commit" not in _UPSERT_MESSAGE

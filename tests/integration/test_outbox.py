@@ -490,3 +490,25 @@ async def test_backoff_is_what_the_row_waits(db: asyncpg.Connection, handlers: N
         "SELECT extract(epoch FROM available_at - now()) FROM outbox_events WHERE id = $1", event.event_id
     )
     assert 0 < float(wait) <= 1.0  # first retry: up to 1 s
+
+
+# ------------------------------------------------------------------------------ commit modes
+
+
+async def test_the_claim_commits_without_waiting_for_the_disk_and_leaves_the_session_as_it_was(
+    db: asyncpg.Connection, subscribed: None
+) -> None:
+    """ADR 0021: the claim's own transaction runs with `synchronous_commit = off` (seen inside an explicit
+    transaction, where the statement's `set_config(..., true)` lasts until COMMIT); the connection's
+    setting is untouched afterwards, so the statements that must be durable still wait for the disk."""
+    from nmc.events.dispatcher import _CLAIM, _dispatcher_id
+
+    event = await published(status_changed())
+    async with db.transaction():
+        assert await db.fetchval("SHOW synchronous_commit") == "on"
+        claimed = await db.fetchrow(_CLAIM, event.event_id, 30.0, _dispatcher_id)
+        assert claimed is not None and claimed["attempts"] == 1
+        assert await db.fetchval("SHOW synchronous_commit") == "off"
+    assert await db.fetchval("SHOW synchronous_commit") == "on"
+    row = await outbox_row(db, event.event_id)
+    assert row is not None and row["attempts"] == 1 and row["claimed_by"] == _dispatcher_id

@@ -45,7 +45,7 @@ from nmc.conversations.templates import (
     render_or_default,
 )
 from nmc.conversations.threads import current_thread, current_thread_cte
-from nmc.db import hot_connection
+from nmc.db import ASYNC_COMMIT, hot_connection
 from nmc.events import CallMissed, Deferred, FirstSmsSent, published_cte, published_in_statement, published_values
 from nmc.kpis import Metric, fact_cte
 from nmc.messaging import (
@@ -108,8 +108,10 @@ _THREAD = current_thread_cte(
     status=f"CASE WHEN {OPTED_OUT_SQL.format(tenant='$1', phone='$2')} THEN 'opted_out' ELSE 'open' END",
     unless="EXISTS (SELECT 1 FROM existing)",
 )
+# Its writes (the missed-call fact, a new thread) commit without waiting for the disk (ADR 0021): a retry
+# redoes them, and the message written as `sending` commits synchronously before Twilio is asked.
 _CONTEXT = f"""
-    WITH {_MISSED_CALL_FACT}, {_EXISTING}, {_THREAD}
+    WITH {_MISSED_CALL_FACT}, {_EXISTING}, {_THREAD}, {ASYNC_COMMIT}
     SELECT (SELECT id FROM thread) AS current_thread_id,
            e.id AS existing_id, e.status AS existing_status, e.thread_id AS existing_thread_id,
            e.to_number AS existing_to, e.from_number AS existing_from, e.body AS existing_body,
@@ -129,6 +131,7 @@ _CONTEXT = f"""
                  AND m.created_at > now() - make_interval(mins => coalesce(s.cooldown_minutes, 60))
            ) AS texted_recently
     FROM tenant_profiles t LEFT JOIN conv_settings s ON s.tenant_id = t.id LEFT JOIN existing e ON true
+         CROSS JOIN async_commit
     WHERE t.id = $1
 """
 _UPSERT_MESSAGE = """

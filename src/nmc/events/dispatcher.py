@@ -22,7 +22,7 @@ import structlog
 from sqlalchemy import func, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from nmc.db import hot_pool, raw_connection, session_scope
+from nmc.db import ASYNC_COMMIT, hot_pool, raw_connection, session_scope
 from nmc.events.catalog import UnknownEvent, load_event
 from nmc.events.models import OutboxEvent, OutboxEventError
 from nmc.events.outbox import enqueue_dispatch, enqueue_dispatches
@@ -99,10 +99,14 @@ def set_dispatcher_id(worker_id: UUID) -> None:
 
 
 # Claim and completion run once per event on the first-SMS path: single statements on the hot pool.
-# A row is claimable when due, or when the worker holding its lease has stopped beating.
+# A row is claimable when due, or when the worker holding its lease has stopped beating. The claim's
+# commit does not wait for the disk (ADR 0021): a claim a database crash loses leaves the row due, and
+# whatever a handler does outside the database comes after a synchronous commit of its own.
 _CLAIM = f"""
+    WITH {ASYNC_COMMIT}
     UPDATE outbox_events e
     SET attempts = attempts + 1, available_at = now() + make_interval(secs => $2), claimed_by = $3
+    FROM async_commit
     WHERE id = $1 AND dispatched_at IS NULL
       AND (available_at <= now() OR (claimed_by IS NOT NULL AND claimed_by <> $3 AND NOT EXISTS (
           SELECT 1 FROM worker_heartbeats h
