@@ -214,7 +214,7 @@ class CteStatement:
 
     A write that spans modules (a webhook's ledger row, the call it moves, the event it publishes, that
     event's job) as one autocommitted statement: atomic like a transaction, without its BEGIN, COMMIT and
-    a round trip per part (ADR 0020). Each part binds its values as `$1`… of its own SQL (renumbered
+    a round trip per part (ADR 0021). Each part binds its values as `$1`… of its own SQL (renumbered
     here); a later part reads an earlier one by its CTE name, and every part runs to completion whether
     or not anything reads it (PostgreSQL's rule for data-modifying CTEs). The final SELECT returns the
     `columns` parts asked for. All parts see one snapshot: a part cannot read a row an earlier part wrote,

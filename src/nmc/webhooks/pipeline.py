@@ -21,7 +21,7 @@ statements are all plain SQL (`plain_sql`: Twilio's, on the first-SMS path), a t
 asyncpg pool — a request's SQLAlchemy session, its dependency and its commit cost more CPU than the
 whole rest of the webhook (ADR 0020). A handler whose effect can be written as parts of one statement
 (`one_statement`: the call outcomes that publish `call.missed`) has steps 5 and 6 as one autocommitted
-statement after the route's read, with no transaction: two round trips instead of six.
+statement after the route's read, with no transaction: two round trips instead of six (ADR 0021).
 """
 
 from __future__ import annotations
