@@ -126,7 +126,9 @@ def published_cte(name: str, first: int) -> str:
     written, and the event being dispatched settled, in the statement the handler runs anyway — so a
     handler's final write can be one autocommitted statement instead of a transaction of four round
     trips. Its values (`published_values`) are bound from `$first` on; after the statement succeeded,
-    call `published_in_statement`."""
+    call `published_in_statement`. For a statement whose parts share one parameter list (the first
+    SMS's acceptance: its KPI, billing and latency parts read the same `$n`); a statement built from
+    parts with parameters of their own uses `publish_in` on a `CteStatement`."""
     settle = MARK_DISPATCHED.replace("$1", f"${first + 7}")
     return f"{name}_settled AS ({settle}), {name} AS ({numbered_from(_INSERT_OUTBOX, first)})"
 

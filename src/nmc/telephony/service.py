@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from nmc.events import E164_PATTERN, CallMissed, publish, publish_in
 from nmc.identity import NumberOwner
 from nmc.observability.correlation import current_correlation_id
 from nmc.settings import Settings
+from nmc.webhooks import Applied
 
 log = structlog.get_logger(module="telephony")
 
@@ -151,7 +152,7 @@ def outcome_in(
     outcome: CallOutcome,
     received_at: datetime,
     settings: Settings,
-) -> Callable[[Mapping[str, Any]], None]:
+) -> Applied:
     """`apply_outcome` as parts of `statement` acting only when `when` holds (a webhook's first
     delivery): the call's upsert, and `call.missed` published with the upserted call's id when the
     call just became missed. Returns what to log from the statement's row."""
